@@ -1,0 +1,392 @@
+"""Operations on the cgroups of one hierarchy, every one resolved beneath its root.
+
+:class:`CgroupTree` pins the hierarchy's mount with an ``O_PATH`` fd and resolves each cgroup
+path with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)`` from it, so no
+spelling, symlink or mount trick can make it act outside the hierarchy.  Paths are absolute
+hierarchy paths as produced by :mod:`cgmanager.names`; keys are single file names.  This layer
+knows nothing of requestors: *whether* an operation is allowed is the permission model's
+question, asked before these are called.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import names
+from ._linux import open_beneath
+from .errors import Busy, CgmError, InvalidArgument, NotFound, from_oserror
+from .hierarchy import Hierarchy
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+#: v1 files that hand a cgroup over to a delegatee (0.42 before a6f76bf: dir, tasks, procs)
+V1_DELEGATE_FILES = ("tasks", "cgroup.procs")
+#: used when /sys/kernel/cgroup/delegate cannot be read (kernels < 4.15 lack it)
+V2_DEFAULT_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+
+#: Upper bound on what one read returns; cgroup files are far smaller (cgroup.procs of a
+#: cgroup with every pid of a 4M-pid machine is ~32 MiB, so this is not a functional limit).
+MAX_READ = 64 << 20
+
+
+def read_delegate_files(path: str = "/sys/kernel/cgroup/delegate") -> tuple[str, ...]:
+    """The kernel's list of v2 files a delegatee must own, read at run time as runc/LXC do."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return tuple(line.strip() for line in f if line.strip())
+    except OSError:
+        return V2_DEFAULT_DELEGATE_FILES
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One file of a cgroup directory, as ListKeys reports it."""
+
+    name: str
+    uid: int
+    gid: int
+    mode: int  # full st_mode, file-type bits included (0.42 compatibility)
+
+
+class CgroupTree:
+    """One hierarchy, opened at a mount point of it."""
+
+    def __init__(
+        self,
+        hierarchy: Hierarchy,
+        mountpoint: str | None = None,
+        delegate_files: tuple[str, ...] | None = None,
+    ) -> None:
+        self.hierarchy = hierarchy
+        self.mountpoint = mountpoint or hierarchy.mountpoint
+        self.v2 = hierarchy.version == 2
+        self.root_fd = os.open(self.mountpoint, _PATH_DIR)
+        if self.v2:
+            self.delegate_files = delegate_files or read_delegate_files()
+        else:
+            self.delegate_files = V1_DELEGATE_FILES
+        #: the file listing the member processes (0.42 listed v1 threads from ``tasks``)
+        self.procs_file = "cgroup.procs"
+        self.threads_file = "cgroup.threads" if self.v2 else "tasks"
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def __repr__(self) -> str:
+        return f"CgroupTree({self.hierarchy.key!r} at {self.mountpoint!r})"
+
+    # -- resolution -----------------------------------------------------------------------
+
+    def _rel(self, path: str) -> str:
+        """Hierarchy path → path relative to the mount (which may show a subtree)."""
+        if not path.startswith("/"):
+            raise InvalidArgument(f"internal: cgroup path {path!r} is not absolute")
+        parts = names.components(path)
+        if any(p in (".", "..") for p in parts):
+            raise InvalidArgument(f"invalid cgroup {path!r}")
+        root = self.hierarchy.mount_root
+        if root != "/":
+            if not names.is_under(path, root):
+                raise NotFound(f"cgroup {path}: not reachable through this mount")
+            return names.relative_to(path, root)
+        return "/".join(parts)
+
+    def _what(self, path: str, key: str | None = None) -> str:
+        where = f"{self.hierarchy.key}:{path}"
+        return f"{where} {key}" if key else where
+
+    def _open(self, path: str, flags: int = _DIR) -> int:
+        try:
+            return open_beneath(self.root_fd, self._rel(path), flags)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
+                # a symlink, a mount or a file where a cgroup directory was expected
+                raise NotFound(f"cgroup {self._what(path)}: not found (not a cgroup)") from None
+            raise from_oserror(exc, f"cgroup {self._what(path)}") from None
+
+    @contextmanager
+    def dirfd(self, path: str, flags: int = _DIR) -> Iterator[int]:
+        """An fd of the cgroup directory, closed on exit."""
+        fd = self._open(path, flags)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def exists(self, path: str) -> bool:
+        try:
+            os.close(self._open(path, _PATH_DIR))
+            return True
+        except NotFound:
+            return False
+
+    def stat(self, path: str, key: str | None = None) -> os.stat_result:
+        """stat of the cgroup directory, or of one of its files (never following a link)."""
+        with self.dirfd(path, _PATH_DIR) as fd:
+            if key is None:
+                return os.fstat(fd)
+            names.check_key(key)
+            try:
+                st = os.stat(key, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                raise from_oserror(exc, f"key {self._what(path, key)}") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+            return st
+
+    # -- structure --------------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int = 0o755) -> bool:
+        """Create one cgroup whose parent exists; False if it already existed."""
+        parts = names.components(path)
+        if not parts:
+            return False
+        with self.dirfd(names.parent(path), _PATH_DIR) as pfd:
+            try:
+                os.mkdir(parts[-1], mode, dir_fd=pfd)
+            except FileExistsError:
+                st = os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise InvalidArgument(
+                        f"cgroup {self._what(path)}: a file of that name exists"
+                    ) from None
+                return False
+            except OSError as exc:
+                raise from_oserror(exc, f"create {self._what(path)}") from None
+        return True
+
+    def create(self, path: str) -> list[str]:
+        """Create *path* and any missing parents; returns the paths created, top first."""
+        created = []
+        parts = names.components(path)
+        for i in range(1, len(parts) + 1):
+            p = "/" + "/".join(parts[:i])
+            if self.mkdir(p):
+                created.append(p)
+        return created
+
+    def children(self, path: str) -> list[str]:
+        """Names of the child cgroups, in directory order."""
+        with self.dirfd(path) as fd:
+            return _child_names(fd)
+
+    def populated(self, path: str) -> bool:
+        """Whether the cgroup or a descendant holds a process."""
+        if self.v2:
+            return self.events(path).get("populated", 0) != 0
+        return any(self.procs(p) for p in self.walk(path))
+
+    def walk(self, path: str) -> list[str]:
+        """*path* and all its descendants, parents before children (no recursion on client
+        data: an iterative walk, so a very deep tree cannot exhaust the stack)."""
+        result, stack = [], [path]
+        while stack:
+            p = stack.pop()
+            result.append(p)
+            try:
+                kids = self.children(p)
+            except NotFound:
+                if p == path:
+                    raise
+                continue  # removed concurrently
+            stack.extend(names.join(p, k) for k in reversed(kids))
+        return result
+
+    def rmdir(self, path: str) -> None:
+        parts = names.components(path)
+        if not parts:
+            raise InvalidArgument("the hierarchy root cannot be removed")
+        with self.dirfd(names.parent(path), _PATH_DIR) as pfd:
+            try:
+                os.rmdir(parts[-1], dir_fd=pfd)
+            except OSError as exc:
+                raise from_oserror(exc, f"remove {self._what(path)}") from None
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        """Remove a cgroup (and with *recursive*, its descendants, bottom-up).
+
+        A populated subtree is refused before anything is removed, so a request that would
+        fail on a busy cgroup deep down changes nothing.
+        """
+        tree = self.walk(path) if recursive else [path]
+        if not recursive and self.children(path):
+            raise Busy(f"remove {self._what(path)}: busy (it has child cgroups)")
+        if self.populated(path):
+            raise Busy(f"remove {self._what(path)}: busy (it or a descendant holds processes)")
+        for p in reversed(tree):
+            self.rmdir(p)
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _read_ids(self, path: str, filename: str) -> list[int]:
+        text = self.read(path, filename)
+        return [int(x) for x in text.split()]
+
+    def procs(self, path: str) -> list[int]:
+        """Processes (thread-group ids) in the cgroup itself."""
+        return self._read_ids(path, self.procs_file)
+
+    def threads(self, path: str) -> list[int]:
+        """Threads in the cgroup itself (v1 ``tasks``, v2 ``cgroup.threads``)."""
+        return self._read_ids(path, self.threads_file)
+
+    def procs_recursive(self, path: str, threads: bool = False) -> list[int]:
+        """Sorted, unique ids of the cgroup and all its descendants."""
+        ids: set[int] = set()
+        for p in self.walk(path):
+            try:
+                ids.update(self.threads(p) if threads else self.procs(p))
+            except NotFound:
+                if p == path:
+                    raise
+        return sorted(ids)
+
+    def move(self, path: str, pid: int) -> None:
+        """Move a whole process (all its threads) into the cgroup."""
+        if pid <= 0:
+            raise InvalidArgument(f"invalid pid {pid}")
+        self.write(path, self.procs_file, str(pid))
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def keys(self, path: str) -> list[KeyInfo]:
+        """Every regular file of the cgroup with its owner, group and mode."""
+        result = []
+        with self.dirfd(path) as fd:
+            with os.scandir(fd) as it:
+                for e in it:
+                    st = e.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        result.append(KeyInfo(e.name, st.st_uid, st.st_gid, st.st_mode))
+        return result
+
+    def _open_key(self, path: str, key: str, flags: int) -> int:
+        names.check_key(key)
+        with self.dirfd(path, _PATH_DIR) as fd:
+            try:
+                kfd = os.open(key, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR):
+                    raise NotFound(f"key {self._what(path, key)}: not found (not a file)") from None
+                raise from_oserror(exc, f"key {self._what(path, key)}") from None
+        if not stat.S_ISREG(os.fstat(kfd).st_mode):
+            os.close(kfd)
+            raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+        return kfd
+
+    def read_bytes(self, path: str, key: str) -> bytes:
+        fd = self._open_key(path, key, os.O_RDONLY)
+        try:
+            chunks, size = [], 0
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_READ:
+                    raise CgmError(f"key {self._what(path, key)}: larger than {MAX_READ} bytes")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise from_oserror(exc, f"read {self._what(path, key)}") from None
+        finally:
+            os.close(fd)
+
+    def read(self, path: str, key: str) -> str:
+        return self.read_bytes(path, key).decode("utf-8", "surrogateescape")
+
+    def write(self, path: str, key: str, value: str | bytes) -> None:
+        """One write(2) of the whole value, as the kernel parses each write separately."""
+        data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+        fd = self._open_key(path, key, os.O_WRONLY)
+        try:
+            n = os.write(fd, data)
+            if n != len(data):
+                raise CgmError(f"write {self._what(path, key)}: short write ({n} of {len(data)})")
+        except OSError as exc:
+            raise from_oserror(exc, f"write {self._what(path, key)}") from None
+        finally:
+            os.close(fd)
+
+    def events(self, path: str, key: str = "cgroup.events") -> dict[str, int]:
+        """A flat-keyed file such as cgroup.events or pids.events, as a dict."""
+        result = {}
+        for line in self.read(path, key).splitlines():
+            k, _, v = line.partition(" ")
+            if v.strip().lstrip("-").isdigit():
+                result[k] = int(v)
+        return result
+
+    # -- ownership --------------------------------------------------------------------------
+
+    def chown(self, path: str, uid: int, gid: int) -> list[str]:
+        """Delegate a cgroup: its directory plus the kernel's delegation files (v1: ``tasks``
+        and ``cgroup.procs``; v2: /sys/kernel/cgroup/delegate's list, those that exist here).
+        Resource files stay with their owner: they control the parent's resources.
+        Returns the files chowned besides the directory."""
+        done = []
+        with self.dirfd(path) as fd:
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError as exc:
+                raise from_oserror(exc, f"chown {self._what(path)}") from None
+            for f in self.delegate_files:
+                try:
+                    os.chown(f, uid, gid, dir_fd=fd, follow_symlinks=False)
+                    done.append(f)
+                except FileNotFoundError:
+                    continue  # e.g. memory.oom.group where memory is not enabled
+                except OSError as exc:
+                    raise from_oserror(exc, f"chown {self._what(path, f)}") from None
+        return done
+
+    def chown_all(self, path: str, uid: int, gid: int) -> None:
+        """Give the directory and every file in it to uid:gid (0.42's Create: the creator owns
+        all knobs of the cgroups it creates; the kernel keeps children within the parent)."""
+        with self.dirfd(path) as fd:
+            try:
+                os.fchown(fd, uid, gid)
+                with os.scandir(fd) as it:
+                    for e in it:
+                        if e.is_file(follow_symlinks=False):
+                            os.chown(e.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                raise from_oserror(exc, f"chown {self._what(path)}") from None
+
+    def chmod(self, path: str, key: str | None, mode: int) -> None:
+        """chmod the cgroup directory (*key* None) or one of its files, never through a link."""
+        if mode < 0 or mode > 0o7777:
+            raise InvalidArgument(f"invalid mode {mode:o}")
+        if key is None:
+            with self.dirfd(path) as fd:
+                try:
+                    os.fchmod(fd, mode)
+                except OSError as exc:
+                    raise from_oserror(exc, f"chmod {self._what(path)}") from None
+            return
+        names.check_key(key)
+        with self.dirfd(path, _PATH_DIR) as fd:
+            try:
+                kfd = os.open(key, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise from_oserror(exc, f"key {self._what(path, key)}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(kfd).st_mode):
+                raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+            # fchmod refuses O_PATH fds; the /proc magic link names exactly this inode
+            # (write-only knobs such as cgroup.kill cannot be opened for reading).
+            os.chmod(f"/proc/self/fd/{kfd}", mode)
+        except OSError as exc:
+            raise from_oserror(exc, f"chmod {self._what(path, key)}") from None
+        finally:
+            os.close(kfd)
+
+
+def _child_names(fd: int) -> list[str]:
+    with os.scandir(fd) as it:
+        return [e.name for e in it if e.is_dir(follow_symlinks=False)]

@@ -1,0 +1,346 @@
+"""Which cgroup hierarchies this host has, and which one a client's controller argument means.
+
+Discovery reads ``/proc/self/mountinfo`` and ``/proc/cgroups`` (plus the v2 root's
+``cgroup.controllers``) and nothing else; it writes nothing.  The parsing is pure so that pure
+v2, pure v1, hybrid, comounted, named and disabled layouts are all testable from recorded
+samples.
+
+Naming, as clients see it (0.42 §3.1 plus what v2 needs):
+
+* a v1 hierarchy is addressed by any of its controllers (``cpu`` or ``cpuacct`` for the
+  comounted ``cpu,cpuacct``); a named v1 hierarchy by ``name=X`` or bare ``X``;
+* the v2 hierarchy by ``unified`` or by any controller available at its root
+  (``hugetlb`` on these hybrid machines; everything on a pure v2 host).  v1 names that v2
+  provides differently resolve to it when no v1 hierarchy has them: ``freezer`` (the v2 core
+  freezer), ``cpuacct`` (v2 ``cpu``), ``blkio`` (v2 ``io``), and ``name=systemd`` on a pure v2
+  host (systemd's tree *is* the unified one there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import InvalidArgument, NotFound, Unsupported
+from .procfs import CgroupLine
+
+V2_NAME = "unified"
+
+#: v1 names a v2 hierarchy answers to, and which v2 controller must be present for that.
+#: ``None``: provided by the v2 core itself.
+_V2_ALIASES: dict[str, str | None] = {"freezer": None, "cpuacct": "cpu", "blkio": "io"}
+
+
+@dataclass(frozen=True, slots=True)
+class MountEntry:
+    """The fields of one /proc/self/mountinfo line that discovery needs."""
+
+    mount_id: int
+    device: str  # major:minor; equal for bind mounts of the same superblock
+    root: str  # the path inside the filesystem shown at the mount point
+    mountpoint: str
+    fstype: str
+    super_options: tuple[str, ...]
+
+
+def _unescape(field_: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal ``\\ooo``."""
+    if "\\" not in field_:
+        return field_
+    out, i = [], 0
+    while i < len(field_):
+        if field_[i] == "\\" and field_[i + 1 : i + 4].isdigit() and i + 4 <= len(field_):
+            out.append(chr(int(field_[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        left, sep, right = raw.partition(" - ")
+        lf, rf = left.split(), right.split()
+        if not sep or len(lf) < 6 or len(rf) < 3:
+            raise ValueError(f"malformed mountinfo line: {raw!r}")
+        entries.append(
+            MountEntry(
+                mount_id=int(lf[0]),
+                device=lf[2],
+                root=_unescape(lf[3]),
+                mountpoint=_unescape(lf[4]),
+                fstype=rf[0],
+                super_options=tuple(rf[2].split(",")),
+            )
+        )
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerInfo:
+    """One row of /proc/cgroups."""
+
+    name: str
+    hierarchy_id: int
+    enabled: bool
+
+
+def parse_proc_cgroups(text: str) -> dict[str, ControllerInfo]:
+    rows = {}
+    for raw in text.splitlines():
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        f = raw.split()
+        if len(f) != 4:
+            raise ValueError(f"malformed /proc/cgroups line: {raw!r}")
+        rows[f[0]] = ControllerInfo(f[0], int(f[1]), f[3] == "1")
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """One cgroup hierarchy as mounted in the discovering namespace."""
+
+    version: Literal[1, 2]
+    #: kernel controllers: bound to this v1 hierarchy, or available at the v2 mount's root
+    controllers: tuple[str, ...]
+    #: the X of a named v1 hierarchy (``name=X``), else None
+    name: str | None
+    mountpoint: str
+    #: the cgroup path shown at the mount point ("/" unless a subtree was bind-mounted)
+    mount_root: str = "/"
+    #: v1 hierarchy id from /proc/cgroups (0 for v2 and when unknown)
+    hierarchy_id: int = 0
+    #: extra names (v1 aliases) this v2 hierarchy answers to on this host
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The canonical client-facing name: ``cpu,cpuacct``, ``name=systemd``, ``unified``."""
+        if self.version == 2:
+            return V2_NAME
+        if self.name is not None:
+            return f"name={self.name}"
+        return ",".join(self.controllers)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a client may use to address this hierarchy."""
+        if self.version == 2:
+            return (V2_NAME, *self.controllers, *self.aliases)
+        if self.name is not None:
+            return (f"name={self.name}", self.name)
+        return self.controllers
+
+    @property
+    def mount_names(self) -> tuple[str, ...]:
+        """Directory names under the daemon's private mount dir (0.42 mounted each controller
+        of a comount at its own name; clients such as test24 look there)."""
+        if self.version == 2:
+            return (V2_NAME, *self.controllers)
+        if self.name is not None:
+            return (self.name,)
+        return self.controllers
+
+    def matches_line(self, line: CgroupLine) -> bool:
+        """Whether a /proc/<pid>/cgroup line describes this hierarchy."""
+        if self.version == 2:
+            return line.hierarchy_id == 0 and not line.controllers
+        if line.hierarchy_id == 0:
+            return False
+        if self.hierarchy_id:
+            return line.hierarchy_id == self.hierarchy_id
+        tokens = set(line.controllers)
+        if self.name is not None:
+            return f"name={self.name}" in tokens
+        return tokens == set(self.controllers)
+
+
+Mode = Literal["unified", "hybrid", "legacy", "none"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The served hierarchies and what is known about the others."""
+
+    hierarchies: tuple[Hierarchy, ...]
+    #: controllers listed in /proc/cgroups with enabled=0 (``cgroup_disable=``)
+    disabled: frozenset[str] = frozenset()
+    #: enabled controllers neither bound to a mounted v1 hierarchy nor available on v2
+    unbound: frozenset[str] = frozenset()
+    #: hierarchies present but not served (``--skip``)
+    skipped: tuple[str, ...] = ()
+    #: names asked for with ``--mount`` that this host does not have mounted
+    missing: tuple[str, ...] = ()
+    _by_name: dict[str, Hierarchy] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for h in self.hierarchies:
+            for n in h.names:
+                self._by_name.setdefault(n, h)
+
+    @property
+    def mode(self) -> Mode:
+        v1 = any(h.version == 1 for h in self.hierarchies)
+        v2 = self.v2 is not None
+        return "hybrid" if v1 and v2 else "unified" if v2 else "legacy" if v1 else "none"
+
+    @property
+    def v2(self) -> Hierarchy | None:
+        return next((h for h in self.hierarchies if h.version == 2), None)
+
+    def all(self) -> list[Hierarchy]:
+        """0.42's ``all_controllers``: one entry per served hierarchy."""
+        return list(self.hierarchies)
+
+    def lookup(self, name: str) -> Hierarchy:
+        """The hierarchy one controller name designates."""
+        h = self._by_name.get(name)
+        if h is not None:
+            return h
+        if not name or name != name.strip() or "\0" in name or "," in name:
+            raise InvalidArgument(f"invalid controller name {name!r}")
+        bare = name.removeprefix("name=")
+        if bare in self.disabled:
+            raise Unsupported(f"controller {name}: disabled on this host")
+        if name in self.skipped or bare in self.skipped:
+            raise NotFound(f"controller {name}: not served by this cgmanager")
+        raise NotFound(f"controller {name}: not mounted")
+
+    def resolve(self, arg: str) -> list[Hierarchy]:
+        """A multi-controller argument (``all``, ``a,b``, one name) to hierarchies, in the
+        order given, comounted duplicates dropped; an empty list for ``all`` on a host with
+        nothing served (0.42: a successful no-op)."""
+        tokens = [t for t in arg.split(",") if t]
+        if not tokens:
+            raise InvalidArgument("invalid controller: empty")
+        if len(arg) > 4096 or len(tokens) > 256:
+            raise InvalidArgument("invalid controller: list too long")
+        if "all" in tokens:
+            return self.all()
+        result: list[Hierarchy] = []
+        for t in tokens:
+            h = self.lookup(t)
+            if h not in result:
+                result.append(h)
+        return result
+
+    def resolve_one(self, arg: str) -> Hierarchy:
+        """A single-hierarchy argument: one name, or a list naming exactly one hierarchy
+        (``cpu,cpuacct`` when comounted); ``all`` is refused as in 0.42."""
+        tokens = [t for t in arg.split(",") if t]
+        if "all" in tokens:
+            raise InvalidArgument("controller 'all' is not accepted by this method")
+        hs = self.resolve(arg)
+        if len(hs) != 1:
+            raise InvalidArgument(f"controller {arg!r} names {len(hs)} hierarchies; this method takes one")
+        return hs[0]
+
+    def for_lines(self, lines: Iterable[CgroupLine]) -> dict[Hierarchy, str]:
+        """Map /proc/<pid>/cgroup lines to the served hierarchies they describe."""
+        result: dict[Hierarchy, str] = {}
+        lines = list(lines)
+        for h in self.hierarchies:
+            for line in lines:
+                if h.matches_line(line):
+                    result[h] = line.path
+                    break
+        return result
+
+
+def _mount_preference(m: MountEntry) -> tuple[int, int]:
+    """Prefer a mount showing the hierarchy root, then the oldest mount."""
+    return (0 if m.root == "/" else 1, m.mount_id)
+
+
+def discover(
+    mountinfo: str,
+    proc_cgroups: str,
+    read_v2_controllers: Callable[[str], str] | None = None,
+    *,
+    skip: Iterable[str] = (),
+    extra: Iterable[str] = (),
+) -> Layout:
+    """Build the layout from the texts of /proc/self/mountinfo and /proc/cgroups.
+
+    *read_v2_controllers* is given the v2 mount point and returns its ``cgroup.controllers``
+    text (None: assume none).  *skip* names hierarchies not to serve (any of their names);
+    *extra* names hierarchies the operator expects (0.42's ``-m``): served if mounted, else
+    reported in ``Layout.missing`` — this daemon never creates new v1 hierarchies.
+    """
+    rows = parse_proc_cgroups(proc_cgroups)
+    mounts = sorted(parse_mountinfo(mountinfo), key=_mount_preference)
+    skip_set = {s.strip() for s in skip if s.strip()}
+
+    v1: dict[frozenset[str], Hierarchy] = {}
+    v2: Hierarchy | None = None
+    for m in mounts:
+        if m.fstype == "cgroup2" and v2 is None:
+            text = read_v2_controllers(m.mountpoint) if read_v2_controllers else ""
+            ctrls = tuple(sorted(text.split()))
+            v2 = Hierarchy(2, ctrls, None, m.mountpoint, m.root)
+        elif m.fstype == "cgroup":
+            named = next((o[5:] for o in m.super_options if o.startswith("name=")), None)
+            ctrls = tuple(sorted(o for o in m.super_options if o in rows))
+            ident = frozenset(ctrls) | ({f"name={named}"} if named else set())
+            if not ident or ident in v1:
+                continue
+            hid = rows[ctrls[0]].hierarchy_id if ctrls else 0
+            v1[ident] = Hierarchy(1, ctrls, named, m.mountpoint, m.root, hid)
+
+    bound = {c for h in v1.values() for c in h.controllers}
+    if v2 is not None:
+        provided = set(v2.controllers)
+        aliases = tuple(
+            alias
+            for alias, needs in _V2_ALIASES.items()
+            if alias not in bound and (needs is None or needs in provided)
+        )
+        if not v1:  # pure v2: systemd's tree is the unified one
+            aliases += ("name=systemd", "systemd")
+        v2 = Hierarchy(2, v2.controllers, None, v2.mountpoint, v2.mount_root, 0, aliases)
+
+    candidates = [*v1.values(), *([v2] if v2 else [])]
+    served = [h for h in candidates if not (set(h.names) & skip_set)]
+    skipped = tuple(h.key for h in candidates if set(h.names) & skip_set)
+    served.sort(key=lambda h: h.key)
+
+    known = {n for h in candidates for n in h.names}
+    missing = tuple(e for e in extra if e.strip() and e.strip() not in known)
+    disabled = frozenset(n for n, r in rows.items() if not r.enabled)
+    v2_ctrls = set(v2.controllers) if v2 else set()
+    unbound = frozenset(
+        n for n, r in rows.items() if r.enabled and n not in bound and n not in v2_ctrls
+    )
+    return Layout(tuple(served), disabled, unbound, skipped, missing)
+
+
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+def discover_host(
+    *, skip: Iterable[str] = (), extra: Iterable[str] = (), proc: str = "/proc"
+) -> Layout:
+    """Discover the layout of the namespace this process lives in."""
+
+    def v2_controllers(mountpoint: str) -> str:
+        try:
+            return read_text(os.path.join(mountpoint, "cgroup.controllers"))
+        except OSError:
+            return ""
+
+    return discover(
+        read_text(f"{proc}/self/mountinfo"),
+        read_text(f"{proc}/cgroups"),
+        v2_controllers,
+        skip=skip,
+        extra=extra,
+    )

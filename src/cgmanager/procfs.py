@@ -1,0 +1,215 @@
+"""What /proc says about a process: its cgroups, ids, id maps, namespaces and start time.
+
+Parsers are pure (they take file text) so they can be tested on recorded samples; the readers
+go through :class:`ProcDir`, which pins ``/proc/<pid>`` to one process: when opened together
+with a pidfd, every later read either concerns that very process or fails, so pid reuse cannot
+redirect a check to another process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+from .errors import NotFound
+
+_U32 = 1 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLine:
+    """One line of /proc/<pid>/cgroup."""
+
+    hierarchy_id: int
+    controllers: tuple[str, ...]  # ("cpu", "cpuacct"), ("name=systemd",), () for v2
+    path: str  # as shown to the reader; "/.." prefixes appear outside its cgroup namespace
+
+    @property
+    def outside_namespace(self) -> bool:
+        """True when the cgroup lies outside the reader's cgroup namespace (``/../x``): such a
+        path names nothing the reader can reach and must never be resolved."""
+        return self.path == "/.." or self.path.startswith("/../")
+
+
+def parse_cgroup(text: str) -> list[CgroupLine]:
+    """Parse /proc/<pid>/cgroup (``id:controllers:path`` lines; the path may contain ``:``)."""
+    lines = []
+    for raw in text.splitlines():
+        if not raw:
+            continue
+        parts = raw.split(":", 2)
+        if len(parts) != 3:
+            raise ValueError(f"malformed /proc/<pid>/cgroup line: {raw!r}")
+        hid, ctrls, path = parts
+        lines.append(
+            CgroupLine(int(hid), tuple(c for c in ctrls.split(",") if c), path or "/")
+        )
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class IdMapRange:
+    inside: int
+    outside: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdMap:
+    """A user namespace's uid_map or gid_map as read from the initial user namespace.
+
+    Columns are ``first-id-inside first-id-outside count``; the identity map of the initial
+    namespace is ``0 0 4294967295``.
+    """
+
+    ranges: tuple[IdMapRange, ...]
+
+    @classmethod
+    def identity(cls) -> IdMap:
+        return cls((IdMapRange(0, 0, _U32 - 1),))
+
+    @classmethod
+    def parse(cls, text: str) -> IdMap:
+        """Parse unsigned 32-bit ranges; a range that overflows 32 bits is refused (0.42's
+        aaa00b7/146652a lesson: signed parsing and wrap-around made ids map wrongly)."""
+        ranges = []
+        for raw in text.splitlines():
+            fields = raw.split()
+            if not fields:
+                continue
+            if len(fields) != 3 or not all(f.isdigit() for f in fields):
+                raise ValueError(f"malformed id map line: {raw!r}")
+            inside, outside, count = (int(f) for f in fields)
+            if inside + count > _U32 or outside + count > _U32 or count == 0:
+                raise ValueError(f"id map range out of bounds: {raw!r}")
+            ranges.append(IdMapRange(inside, outside, count))
+        return cls(tuple(ranges))
+
+    def to_inside(self, outside_id: int) -> int | None:
+        """The id inside the namespace for a host id, or None when unmapped."""
+        for r in self.ranges:
+            if r.outside <= outside_id < r.outside + r.count:
+                return r.inside + (outside_id - r.outside)
+        return None
+
+    def to_outside(self, inside_id: int) -> int | None:
+        """The host id for an id inside the namespace, or None when unmapped."""
+        for r in self.ranges:
+            if r.inside <= inside_id < r.inside + r.count:
+                return r.outside + (inside_id - r.inside)
+        return None
+
+    def is_identity(self) -> bool:
+        return self == IdMap.identity()
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The parts of /proc/<pid>/status the daemon needs."""
+
+    tgid: int
+    uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
+    gids: tuple[int, int, int, int]
+    nspids: tuple[int, ...]  # the pid in each pid namespace, outermost first
+
+
+def parse_status(text: str) -> Status:
+    fields: dict[str, str] = {}
+    for raw in text.splitlines():
+        key, sep, value = raw.partition(":")
+        if sep:
+            fields[key] = value.strip()
+    try:
+        uids = tuple(int(x) for x in fields["Uid"].split())
+        gids = tuple(int(x) for x in fields["Gid"].split())
+        tgid = int(fields["Tgid"])
+        nspids = tuple(int(x) for x in fields.get("NSpid", str(tgid)).split())
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"malformed /proc/<pid>/status: {exc}") from None
+    if len(uids) != 4 or len(gids) != 4:
+        raise ValueError("malformed /proc/<pid>/status: Uid/Gid need four fields")
+    return Status(tgid, uids, gids, nspids)  # type: ignore[arg-type]
+
+
+def parse_starttime(stat_text: str) -> int:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, names a process
+    uniquely for the machine's uptime.  The comm field may hold spaces and parentheses, so the
+    fields are counted after its *last* ``)``."""
+    rest = stat_text[stat_text.rindex(")") + 2:].split()
+    return int(rest[19])  # rest[0] is field 3 (state)
+
+
+class ProcDir:
+    """``/proc/<pid>`` opened as a directory fd and tied to one process.
+
+    If *pidfd* is given, liveness is checked *after* opening: a pid cannot be reused while its
+    process exists, so a successful check proves the fd is that process's directory, and reads
+    through it fail (ESRCH) once it is gone rather than reading a newcomer's files.
+    """
+
+    __slots__ = ("pid", "fd")
+
+    def __init__(self, pid: int, pidfd: int | None = None, proc: str = "/proc") -> None:
+        if pid <= 0:
+            raise NotFound(f"process {pid}: not found")
+        self.pid = pid
+        try:
+            self.fd = os.open(f"{proc}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"process {pid}: not found") from None
+        if pidfd is not None:
+            try:
+                signal.pidfd_send_signal(pidfd, 0)
+            except ProcessLookupError:
+                os.close(self.fd)
+                raise NotFound(f"process {pid}: exited") from None
+
+    def read(self, name: str) -> str:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
+        except (FileNotFoundError, ProcessLookupError):
+            raise NotFound(f"process {self.pid}: exited") from None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except ProcessLookupError:
+            raise NotFound(f"process {self.pid}: exited") from None
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+    def cgroups(self) -> list[CgroupLine]:
+        return parse_cgroup(self.read("cgroup"))
+
+    def status(self) -> Status:
+        return parse_status(self.read("status"))
+
+    def uid_map(self) -> IdMap:
+        return IdMap.parse(self.read("uid_map"))
+
+    def gid_map(self) -> IdMap:
+        return IdMap.parse(self.read("gid_map"))
+
+    def starttime(self) -> int:
+        return parse_starttime(self.read("stat"))
+
+    def namespace(self, kind: str) -> tuple[int, int]:
+        """(st_dev, st_ino) of ``ns/<kind>``: equal pairs mean the same namespace."""
+        try:
+            st = os.stat(f"ns/{kind}", dir_fd=self.fd)
+        except (FileNotFoundError, ProcessLookupError):
+            raise NotFound(f"process {self.pid}: exited") from None
+        return (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ProcDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,82 @@
+"""T0: /proc parsers over recorded samples."""
+
+from pathlib import Path
+
+import pytest
+
+from cgmanager.procfs import IdMap, parse_cgroup, parse_starttime, parse_status
+
+pytestmark = pytest.mark.t0
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def test_cgroup_lines_of_a_legacy_host():
+    lines = parse_cgroup((SAMPLES / "legacy/self-cgroup").read_text())
+    by_ctrls = {l.controllers: l for l in lines}
+    assert by_ctrls[("cpu", "cpuacct")].path == "/user.slice"
+    assert by_ctrls[("name=systemd",)].hierarchy_id == 1
+    assert by_ctrls[("net_cls", "net_prio")].path == "/"
+    assert all(not l.outside_namespace for l in lines)
+
+
+def test_cgroup_line_v2_and_colons_in_paths():
+    [line] = parse_cgroup("0::/a:b/c\n")
+    assert (line.hierarchy_id, line.controllers, line.path) == (0, (), "/a:b/c")
+
+
+def test_cgroup_paths_outside_the_namespace_are_flagged():
+    lines = parse_cgroup("0::/../sibling/x\n1:pids:/..\n2:cpu:/\n")
+    assert [l.outside_namespace for l in lines] == [True, True, False]
+
+
+def test_malformed_cgroup_line():
+    with pytest.raises(ValueError):
+        parse_cgroup("garbage\n")
+
+
+def test_id_map_of_a_container():
+    m = IdMap.parse((SAMPLES / "container/uid_map").read_text())
+    assert m.to_inside(100000) == 0
+    assert m.to_inside(165535) == 65535
+    assert m.to_inside(165536) is None
+    assert m.to_inside(0) is None
+    assert m.to_outside(0) == 100000
+    assert m.to_outside(65536) is None
+    assert not m.is_identity()
+
+
+def test_identity_map_of_the_host():
+    m = IdMap.parse((SAMPLES / "hybrid/uid_map").read_text())
+    assert m.is_identity()
+    assert m.to_inside(4294967294) == 4294967294
+    assert m.to_inside(0) == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0 4294967295 2\n", "4294967295 0 2\n", "-1 0 1\n", "0 0\n", "a b c\n", "0 0 0\n"],
+)
+def test_id_map_refuses_overflow_and_garbage(text):
+    with pytest.raises(ValueError):
+        IdMap.parse(text)
+
+
+def test_status_with_nested_pid_namespace():
+    st = parse_status((SAMPLES / "container/status-nspid").read_text())
+    assert st.tgid == 4242
+    assert st.uids == (100000,) * 4
+    assert st.nspids == (4242, 1)
+
+
+def test_status_of_this_machine_sample():
+    st = parse_status((SAMPLES / "hybrid/self-status").read_text())
+    assert st.uids[0] == 0 and len(st.gids) == 4
+
+
+def test_starttime_survives_parentheses_in_comm():
+    assert parse_starttime((SAMPLES / "container/stat").read_text()) == 987654
+
+
+def test_status_missing_fields():
+    with pytest.raises(ValueError):
+        parse_status("Name: x\n")
