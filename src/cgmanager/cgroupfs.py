@@ -88,14 +88,20 @@ class CgroupTree:
     def _rel(self, path: str) -> str:
         """Hierarchy path → path relative to the mount (which may show a subtree)."""
         if not path.startswith("/"):
-            raise InvalidArgument(f"internal: cgroup path {path!r} is not absolute")
+            raise InvalidArgument(
+                f"internal: cgroup path {path!r} is not absolute",
+                reason=f"cgroup path {path!r} is not absolute",
+            )
         parts = names.components(path)
         if any(p in (".", "..") for p in parts):
             raise InvalidArgument(f"invalid cgroup {path!r}")
         root = self.hierarchy.mount_root
         if root != "/":
             if not names.is_under(path, root):
-                raise NotFound(f"cgroup {path}: not reachable through this mount")
+                raise NotFound(
+                    f"cgroup {path}: not reachable through this mount",
+                    reason="not reachable through this mount",
+                )
             return names.relative_to(path, root)
         return "/".join(parts)
 
@@ -109,7 +115,10 @@ class CgroupTree:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
                 # a symlink, a mount or a file where a cgroup directory was expected
-                raise NotFound(f"cgroup {self._what(path)}: not found (not a cgroup)") from None
+                raise NotFound(
+                    f"cgroup {self._what(path)}: not found (not a cgroup)",
+                    reason="not found (not a cgroup)",
+                ) from None
             raise from_oserror(exc, f"cgroup {self._what(path)}") from None
 
     @contextmanager
@@ -139,7 +148,10 @@ class CgroupTree:
             except OSError as exc:
                 raise from_oserror(exc, f"key {self._what(path, key)}") from None
             if not stat.S_ISREG(st.st_mode):
-                raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+                raise NotFound(
+                    f"key {self._what(path, key)}: not found (not a file)",
+                    reason="not found (not a file)",
+                )
             return st
 
     # -- structure --------------------------------------------------------------------------
@@ -156,7 +168,8 @@ class CgroupTree:
                 st = os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
                     raise InvalidArgument(
-                        f"cgroup {self._what(path)}: a file of that name exists"
+                        f"cgroup {self._what(path)}: a file of that name exists",
+                        reason="a file of that name exists",
                     ) from None
                 return False
             except OSError as exc:
@@ -218,9 +231,15 @@ class CgroupTree:
         """
         tree = self.walk(path) if recursive else [path]
         if not recursive and self.children(path):
-            raise Busy(f"remove {self._what(path)}: busy (it has child cgroups)")
+            raise Busy(
+                f"remove {self._what(path)}: busy (it has child cgroups)",
+                reason="busy (it has child cgroups)",
+            )
         if self.populated(path):
-            raise Busy(f"remove {self._what(path)}: busy (it or a descendant holds processes)")
+            raise Busy(
+                f"remove {self._what(path)}: busy (it or a descendant holds processes)",
+                reason="busy (it or a descendant holds processes)",
+            )
         for p in reversed(tree):
             self.rmdir(p)
 
@@ -260,12 +279,11 @@ class CgroupTree:
     def keys(self, path: str) -> list[KeyInfo]:
         """Every regular file of the cgroup with its owner, group and mode."""
         result = []
-        with self.dirfd(path) as fd:
-            with os.scandir(fd) as it:
-                for e in it:
-                    st = e.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        result.append(KeyInfo(e.name, st.st_uid, st.st_gid, st.st_mode))
+        with self.dirfd(path) as fd, os.scandir(fd) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    result.append(KeyInfo(e.name, st.st_uid, st.st_gid, st.st_mode))
         return result
 
     def _open_key(self, path: str, key: str, flags: int) -> int:
@@ -275,12 +293,22 @@ class CgroupTree:
                 kfd = os.open(key, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EISDIR):
-                    raise NotFound(f"key {self._what(path, key)}: not found (not a file)") from None
+                    raise NotFound(
+                        f"key {self._what(path, key)}: not found (not a file)",
+                        reason="not found (not a file)",
+                    ) from None
                 raise from_oserror(exc, f"key {self._what(path, key)}") from None
         if not stat.S_ISREG(os.fstat(kfd).st_mode):
             os.close(kfd)
-            raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+            raise NotFound(
+                f"key {self._what(path, key)}: not found (not a file)",
+                reason="not found (not a file)",
+            )
         return kfd
+
+    def open_key_fd(self, path: str, key: str, flags: int = os.O_RDONLY) -> int:
+        """An fd of one key, for callers that poll it (cgroup.events); the caller closes it."""
+        return self._open_key(path, key, flags)
 
     def read_bytes(self, path: str, key: str) -> bytes:
         fd = self._open_key(path, key, os.O_RDONLY)
@@ -290,7 +318,10 @@ class CgroupTree:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_READ:
-                    raise CgmError(f"key {self._what(path, key)}: larger than {MAX_READ} bytes")
+                    raise CgmError(
+                        f"key {self._what(path, key)}: larger than {MAX_READ} bytes",
+                        reason=f"larger than {MAX_READ} bytes",
+                    )
             return b"".join(chunks)
         except OSError as exc:
             raise from_oserror(exc, f"read {self._what(path, key)}") from None
@@ -307,7 +338,10 @@ class CgroupTree:
         try:
             n = os.write(fd, data)
             if n != len(data):
-                raise CgmError(f"write {self._what(path, key)}: short write ({n} of {len(data)})")
+                raise CgmError(
+                    f"write {self._what(path, key)}: short write ({n} of {len(data)})",
+                    reason=f"short write ({n} of {len(data)})",
+                )
         except OSError as exc:
             raise from_oserror(exc, f"write {self._what(path, key)}") from None
         finally:
@@ -377,7 +411,10 @@ class CgroupTree:
                 raise from_oserror(exc, f"key {self._what(path, key)}") from None
         try:
             if not stat.S_ISREG(os.fstat(kfd).st_mode):
-                raise NotFound(f"key {self._what(path, key)}: not found (not a file)")
+                raise NotFound(
+                    f"key {self._what(path, key)}: not found (not a file)",
+                    reason="not found (not a file)",
+                )
             # fchmod refuses O_PATH fds; the /proc magic link names exactly this inode
             # (write-only knobs such as cgroup.kill cannot be opened for reading).
             os.chmod(f"/proc/self/fd/{kfd}", mode)

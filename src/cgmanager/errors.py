@@ -17,9 +17,11 @@ class CgmError(Exception):
     #: short machine-readable kind, stable across releases (used in D-Bus error names)
     kind = "Failed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: the failure without any path in it, for callers that re-word the subject
+        self.reason = reason or message
 
     def __str__(self) -> str:
         return self.message
@@ -106,7 +108,7 @@ def from_oserror(exc: OSError, what: str) -> CgmError:
     cls = _ERRNO_KINDS.get(exc.errno or 0, CgmError)
     reason = os_strerror(exc.errno)
     word = _ERRNO_WORDS.get(cls, "failed")
-    return cls(f"{what}: {word} ({reason})")
+    return cls(f"{what}: {word} ({reason})", reason=f"{word} ({reason})")
 
 
 def os_strerror(code: int | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
+from typing import Self
 
 from .errors import NotFound
 
@@ -148,7 +149,7 @@ class ProcDir:
     through it fail (ESRCH) once it is gone rather than reading a newcomer's files.
     """
 
-    __slots__ = ("pid", "fd")
+    __slots__ = ("fd", "pid")
 
     def __init__(self, pid: int, pidfd: int | None = None, proc: str = "/proc") -> None:
         if pid <= 0:
@@ -208,7 +209,7 @@ class ProcDir:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> ProcDir:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

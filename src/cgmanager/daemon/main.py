@@ -1,0 +1,107 @@
+"""The ``cgmanager`` command: options, start-up and shutdown of the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .. import __version__, mounts
+from ..hierarchy import Layout, discover_host
+
+log = logging.getLogger("cgmanager")
+
+DEFAULT_SOCKET = "/sys/fs/cgroup/cgmanager/sock"
+DEFAULT_PIDFILE = "/run/cgmanager.pid"
+DEFAULT_MAX_DEPTH = 16
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cgmanager",
+        description="The cgroup manager daemon: serves org.linuxcontainers.cgmanager0_0 on a "
+        "private D-Bus socket and acts on cgroups for its clients, within their own subtrees.",
+    )
+    p.add_argument("-s", "--socket", default=DEFAULT_SOCKET,
+                   help="socket path to listen on (default: %(default)s)")
+    p.add_argument("-m", "--mount", metavar="LIST", type=_csv, action="extend", default=[],
+                   help="hierarchies expected besides the discovered ones (e.g. name=systemd); "
+                   "served if mounted on the host, else reported — never created")
+    p.add_argument("-M", "--skip", metavar="LIST", type=_csv, action="extend", default=[],
+                   help="hierarchies not to serve, by any of their names (e.g. memory,unified)")
+    p.add_argument("--max-depth", metavar="N", type=int, default=DEFAULT_MAX_DEPTH,
+                   help="deepest cgroup a client may create, counted from the hierarchy root "
+                   "(default: %(default)s)")
+    p.add_argument("--fs-dir", default=mounts.DEFAULT_FS_DIR,
+                   help="where the private hierarchy mounts go (default: %(default)s)")
+    p.add_argument("--no-private-mounts", action="store_true",
+                   help="use the host's cgroup mounts directly instead of private ones")
+    p.add_argument("--daemon", action="store_true", help="detach and write a pidfile")
+    p.add_argument("--pidfile", default=DEFAULT_PIDFILE, help="(default: %(default)s)")
+    p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
+    p.add_argument("--print-layout", action="store_true",
+                   help="print the discovered hierarchies and exit")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="(default: %(default)s)")
+    p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
+    p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
+    p.add_argument("--debug", dest="log_level", action="store_const", const="debug",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version=__version__)
+    return p
+
+
+def describe(layout: Layout) -> str:
+    """A human summary of the layout (``--print-layout`` and the start-up log)."""
+    lines = [f"mode: {layout.mode}"]
+    for h in layout.hierarchies:
+        ctrls = ",".join(h.controllers) or "-"
+        extra = f" aliases={','.join(h.aliases)}" if h.aliases else ""
+        lines.append(
+            f"  {h.key:<16} v{h.version} controllers={ctrls} mount={h.mountpoint}"
+            f" root={h.mount_root}{extra}"
+        )
+    for label, items in (
+        ("skipped", layout.skipped),
+        ("not mounted (--mount)", layout.missing),
+        ("disabled", sorted(layout.disabled)),
+        ("bound to no hierarchy", sorted(layout.unbound)),
+    ):
+        if items:
+            lines.append(f"  {label}: {', '.join(items)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="cgmanager: %(levelname)s: %(message)s",
+    )
+    if args.max_depth < 1:
+        log.error("--max-depth must be at least 1")
+        return 2
+    layout = discover_host(skip=args.skip, extra=args.mount)
+    if args.print_layout:
+        print(describe(layout))
+        return 0
+    if os.geteuid() != 0:
+        log.error("cgmanager must run as root")
+        return 1
+    for name in layout.missing:
+        log.warning("%s is not mounted on this host; not served", name)
+    if not args.no_private_mounts:
+        layout = mounts.setup(layout, args.fs_dir)
+    log.info("serving:\n%s", describe(layout))
+    from .service import run  # imported late: the D-Bus stack is not needed for --help
+
+    return run(args, layout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

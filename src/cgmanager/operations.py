@@ -1,0 +1,467 @@
+"""The operations of ``org.linuxcontainers.cgmanager0_0``, independent of any transport.
+
+Each public method of :class:`Manager` is one D-Bus method (plain and Scm forms share it): the
+transport supplies a :class:`Request` (who asks, through whom) and the arguments; every client
+string goes through :mod:`cgmanager.names`, every decision through
+:mod:`cgmanager.permission`, every kernel action through :class:`~cgmanager.cgroupfs.CgroupTree`.
+
+Path families (0.42 §3.2):
+
+* *lookup* methods (GetValue, SetValue, GetTasks, GetTasksRecursive, ListChildren, ListKeys):
+  ``""`` is the requestor's cgroup, ``a/b`` is below it, ``/a/b`` is absolute in the
+  hierarchy; the result must lie below the *proxy's* cgroup (the requestor's for plain calls);
+* *relative* methods (Create, Chown, Chmod, MovePid, Remove, RemoveOnEmpty, Prune): always
+  below the requestor's cgroup (the proxy's for MovePidAbs); a leading ``/`` means nothing.
+
+Everything is also bounded by the daemon's own cgroup in each hierarchy: the daemon acts
+within its subtree, never further.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from . import names
+from .cgroupfs import CgroupTree
+from .errors import CgmError, InvalidArgument, LimitExceeded, NotFound, NotPermitted, Unsupported
+from .hierarchy import Hierarchy, Layout
+from .permission import (
+    Access,
+    FileOwner,
+    Identity,
+    may_chown,
+    may_move,
+    require_access,
+    require_reach,
+    require_settable_key,
+    require_valid_id,
+)
+from .requestor import Party
+from .victim import Victim
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: largest value SetValue writes (cgroup files take far less; this bounds memory per request)
+MAX_VALUE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who asks (the requestor r) and through whom (the proxy p, == r for plain calls)."""
+
+    requestor: Party
+    proxy: Party
+
+    @property
+    def r(self) -> Identity:
+        return self.requestor.identity
+
+
+class Reaper(Protocol):
+    """Removes cgroups once they are empty (RemoveOnEmpty, Prune)."""
+
+    def watch(self, tree: CgroupTree, path: str) -> None: ...
+
+
+def _owner(st: os.stat_result) -> FileOwner:
+    return FileOwner(st.st_uid, st.st_gid, st.st_mode)
+
+
+def _show(h: Hierarchy, path: str, base: str) -> str:
+    """How a path appears in messages: relative to the caller's cgroup when below it."""
+    if names.is_under(path, base):
+        rel = names.relative_to(path, base)
+        return f"{h.key}:{rel or '.'}"
+    return f"{h.key}:{path}"
+
+
+class Manager:
+    """The daemon's operations over the served hierarchies."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        trees: Mapping[str, CgroupTree],
+        daemon: Party,
+        *,
+        max_depth: int = 16,
+        reaper: Reaper | None = None,
+    ) -> None:
+        self.layout = layout
+        self.trees = dict(trees)
+        self.daemon = daemon
+        self.max_depth = max_depth
+        self.reaper = reaper
+        self._reserved = frozenset(c for h in layout.hierarchies for c in h.controllers)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def tree(self, h: Hierarchy) -> CgroupTree:
+        return self.trees[h.key]
+
+    def base(self, h: Hierarchy) -> str:
+        """The daemon's own cgroup: the bound of everything it does in *h*."""
+        return self.daemon.cgroup(h)
+
+    def own(self, party: Party, h: Hierarchy) -> str:
+        """*party*'s cgroup in *h*, which must lie within the daemon's subtree."""
+        path = party.cgroup(h)
+        if not names.is_under(path, self.base(h)):
+            raise NotFound(f"process {party.cred.pid} is outside this cgmanager's {h.key} subtree")
+        return path
+
+    def _stat(self, h: Hierarchy, path: str, key: str | None, shown: str) -> FileOwner:
+        try:
+            return _owner(self.tree(h).stat(path, key))
+        except CgmError as e:
+            raise type(e)(f"{shown}{' ' + key if key else ''}: {e.reason}", reason=e.reason) from None
+
+    def _kernel(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a kernel action, re-wording its error in terms the caller used."""
+        try:
+            return fn()
+        except CgmError as e:
+            raise type(e)(f"{what}: {e.reason}", reason=e.reason) from None
+
+    @staticmethod
+    def _each(
+        hs: list[Hierarchy], fn: Callable[[Hierarchy], T], *, skip_denied: bool = True
+    ) -> list[T]:
+        """0.42's multi-controller rule: a permission refusal in one hierarchy is skipped,
+        any other failure aborts.  Unlike 0.42, a request refused everywhere fails."""
+        results: list[T] = []
+        denied: CgmError | None = None
+        for h in hs:
+            try:
+                results.append(fn(h))
+            except NotPermitted as e:
+                if not skip_denied or len(hs) == 1:
+                    raise
+                log.debug("skipping %s: %s", h.key, e)
+                denied = e
+        if denied is not None and not results:
+            raise denied
+        return results
+
+    def _lookup_target(self, req: Request, h: Hierarchy, cgroup: str) -> tuple[str, str]:
+        """Resolve a lookup-family path and check it lies below the proxy's cgroup.
+        Returns (path, how to show it)."""
+        parts = names.split(cgroup)
+        if cgroup.startswith("/"):
+            path = names.join("/", *parts)
+            shown = f"{h.key}:{path}"
+        else:
+            base = self.own(req.requestor, h)
+            path = names.join(base, *parts)
+            shown = _show(h, path, base)
+        bound = self.own(req.proxy, h)
+        require_reach(path, bound, shown)
+        return path, shown
+
+    # -- methods ----------------------------------------------------------------------------
+
+    def list_controllers(self) -> list[str]:
+        """One entry per served hierarchy; comounted names joined by commas, the v2 hierarchy
+        as ``unified`` followed by the controllers available on it."""
+        out = []
+        for h in self.layout.hierarchies:
+            out.append(",".join(("unified", *h.controllers)) if h.version == 2 else h.key)
+        return out
+
+    def get_pid_cgroup(self, req: Request, controller: str, pid: int, *, absolute: bool) -> str:
+        """The cgroup of *pid*, relative to the requestor's cgroup (``xxx/b``, or ``/`` when the
+        same) or, *absolute*, to the proxy's (``/xxx/b``)."""
+        h = self.layout.resolve_one(controller)
+        base = self.own(req.proxy if absolute else req.requestor, h)
+        with Victim.open(pid, self.layout) as v:
+            where = v.cgroups.get(h.key)
+        if where is None or not names.is_under(where, base):
+            raise NotFound(f"process {pid}: not found in a {h.key} cgroup below the caller's")
+        rel = names.relative_to(where, base)
+        if absolute:
+            return "/" + rel
+        return rel or "/"
+
+    def create(self, req: Request, controller: str, cgroup: str) -> int:
+        """Create *cgroup* below the requestor's cgroup in each hierarchy; existed = 1 when it
+        already existed in any of them, else -1 (never 0: old clients mishandle it)."""
+        parts = names.split(cgroup)
+        if not parts:
+            return -1
+        for part in parts:
+            names.check_new_name(part, self._reserved)
+        hs = self.layout.resolve(controller)
+        existed = self._each(hs, lambda h: self._create_one(req, h, parts))
+        return 1 if any(existed) else -1
+
+    def _create_one(self, req: Request, h: Hierarchy, parts: tuple[str, ...]) -> bool:
+        t, r = self.tree(h), req.r
+        base = self.own(req.requestor, h)
+        target = names.join(base, *parts)
+        depth = names.depth(target) - names.depth(self.base(h))
+        if depth > self.max_depth:
+            raise LimitExceeded(
+                f"{_show(h, target, base)}: deeper than this cgmanager allows ({self.max_depth})"
+            )
+        cur, existed = base, True
+        for part in parts:
+            nxt = names.join(cur, part)
+            shown = _show(h, nxt, base)
+            if t.exists(nxt):
+                require_access(r, self._stat(h, nxt, None, shown), Access.READ, shown)
+                existed = True
+            else:
+                parent_shown = _show(h, cur, base)
+                require_access(r, self._stat(h, cur, None, parent_shown), Access.READ_WRITE, parent_shown)
+                if self._kernel(f"create {shown}", lambda p=nxt: t.mkdir(p)):
+                    if r.uid != 0 or r.gid != 0:
+                        try:
+                            t.chown_all(nxt, r.uid, r.gid)
+                        except CgmError:
+                            t.rmdir(nxt)
+                            raise
+                    existed = False
+                else:
+                    existed = True  # created concurrently by someone else
+            cur = nxt
+        return existed
+
+    def chown(self, req: Request, controller: str, cgroup: str, uid: int, gid: int) -> None:
+        """Hand a cgroup to uid:gid (the directory and the kernel's delegation files)."""
+        if not may_chown(req.r):
+            raise NotPermitted("not permitted: only root (of the host or of a user namespace) may chown")
+        require_valid_id(uid, "uid")
+        require_valid_id(gid, "gid")
+        parts = names.split(cgroup)
+
+        def one(h: Hierarchy) -> None:
+            base = self.own(req.requestor, h)
+            target = names.join(base, *parts)
+            shown = _show(h, target, base)
+            require_access(req.r, self._stat(h, target, None, shown), Access.READ_WRITE, shown)
+            self._kernel(f"chown {shown}", lambda: self.tree(h).chown(target, uid, gid))
+
+        self._each(self.layout.resolve(controller), one)
+
+    def chmod(self, req: Request, controller: str, cgroup: str, file: str, mode: int) -> None:
+        """chmod the cgroup directory (*file* ``""``) or one of its files."""
+        if "/" in file or "\\" in file:
+            raise InvalidArgument("invalid file: must be a file name, without '/' or '\\'")
+        key = file or None
+        if key is not None:
+            names.check_key(key)
+        if not 0 <= mode <= 0o777:
+            raise InvalidArgument(f"invalid mode {mode:o}: permission bits (0 to 777) only")
+        parts = names.split(cgroup)
+
+        def one(h: Hierarchy) -> None:
+            base = self.own(req.requestor, h)
+            target = names.join(base, *parts)
+            shown = _show(h, target, base)
+            require_access(req.r, self._stat(h, target, key, shown), Access.READ_WRITE, shown)
+            self._kernel(f"chmod {shown}", lambda: self.tree(h).chmod(target, key, mode))
+
+        self._each(self.layout.resolve(controller), one)
+
+    def move_pid(self, req: Request, controller: str, cgroup: str, pid: int, *, absolute: bool) -> None:
+        """Move process *pid* into *cgroup*, below the requestor's cgroup (MovePid) or the
+        proxy's (MovePidAbs: the only way up, and never above the proxy)."""
+        if not absolute and cgroup.startswith("/"):
+            raise InvalidArgument("invalid cgroup: MovePid takes a relative path (use MovePidAbs)")
+        parts = names.split(cgroup)
+        hs = self.layout.resolve(controller)
+        with Victim.open(pid, self.layout) as v:
+            if not may_move(req.r, v.pid, v.uid):
+                raise NotPermitted(f"not permitted to move process {pid}: it belongs to another user")
+            failures: list[CgmError] = []
+            for h in hs:
+                try:
+                    self._move_one(req, h, parts, v, absolute)
+                except CgmError as e:
+                    failures.append(e)
+            if not v.alive():
+                log.warning("process %d exited during a move", pid)
+        if failures:
+            raise failures[0]
+
+    def _move_one(
+        self, req: Request, h: Hierarchy, parts: tuple[str, ...], v: Victim, absolute: bool
+    ) -> None:
+        t = self.tree(h)
+        base = self.own(req.proxy if absolute else req.requestor, h)
+        where = v.cgroups.get(h.key)
+        if where is None or not names.is_under(where, base):
+            raise NotPermitted(
+                f"not permitted to move process {v.pid}: it is not in a {h.key} cgroup below the caller's"
+            )
+        target = names.join(base, *parts)
+        shown = _show(h, target, base)
+        require_access(req.r, self._stat(h, target, None, shown), Access.READ, shown)
+        procs = self._stat(h, target, t.procs_file, shown)
+        require_access(req.r, procs, Access.WRITE, f"{shown} {t.procs_file}")
+        self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
+
+    def get_value(self, req: Request, controller: str, cgroup: str, key: str) -> str:
+        """Read a key; all trailing newlines stripped, as 0.42 did."""
+        names.check_key(key)
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        require_access(req.r, self._stat(h, path, key, shown), Access.READ, f"{shown} {key}")
+        return self._kernel(f"read {shown} {key}", lambda: self.tree(h).read(path, key)).rstrip("\n")
+
+    def set_value(self, req: Request, controller: str, cgroup: str, key: str, value: str) -> None:
+        """Write a key from the hierarchy's allowlist (a newline is appended as 0.42 did)."""
+        names.check_key(key)
+        if len(value) > MAX_VALUE:
+            raise InvalidArgument(f"invalid value: longer than {MAX_VALUE} bytes")
+        if "\0" in value:
+            raise InvalidArgument("invalid value: contains a NUL byte")
+        h = self.layout.resolve_one(controller)
+        require_settable_key(key, h.controllers)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
+        data = value if not value or value.endswith("\n") else value + "\n"
+        self._kernel(f"write {shown} {key}", lambda: self.tree(h).write(path, key, data))
+
+    def remove(self, req: Request, controller: str, cgroup: str, recursive: bool) -> int:
+        """Remove a cgroup (recursively by default in cgm); existed 1 / -1."""
+        parts = names.split(cgroup)
+        existed = self._each(
+            self.layout.resolve(controller), lambda h: self._remove_one(req, h, parts, recursive)
+        )
+        return 1 if any(existed) else -1
+
+    def _remove_one(self, req: Request, h: Hierarchy, parts: tuple[str, ...], recursive: bool) -> bool:
+        t = self.tree(h)
+        base = self.own(req.requestor, h)
+        working = names.join(base, *parts)
+        shown = _show(h, working, base)
+        if not t.exists(working):
+            return False
+        if working == self.base(h):
+            raise NotPermitted(f"not permitted: {shown} is this cgmanager's own cgroup")
+        # like rmdir(2) for the caller: write access to the parent of everything removed
+        doomed = t.walk(working) if recursive else [working]
+        for d in doomed:
+            parent = names.parent(d)
+            pshown = _show(h, parent, base)
+            require_access(req.r, self._stat(h, parent, None, pshown), Access.WRITE, pshown)
+        self._kernel(f"remove {shown}", lambda: t.remove(working, recursive))
+        return True
+
+    def _tasks(self, h: Hierarchy, path: str) -> list[int]:
+        t = self.tree(h)
+        # v1: the threads of `tasks`, as 0.42 listed; v2: processes
+        return t.procs(path) if t.v2 else t.threads(path)
+
+    def get_tasks(self, req: Request, controller: str, cgroup: str) -> list[int]:
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        return sorted(set(self._kernel(f"list tasks of {shown}", lambda: self._tasks(h, path))))
+
+    def get_tasks_recursive(self, req: Request, controller: str, cgroup: str) -> list[int]:
+        """Union over hierarchies; a hierarchy where the cgroup is missing or unreadable is
+        skipped, one outside the caller's reach fails the call."""
+        result: set[int] = set()
+        for h in self.layout.resolve(controller):
+            path, shown = self._lookup_target(req, h, cgroup)
+            try:
+                require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+                t = self.tree(h)
+                for p in t.walk(path):
+                    try:
+                        result.update(self._tasks(h, p))
+                    except NotFound:
+                        continue
+            except (NotFound, NotPermitted) as e:
+                log.debug("GetTasksRecursive: skipping %s: %s", h.key, e)
+        return sorted(result)
+
+    def list_children(self, req: Request, controller: str, cgroup: str) -> list[str]:
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        return self._kernel(f"list {shown}", lambda: self.tree(h).children(path))
+
+    def list_keys(self, req: Request, controller: str, cgroup: str) -> list[tuple[str, int, int, int]]:
+        """(name, uid, gid, mode) of each file, ids as the requestor's namespace shows them."""
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        r = req.r
+        return [
+            (k.name, r.uid_as_seen(k.uid), r.gid_as_seen(k.gid), k.mode)
+            for k in self._kernel(f"list keys of {shown}", lambda: self.tree(h).keys(path))
+        ]
+
+    def remove_on_empty(self, req: Request, controller: str, cgroup: str) -> None:
+        """Remove the cgroup (recursively) once no process is left in it."""
+        reaper = self._need_reaper()
+        parts = names.split(cgroup)
+
+        def one(h: Hierarchy) -> None:
+            base = self.own(req.requestor, h)
+            working = names.join(base, *parts)
+            shown = _show(h, working, base)
+            require_access(req.r, self._stat(h, working, None, shown), Access.WRITE, shown)
+            if working == self.base(h):
+                raise NotPermitted(f"not permitted: {shown} is this cgmanager's own cgroup")
+            reaper.watch(self.tree(h), working)
+
+        self._each(self.layout.resolve(controller), one)
+
+    def prune(self, req: Request, controller: str, cgroup: str) -> None:
+        """Remove every empty cgroup at and below *cgroup* now, and the others as they empty.
+        Cgroups the caller could not rmdir itself (parent not writable) are left alone."""
+        reaper = self._need_reaper()
+        parts = names.split(cgroup)
+        hs = self.layout.resolve(controller)
+
+        def one(h: Hierarchy) -> None:
+            t = self.tree(h)
+            base = self.own(req.requestor, h)
+            working = names.join(base, *parts)
+            shown = _show(h, working, base)
+            require_access(req.r, self._stat(h, working, None, shown), Access.WRITE, shown)
+            for d in reversed(t.walk(working)):
+                if d == self.base(h):
+                    continue
+                try:
+                    parent = _owner(t.stat(names.parent(d)))
+                    require_access(req.r, parent, Access.WRITE, d)
+                except CgmError:
+                    continue
+                try:
+                    if t.children(d):
+                        reaper.watch(t, d)
+                    else:
+                        t.rmdir(d)
+                except CgmError:
+                    reaper.watch(t, d)
+
+        if len(hs) == 1:
+            one(hs[0])
+            return
+        for h in hs:  # multi: failures only logged, as in 0.42
+            try:
+                one(h)
+            except CgmError as e:
+                log.debug("Prune: %s: %s", h.key, e)
+
+    def _need_reaper(self) -> Reaper:
+        if self.reaper is None:
+            raise Unsupported("remove-on-empty is not available in this process")
+        return self.reaper
+
+
+def open_trees(layout: Layout) -> dict[str, CgroupTree]:
+    return {h.key: CgroupTree(h) for h in layout.hierarchies}
+

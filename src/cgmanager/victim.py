@@ -1,0 +1,60 @@
+"""The process a request acts on (MovePid, GetPidCgroup), pinned by a pidfd.
+
+The pidfd is opened before any check, the facts are read through it, and it is checked again
+after the move: pid reuse cannot turn a check on one process into an action on another
+without being noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Self
+
+from .errors import NotFound
+from .hierarchy import Layout
+from .procfs import ProcDir
+from .requestor import cgroups_of
+
+
+@dataclass
+class Victim:
+    pid: int
+    uid: int  # real uid, as 0.42 used for victim checks
+    cgroups: dict[str, str]
+    pidfd: int
+
+    @classmethod
+    def open(cls, pid: int, layout: Layout) -> Victim:
+        if pid <= 0:
+            raise NotFound(f"process {pid}: not found")
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            raise NotFound(f"process {pid}: not found") from None
+        try:
+            with ProcDir(pid, pidfd) as d:
+                status = d.status()
+                return cls(pid, status.uids[0], cgroups_of(d, layout), pidfd)
+        except BaseException:
+            os.close(pidfd)
+            raise
+
+    def alive(self) -> bool:
+        try:
+            signal.pidfd_send_signal(self.pidfd, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
