@@ -86,15 +86,13 @@ class CgroupTree:
     # -- resolution -----------------------------------------------------------------------
 
     def _rel(self, path: str) -> str:
-        """Hierarchy path → path relative to the mount (which may show a subtree)."""
+        """Hierarchy path → path relative to the mount (which may show a subtree).
+
+        Re-validates the components (defence in depth: the kernel's cgroupfs accepts names
+        longer than NAME_MAX, and '..' must never reach a system call)."""
         if not path.startswith("/"):
-            raise InvalidArgument(
-                f"internal: cgroup path {path!r} is not absolute",
-                reason=f"cgroup path {path!r} is not absolute",
-            )
-        parts = names.components(path)
-        if any(p in (".", "..") for p in parts):
-            raise InvalidArgument(f"invalid cgroup {path!r}")
+            raise InvalidArgument(f"internal: cgroup path {path!r} is not absolute")
+        parts = names.split(path)
         root = self.hierarchy.mount_root
         if root != "/":
             if not names.is_under(path, root):
@@ -102,7 +100,7 @@ class CgroupTree:
                     f"cgroup {path}: not reachable through this mount",
                     reason="not reachable through this mount",
                 )
-            return names.relative_to(path, root)
+            return names.relative_to(names.join("/", *parts), root)
         return "/".join(parts)
 
     def _what(self, path: str, key: str | None = None) -> str:
@@ -158,6 +156,7 @@ class CgroupTree:
 
     def mkdir(self, path: str, mode: int = 0o755) -> bool:
         """Create one cgroup whose parent exists; False if it already existed."""
+        self._rel(path)
         parts = names.components(path)
         if not parts:
             return False
@@ -214,6 +213,7 @@ class CgroupTree:
         return result
 
     def rmdir(self, path: str) -> None:
+        self._rel(path)
         parts = names.components(path)
         if not parts:
             raise InvalidArgument("the hierarchy root cannot be removed")
