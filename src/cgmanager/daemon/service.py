@@ -1,19 +1,91 @@
-"""The running daemon (the D-Bus service is added by the daemon work)."""
+"""The running daemon: event loop, socket, signals, pidfile."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import signal
 
-from ..hierarchy import Layout
+from ..dbus.server import Limits, Server
+from ..errors import CgmError
+from ..hierarchy import Layout, parse_mountinfo
+from ..operations import Manager, open_trees
+from ..requestor import Namespaces
+from .api import Service, daemon_party
+from .reaper import Reaper
 
 log = logging.getLogger("cgmanager")
 
 
-def run(args: argparse.Namespace, layout: Layout) -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    log.info("ready; SIGTERM or SIGINT stops")
-    sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    log.info("stopping on %s", signal.Signals(sig).name)
+def prepare_socket_dir(sock_path: str) -> None:
+    """Create the socket's directory (0755, as 0.42 did) — but never inside a cgroup
+    filesystem: on a pure v2 host /sys/fs/cgroup *is* cgroup2, and a mkdir there would create
+    a cgroup, not a directory."""
+    directory = os.path.dirname(os.path.abspath(sock_path))
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        mounts = parse_mountinfo(f.read())
+    probe = directory + "/"
+    best = max(
+        (m for m in mounts if probe.startswith(m.mountpoint.rstrip("/") + "/")),
+        key=lambda m: len(m.mountpoint),
+        default=None,
+    )
+    if best is not None and best.fstype in ("cgroup", "cgroup2"):
+        raise CgmError(
+            f"{directory} is inside a cgroup filesystem ({best.mountpoint}); choose another"
+            " place with --socket (e.g. /run/cgmanager/sock)"
+        )
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+
+
+async def serve(args: argparse.Namespace, layout: Layout) -> int:
+    loop = asyncio.get_running_loop()
+    ns = Namespaces.of_self()
+    me = daemon_party(layout, ns)
+    trees = open_trees(layout)
+    reaper = Reaper(loop)
+    manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper)
+    service = Service(manager, layout, ns, me)
+    server = Server(service.objects(), limits=Limits())
+    try:
+        prepare_socket_dir(args.socket)
+        await server.start(args.socket)
+    except (OSError, CgmError) as e:
+        log.error("cannot listen on %s: %s", args.socket, e)
+        return 1
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("ready: serving %s", args.socket)
+    if args.sigstop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    await stop.wait()
+    log.info("stopping")
+    await server.close()
+    reaper.close()
+    for t in trees.values():
+        t.close()
     return 0
+
+
+def daemonize(pidfile: str) -> None:
+    """Detach (fork, setsid, fork) and record the pid, as 0.42's --daemon did."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def run(args: argparse.Namespace, layout: Layout) -> int:
+    if args.daemon:
+        daemonize(args.pidfile)
+    return asyncio.run(serve(args, layout))

@@ -1,0 +1,215 @@
+"""The D-Bus facade: ``org.linuxcontainers.cgmanager0_0`` at ``/org/linuxcontainers/cgmanager``.
+
+Thin by design: unpack arguments, establish who asks (SO_PEERCRED of the connection, pinned
+by its pidfd), apply the namespace gates of plain calls, call the operation, map its error
+kind to a D-Bus error name, and write an audit line for every request that changes something.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
+from ..errors import CgmError
+from ..hierarchy import Layout
+from ..operations import Manager, Request
+from ..permission import Credentials, require_same_pidns, require_same_userns
+from ..requestor import Namespaces, Party, identify
+
+audit = logging.getLogger("cgmanager.audit")
+log = logging.getLogger(__name__)
+
+OBJECT_PATH = "/org/linuxcontainers/cgmanager"
+INTERFACE = "org.linuxcontainers.cgmanager0_0"
+API_VERSION = 10
+#: error names are this prefix plus the failure kind (see errors.py and README "Errors");
+#: old clients only test success versus failure, which is unchanged
+ERROR_PREFIX = "org.linuxcontainers.cgmanager.Error."
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One method: D-Bus name, arguments as in the original's XML, and whether it changes
+    something (audited)."""
+
+    name: str
+    in_args: tuple[tuple[str, str], ...]
+    out_args: tuple[tuple[str, str], ...]
+    mutating: bool
+
+
+_C, _G = ("controller", "s"), ("cgroup", "s")
+PLAIN_METHODS: tuple[Spec, ...] = (
+    Spec("Ping", (("junk", "i"),), (), False),
+    Spec("GetPidCgroup", (_C, ("pid", "i")), (("output", "s"),), False),
+    Spec("GetPidCgroupAbs", (_C, ("pid", "i")), (("output", "s"),), False),
+    Spec("Create", (_C, _G), (("existed", "i"),), True),
+    Spec("Chown", (_C, _G, ("uid", "i"), ("gid", "i")), (), True),
+    Spec("Chmod", (_C, _G, ("file", "s"), ("mode", "i")), (), True),
+    Spec("MovePid", (_C, _G, ("pid", "i")), (), True),
+    Spec("MovePidAbs", (_C, _G, ("pid", "i")), (), True),
+    Spec("GetValue", (_C, _G, ("key", "s")), (("value", "s"),), False),
+    Spec("SetValue", (_C, _G, ("key", "s"), ("value", "s")), (), True),
+    Spec("Remove", (_C, _G, ("recursive", "i")), (("existed", "i"),), True),
+    Spec("GetTasks", (_C, _G), (("output", "ai"),), False),
+    Spec("GetTasksRecursive", (_C, _G), (("output", "ai"),), False),
+    Spec("ListChildren", (_C, _G), (("output", "as"),), False),
+    Spec("RemoveOnEmpty", (_C, _G), (), True),
+    Spec("Prune", (_C, _G), (), True),
+    Spec("ListControllers", (), (("output", "as"),), False),
+    Spec("ListKeys", (_C, _G), (("output", "a(suuu)"),), False),
+)
+
+
+def to_dbus_error(e: CgmError) -> DBusError:
+    return DBusError(ERROR_PREFIX + e.kind, e.message)
+
+
+class Service:
+    """Binds the operations to D-Bus calls."""
+
+    def __init__(self, manager: Manager, layout: Layout, ns: Namespaces, daemon: Party) -> None:
+        self.m = manager
+        self.layout = layout
+        self.ns = ns
+        self.daemon = daemon
+
+    # -- who asks ----------------------------------------------------------------------------
+
+    def requestor(self, call: MethodCall) -> Party:
+        p = call.peer
+        return identify(Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, call.pidfd)
+
+    def plain(self, call: MethodCall) -> Request:
+        r = self.requestor(call)
+        return Request(r, r)
+
+    def plain_abs(self, call: MethodCall) -> Request:
+        """Plain *Abs calls are bounded by the daemon's own cgroup (the daemon is p)."""
+        return Request(self.requestor(call), self.daemon)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def Ping(self, call: MethodCall, junk: int) -> tuple:
+        return ()
+
+    def GetPidCgroup(self, call: MethodCall, controller: str, pid: int) -> tuple:
+        req = self.plain(call)
+        require_same_pidns(req.r, "GetPidCgroup")
+        return (self.m.get_pid_cgroup(req, controller, pid, absolute=False),)
+
+    def GetPidCgroupAbs(self, call: MethodCall, controller: str, pid: int) -> tuple:
+        req = self.plain_abs(call)
+        require_same_pidns(req.r, "GetPidCgroupAbs")
+        return (self.m.get_pid_cgroup(req, controller, pid, absolute=True),)
+
+    def Create(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.create(self.plain(call), controller, cgroup),)
+
+    def Chown(self, call: MethodCall, controller: str, cgroup: str, uid: int, gid: int) -> tuple:
+        req = self.plain(call)
+        # plain uid/gid arguments mean something only in the daemon's user namespace
+        require_same_userns(req.r, "Chown")
+        self.m.chown(req, controller, cgroup, uid, gid)
+        return ()
+
+    def Chmod(self, call: MethodCall, controller: str, cgroup: str, file: str, mode: int) -> tuple:
+        self.m.chmod(self.plain(call), controller, cgroup, file, mode)
+        return ()
+
+    def MovePid(self, call: MethodCall, controller: str, cgroup: str, pid: int) -> tuple:
+        req = self.plain(call)
+        require_same_pidns(req.r, "MovePid")
+        self.m.move_pid(req, controller, cgroup, pid, absolute=False)
+        return ()
+
+    def MovePidAbs(self, call: MethodCall, controller: str, cgroup: str, pid: int) -> tuple:
+        req = self.plain_abs(call)
+        require_same_pidns(req.r, "MovePidAbs")
+        self.m.move_pid(req, controller, cgroup, pid, absolute=True)
+        return ()
+
+    def GetValue(self, call: MethodCall, controller: str, cgroup: str, key: str) -> tuple:
+        return (self.m.get_value(self.plain(call), controller, cgroup, key),)
+
+    def SetValue(self, call: MethodCall, controller: str, cgroup: str, key: str, value: str) -> tuple:
+        self.m.set_value(self.plain(call), controller, cgroup, key, value)
+        return ()
+
+    def Remove(self, call: MethodCall, controller: str, cgroup: str, recursive: int) -> tuple:
+        return (self.m.remove(self.plain(call), controller, cgroup, recursive != 0),)
+
+    def GetTasks(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.get_tasks(self.plain(call), controller, cgroup),)
+
+    def GetTasksRecursive(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.get_tasks_recursive(self.plain(call), controller, cgroup),)
+
+    def ListChildren(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.list_children(self.plain(call), controller, cgroup),)
+
+    def RemoveOnEmpty(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        self.m.remove_on_empty(self.plain(call), controller, cgroup)
+        return ()
+
+    def Prune(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        self.m.prune(self.plain(call), controller, cgroup)
+        return ()
+
+    def ListControllers(self, call: MethodCall) -> tuple:
+        return (self.m.list_controllers(),)
+
+    def ListKeys(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.list_keys(self.plain(call), controller, cgroup),)
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def _wrap(self, spec: Spec) -> Callable[[MethodCall], tuple]:
+        fn: Callable[..., tuple] = getattr(self, spec.name)
+        name = spec.name
+
+        def handler(call: MethodCall) -> tuple:
+            try:
+                result = fn(call, *call.body)
+            except CgmError as e:
+                if spec.mutating:
+                    _audit(call, name, f"refused ({e.kind}: {e.message})")
+                raise to_dbus_error(e) from None
+            if spec.mutating:
+                _audit(call, name, f"ok {_brief(result)}".rstrip())
+            return result
+
+        return handler
+
+    def interface(self) -> Interface:
+        methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in PLAIN_METHODS]
+        props = [Property("api_version", "i", lambda call: API_VERSION)]
+        return Interface(INTERFACE, methods, props)
+
+    def objects(self) -> dict[str, list[Interface]]:
+        return {OBJECT_PATH: [self.interface()]}
+
+
+def _audit(call: MethodCall, method: str, outcome: str) -> None:
+    p = call.peer
+    audit.info(
+        "audit: pid=%d uid=%d gid=%d %s(%s): %s",
+        p.pid, p.uid, p.gid, method, ", ".join(_arg(a) for a in call.body), outcome,
+    )
+
+
+def _arg(a: Any) -> str:
+    return repr(a)[:200]
+
+
+def _brief(result: tuple) -> str:
+    return f"-> {result[0]}" if result else ""
+
+
+def daemon_party(layout: Layout, ns: Namespaces) -> Party:
+    """The daemon as a party: it bounds plain *Abs calls and everything else."""
+    return identify(Credentials(os.getpid(), os.getuid(), os.getgid()), layout, ns)
