@@ -113,9 +113,9 @@ class CgroupTree:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
                 # a symlink, a mount or a file where a cgroup directory was expected
-                raise NotFound(
-                    f"cgroup {self._what(path)}: not found (not a cgroup)",
-                    reason="not found (not a cgroup)",
+                raise InvalidArgument(
+                    f"cgroup {self._what(path)}: not a cgroup (a file, link or mount)",
+                    reason="not a cgroup (a file, link or mount of that name exists)",
                 ) from None
             raise from_oserror(exc, f"cgroup {self._what(path)}") from None
 

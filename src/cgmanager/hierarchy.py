@@ -223,6 +223,9 @@ class Layout:
         if len(arg) > 4096 or len(tokens) > 256:
             raise InvalidArgument("invalid controller: list too long")
         if "all" in tokens:
+            for t in tokens:
+                if t != "all":
+                    self.lookup(t)  # "all,nope" is still an error
             return self.all()
         result: list[Hierarchy] = []
         for t in tokens:

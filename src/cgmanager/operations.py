@@ -148,10 +148,19 @@ class Manager:
             raise denied
         return results
 
+    def _relative(self, cgroup: str) -> tuple[str, ...]:
+        """Components of a client's cgroup path.  Names reserved for kernel files are refused
+        in every method, not only in Create: they can never be cgroups made through us, and
+        "did not exist" would hide a mistake."""
+        parts = names.split(cgroup)
+        for part in parts:
+            names.check_new_name(part, self._reserved)
+        return parts
+
     def _lookup_target(self, req: Request, h: Hierarchy, cgroup: str) -> tuple[str, str]:
         """Resolve a lookup-family path and check it lies below the proxy's cgroup.
         Returns (path, how to show it)."""
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
         if cgroup.startswith("/"):
             path = names.join("/", *parts)
             shown = f"{h.key}:{path}"
@@ -190,11 +199,9 @@ class Manager:
     def create(self, req: Request, controller: str, cgroup: str) -> int:
         """Create *cgroup* below the requestor's cgroup in each hierarchy; existed = 1 when it
         already existed in any of them, else -1 (never 0: old clients mishandle it)."""
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
         if not parts:
             return -1
-        for part in parts:
-            names.check_new_name(part, self._reserved)
         hs = self.layout.resolve(controller)
         existed = self._each(hs, lambda h: self._create_one(req, h, parts))
         return 1 if any(existed) else -1
@@ -237,7 +244,7 @@ class Manager:
             raise NotPermitted("not permitted: only root (of the host or of a user namespace) may chown")
         require_valid_id(uid, "uid")
         require_valid_id(gid, "gid")
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
             base = self.own(req.requestor, h)
@@ -257,7 +264,7 @@ class Manager:
             names.check_key(key)
         if not 0 <= mode <= 0o777:
             raise InvalidArgument(f"invalid mode {mode:o}: permission bits (0 to 777) only")
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
             base = self.own(req.requestor, h)
@@ -273,7 +280,7 @@ class Manager:
         proxy's (MovePidAbs: the only way up, and never above the proxy)."""
         if not absolute and cgroup.startswith("/"):
             raise InvalidArgument("invalid cgroup: MovePid takes a relative path (use MovePidAbs)")
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
         hs = self.layout.resolve(controller)
         with Victim.open(pid, self.layout) as v:
             if not may_move(req.r, v.pid, v.uid):
@@ -332,7 +339,7 @@ class Manager:
 
     def remove(self, req: Request, controller: str, cgroup: str, recursive: bool) -> int:
         """Remove a cgroup (recursively by default in cgm); existed 1 / -1."""
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
         existed = self._each(
             self.layout.resolve(controller), lambda h: self._remove_one(req, h, parts, recursive)
         )
@@ -405,7 +412,7 @@ class Manager:
     def remove_on_empty(self, req: Request, controller: str, cgroup: str) -> None:
         """Remove the cgroup (recursively) once no process is left in it."""
         reaper = self._need_reaper()
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
             base = self.own(req.requestor, h)
@@ -422,7 +429,7 @@ class Manager:
         """Remove every empty cgroup at and below *cgroup* now, and the others as they empty.
         Cgroups the caller could not rmdir itself (parent not writable) are left alone."""
         reaper = self._need_reaper()
-        parts = names.split(cgroup)
+        parts = self._relative(cgroup)
         hs = self.layout.resolve(controller)
 
         def one(h: Hierarchy) -> None:

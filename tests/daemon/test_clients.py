@@ -1,0 +1,95 @@
+"""Every kind of real client talks to the daemon: dbus-send, gdbus, busctl, our Python client."""
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cgmanager.daemon.api import API_VERSION, INTERFACE, OBJECT_PATH, PLAIN_METHODS
+
+pytestmark = pytest.mark.t3
+
+
+def ok(cp):
+    assert cp.returncode == 0, f"rc={cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    return cp.stdout
+
+
+def test_dbus_send_round_trip(place):
+    ok(place.dbus_send("Ping", "int32:0"))
+    out = ok(place.dbus_send("Create", "string:pids", "string:ds/a"))
+    assert "int32 -1" in out
+    out = ok(place.dbus_send("ListChildren", "string:pids", "string:ds"))
+    assert 'string "a"' in out
+    out = ok(place.dbus_send("ListKeys", "string:pids", "string:ds/a"))
+    assert 'string "pids.max"' in out and "uint32" in out
+    ok(place.dbus_send("SetValue", "string:pids", "string:ds/a", "string:pids.max", "string:42"))
+    out = ok(place.dbus_send("GetValue", "string:pids", "string:ds/a", "string:pids.max"))
+    assert 'string "42"' in out
+    out = ok(place.dbus_send("Remove", "string:pids", "string:ds", "int32:1"))
+    assert "int32 1" in out
+
+
+def test_gdbus_sends_hello_first_and_works(place):
+    assert ok(place.gdbus("Create", "pids", "gd")).strip() == "(-1,)"
+    assert ok(place.gdbus("GetValue", "pids", "gd", "pids.max")).strip() == "('max',)"
+    out = ok(place.gdbus("ListControllers"))
+    assert "'pids'" in out
+    err = place.gdbus("GetValue", "pids", "gd", "../x")
+    assert err.returncode != 0 and "org.linuxcontainers.cgmanager.Error.InvalidArgument" in err.stderr
+
+
+def test_busctl_needs_hello_as_first_message_and_works(place):
+    assert ok(place.busctl("Create", "ss", "pids", "bc")).strip() == "i -1"
+    assert ok(place.busctl("GetValue", "sss", "pids", "bc", "pids.max")).strip() == 's "max"'
+    out = ok(place.busctl("GetTasks", "ss", "pids", "bc"))
+    assert out.strip() == "ai 0"
+    out = ok(place.run(["busctl", f"--address={place.daemon.address}", "get-property",
+                        "org.linuxcontainers.cgmanager", OBJECT_PATH, INTERFACE, "api_version"]))
+    assert out.strip() == f"i {API_VERSION}"
+
+
+def test_python_client(place):
+    assert ast.literal_eval(ok(place.py("Create", "ss", "freezer", "pyc")).strip()) == (-1,)
+    state = ast.literal_eval(ok(place.py("GetValue", "sss", "freezer", "pyc", "freezer.state")).strip())
+    assert state == ("THAWED",)
+
+
+def test_introspection_lists_every_method_as_the_original(place):
+    xml = ok(place.gdbus_introspect()) if hasattr(place, "gdbus_introspect") else ok(
+        place.run(["dbus-send", f"--address={place.daemon.address}", "--print-reply=literal",
+                   "--type=method_call", OBJECT_PATH, "org.freedesktop.DBus.Introspectable.Introspect"]))
+    xml = xml[xml.index("<"):]
+    root = ET.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", xml))
+    [iface] = [i for i in root.findall("interface") if i.get("name") == INTERFACE]
+    got = {
+        m.get("name"): [(a.get("name"), a.get("type"), a.get("direction") or "in") for a in m.findall("arg")]
+        for m in iface.findall("method")
+    }
+    want = {
+        s.name: [(n, t, "in") for n, t in s.in_args] + [(n, t, "out") for n, t in s.out_args]
+        for s in PLAIN_METHODS
+    }
+    assert got == want
+    [prop] = iface.findall("property")
+    assert (prop.get("name"), prop.get("type"), prop.get("access")) == ("api_version", "i", "read")
+    names = {i.get("name") for i in root.findall("interface")}
+    assert {"org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Properties",
+            "org.freedesktop.DBus.Peer"} <= names
+
+
+def test_properties_getall_and_read_only(place):
+    out = ok(place.gdbus_raw("org.freedesktop.DBus.Properties.GetAll", INTERFACE)) if hasattr(place, "gdbus_raw") else ok(
+        place.run(["gdbus", "call", "--address", place.daemon.address, "--dest", "org.x.y",
+                   "--object-path", OBJECT_PATH, "--method", "org.freedesktop.DBus.Properties.GetAll", INTERFACE]))
+    assert "'api_version': <10>" in out
+    cp = place.run(["gdbus", "call", "--address", place.daemon.address, "--dest", "org.x.y",
+                    "--object-path", OBJECT_PATH, "--method", "org.freedesktop.DBus.Properties.Set",
+                    INTERFACE, "api_version", "<11>"])
+    assert cp.returncode != 0 and "PropertyReadOnly" in cp.stderr
+
+
+def test_peer_ping(place):
+    ok(place.run(["dbus-send", f"--address={place.daemon.address}", "--print-reply",
+                  "--type=method_call", OBJECT_PATH, "org.freedesktop.DBus.Peer.Ping"]))
