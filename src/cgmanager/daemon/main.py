@@ -77,6 +77,16 @@ def describe(layout: Layout) -> str:
     return "\n".join(lines)
 
 
+def set_process_name(name: str) -> None:
+    """Show as *name* to pidof/ps (argv[0]), as the C daemon did; init scripts and 0.42's
+    tests find the daemon with ``pidof cgmanager``."""
+    try:
+        import setproctitle
+    except ImportError:  # still findable with `pidof -x`
+        return
+    setproctitle.setproctitle(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.error("cgmanager must run as root")
         return 1
+    set_process_name("cgmanager")
     for name in layout.missing:
         log.warning("%s is not mounted on this host; not served", name)
     if not args.no_private_mounts:
