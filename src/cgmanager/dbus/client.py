@@ -1,0 +1,347 @@
+"""Blocking D-Bus client for peer-to-peer sockets (for the ``cgm`` CLI and simple tools).
+
+Start-up cost matters more than anything here — the CLI runs once per shell command — so this
+module imports only ``_socket``, ``struct``, ``time`` and this package's import-free helpers (no
+asyncio, no :mod:`socket`, no typing/enum/dataclasses/re/logging at run time).
+
+Connecting takes one round trip: the handshake is pipelined as
+``\\0AUTH EXTERNAL\\r\\nDATA\\r\\nNEGOTIATE_UNIX_FD\\r\\nBEGIN\\r\\n``.  EXTERNAL is sent *without*
+a uid, so the server takes the identity from the socket; a claimed uid would be wrong inside a user
+namespace and strict servers would reject it.  If the server rejects EXTERNAL the client
+reconnects with ANONYMOUS.  No ``Hello`` is sent (there is no bus).
+
+Errors — D-Bus error replies and transport failures alike — are raised as
+:class:`~cgmanager.dbus.errors.DBusError` (``.name``, ``.message``).
+
+File descriptors: ``h`` arguments are ints (or objects with ``fileno()``); they stay owned by the
+caller (the kernel duplicates them in flight).  Fds received in a reply are new fds owned by the
+caller.
+"""
+
+from __future__ import annotations
+
+import time
+
+import _socket
+
+from . import errors
+from ._unix import ANCBUF_SIZE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, close_fds, fds_from_ancdata, rights
+from .codec import (
+    ERROR, METHOD_CALL, METHOD_RETURN, NO_REPLY_EXPECTED, Message, ProtocolError, message_size,
+    parse_message, serialise_message,
+)
+from .errors import DBusError
+
+__all__ = ["Connection", "DBusError", "connect", "parse_address"]
+
+#: Default seconds to wait for a reply (libdbus uses 25 s too).
+DEFAULT_TIMEOUT = 25.0
+_MAX_HANDSHAKE = 4096
+_EXTERNAL = b"\0AUTH EXTERNAL\r\nDATA\r\n"
+_ANONYMOUS = b"\0AUTH ANONYMOUS 63676d\r\n"  # trace "cgm"
+_NEGOTIATE = b"NEGOTIATE_UNIX_FD\r\n"
+_BEGIN = b"BEGIN\r\n"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+
+
+def parse_address(address: str) -> list[str]:
+    """Socket paths to try for a D-Bus address.
+
+    Accepts a plain path, ``unix:path=…``, ``unix:abstract=…`` (returned with a leading NUL) and
+    ``;``-separated lists; other transports are ignored.  Raises ValueError if nothing usable.
+    """
+    if address.startswith("/") or address.startswith("."):
+        return [address]
+    paths = []
+    for entry in address.split(";"):
+        transport, _, params = entry.partition(":")
+        if transport != "unix":
+            continue
+        for kv in params.split(","):
+            key, _, value = kv.partition("=")
+            value = _unescape(value)
+            if key == "path":
+                paths.append(value)
+            elif key == "abstract":
+                paths.append("\0" + value)
+    if not paths:
+        raise ValueError(f"no usable unix address in {address!r}")
+    return paths
+
+
+def _unescape(value: str) -> str:
+    if "%" not in value:
+        return value
+    out = bytearray()
+    raw = value.encode("utf-8")
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25 and i + 2 < len(raw):  # "%"
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Handshake helpers (pure; shared with the asyncio client)
+
+def handshake_request(mechanism: str, unix_fd: bool) -> bytes:
+    """The whole pipelined client side of the handshake for ``EXTERNAL`` or ``ANONYMOUS``."""
+    head = _EXTERNAL if mechanism == "EXTERNAL" else _ANONYMOUS
+    return head + (_NEGOTIATE if unix_fd else b"") + _BEGIN
+
+
+class HandshakeReader:
+    """Interprets the server's handshake replies to :func:`handshake_request`.
+
+    ``feed(data)`` returns ``None`` while more is needed, then ``(unix_fd, leftover)``; raises
+    :class:`DBusError` (``AuthFailed``) on rejection (``rejected`` tells whether a fallback to
+    another mechanism makes sense).
+    """
+
+    def __init__(self, mechanism: str, unix_fd: bool) -> None:
+        # replies expected: [DATA,] OK, [AGREE_UNIX_FD | ERROR]
+        self._expect = (["DATA"] if mechanism == "EXTERNAL" else []) + ["OK"]
+        if unix_fd:
+            self._expect.append("FD")
+        self._buf = b""
+        self.unix_fd = False
+        self.rejected = False
+
+    def feed(self, data: bytes):
+        self._buf += data
+        while self._expect:
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if len(self._buf) > _MAX_HANDSHAKE:
+                    raise DBusError(errors.AUTH_FAILED, "handshake reply too long")
+                return None
+            line = self._buf[:end]
+            self._buf = self._buf[end + 2:]
+            word = line.split(b" ", 1)[0]
+            want = self._expect.pop(0)
+            if want == "FD":
+                self.unix_fd = word == b"AGREE_UNIX_FD"
+                if word not in (b"AGREE_UNIX_FD", b"ERROR"):
+                    raise DBusError(errors.AUTH_FAILED, f"unexpected {line[:80]!r}")
+            elif word != want.encode():
+                self.rejected = word == b"REJECTED"
+                raise DBusError(errors.AUTH_FAILED,
+                                f"server answered {line[:80].decode('ascii', 'replace')!r}")
+        return self.unix_fd, self._buf
+
+
+def error_from_reply(msg: Message) -> DBusError:
+    """The exception for an ERROR message (closes fds it carried)."""
+    close_fds(msg.fds)
+    text = msg.body[0] if msg.body and type(msg.body[0]) is str else ""
+    return DBusError(msg.error_name or errors.FAILED, text)
+
+
+def method_call(path: str, interface: str | None, member: str, signature: str, body,
+                destination: str | None, no_reply: bool) -> Message:
+    return Message(METHOD_CALL, flags=NO_REPLY_EXPECTED if no_reply else 0, path=path,
+                   interface=interface, member=member, signature=signature, body=tuple(body),
+                   destination=destination)
+
+
+# --------------------------------------------------------------------------------------------
+
+class Connection:
+    """A blocking connection.  Use :func:`connect` (or :meth:`Connection.connect`)."""
+
+    def __init__(self, sock, unix_fd: bool, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self._sock = sock
+        self.unix_fd = unix_fd
+        self.timeout = timeout
+        self._serial = 0
+        self._buf = bytearray()
+        self._fds: list[int] = []
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
+                unix_fd: bool = True) -> Connection:
+        """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected)."""
+        last: Exception | None = None
+        for path in parse_address(address):
+            for mechanism in ("EXTERNAL", "ANONYMOUS"):
+                try:
+                    return cls._connect_one(path, mechanism, timeout, unix_fd)
+                except _Rejected as exc:
+                    last = exc.error
+                    continue
+                except OSError as exc:
+                    last = exc
+                    break
+        if isinstance(last, DBusError):
+            raise last
+        raise DBusError(errors.DISCONNECTED, f"cannot connect to {address}: {last}")
+
+    @classmethod
+    def _connect_one(cls, path: str, mechanism: str, timeout: float | None,
+                     unix_fd: bool) -> Connection:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(handshake_request(mechanism, unix_fd))
+            reader = HandshakeReader(mechanism, unix_fd)
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    raise DBusError(errors.AUTH_FAILED, "server closed during handshake")
+                try:
+                    done = reader.feed(data)
+                except DBusError as exc:
+                    if reader.rejected:
+                        raise _Rejected(exc) from None
+                    raise
+                if done is not None:
+                    break
+        except TimeoutError:
+            sock.close()
+            raise DBusError(errors.TIMEOUT, "handshake timed out") from None
+        except BaseException:
+            sock.close()
+            raise
+        conn = cls(sock, done[0], timeout)
+        conn._buf += done[1]
+        return conn
+
+    # ----------------------------------------------------------------------------------------
+
+    def call(self, path: str, interface: str | None, member: str, signature: str = "",
+             body=(), *, destination: str | None = None, no_reply: bool = False,
+             timeout: float | None | type = ...) -> tuple:
+        """Call a method; return the reply body (``()`` with ``no_reply``).
+
+        Raises :class:`DBusError` for an error reply, a timeout (``…Error.Timeout``) or a lost
+        connection (``…Error.Disconnected``).
+        """
+        msg = method_call(path, interface, member, signature, body, destination, no_reply)
+        serial = self.send(msg)
+        if no_reply:
+            return ()
+        reply = self.wait_reply(serial, self.timeout if timeout is ... else timeout)
+        return reply.body
+
+    def get_property(self, path: str, interface: str, name: str, **kw):
+        """``org.freedesktop.DBus.Properties.Get`` → the value (variant unwrapped)."""
+        (variant,) = self.call(path, PROPERTIES, "Get", "ss", (interface, name), **kw)
+        return variant[1]
+
+    def send(self, msg: Message) -> int:
+        """Send ``msg`` with the next serial; return the serial."""
+        if self._sock is None:
+            raise DBusError(errors.DISCONNECTED, "connection closed")
+        self._serial += 1
+        data, fds = serialise_message(msg, self._serial)
+        if fds and not self.unix_fd:
+            raise DBusError(errors.FAILED, "the server did not agree to fd passing")
+        try:
+            if fds:
+                sent = self._sock.sendmsg([data], rights(fds))
+                if sent < len(data):
+                    self._sock.sendall(memoryview(data)[sent:])
+            else:
+                self._sock.sendall(data)
+        except TimeoutError:
+            self.close()
+            raise DBusError(errors.TIMEOUT, "send timed out") from None
+        except OSError as exc:
+            self.close()
+            raise DBusError(errors.DISCONNECTED, f"send failed: {exc}") from None
+        return self._serial
+
+    def wait_reply(self, serial: int, timeout: float | None) -> Message:
+        """Read messages until the reply to ``serial``; others are dropped (fds closed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            msg = self._next_message(deadline)
+            if msg.reply_serial == serial and msg.type in (METHOD_RETURN, ERROR):
+                if msg.type == ERROR:
+                    raise error_from_reply(msg)
+                return msg
+            close_fds(msg.fds)
+
+    def _next_message(self, deadline: float | None) -> Message:
+        buf = self._buf
+        while True:
+            if len(buf) >= 16:
+                try:
+                    size = message_size(buf)
+                    if len(buf) >= size:
+                        raw = bytes(buf[:size])
+                        del buf[:size]
+                        msg = parse_message(raw, self._fds)
+                        del self._fds[:len(msg.fds)]
+                        return msg
+                except ProtocolError as exc:
+                    self.close()
+                    raise DBusError(errors.DISCONNECTED, f"bad message from server: {exc}")
+            self._recv(deadline)
+
+    def _recv(self, deadline: float | None) -> None:
+        sock = self._sock
+        if sock is None:
+            raise DBusError(errors.DISCONNECTED, "connection closed")
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DBusError(errors.NO_REPLY, "no reply within the timeout")
+            sock.settimeout(left)
+        else:
+            sock.settimeout(None)
+        try:
+            data, anc, flags, _ = sock.recvmsg(65536, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
+        except TimeoutError:
+            raise DBusError(errors.NO_REPLY, "no reply within the timeout") from None
+        except OSError as exc:
+            self.close()
+            raise DBusError(errors.DISCONNECTED, f"receive failed: {exc}") from None
+        if anc:
+            self._fds.extend(fds_from_ancdata(anc))
+        if not data:
+            self.close()
+            raise DBusError(errors.DISCONNECTED, "connection closed by the server")
+        if flags & MSG_CTRUNC:
+            self.close()
+            raise DBusError(errors.DISCONNECTED, "ancillary data truncated")
+        self._buf += data
+
+    def fileno(self) -> int:
+        return -1 if self._sock is None else self._sock.fileno()
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        close_fds(self._fds)
+        self._fds.clear()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _Rejected(Exception):
+    def __init__(self, error: DBusError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def connect(address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
+            unix_fd: bool = True) -> Connection:
+    """Connect to ``address`` (``unix:path=…`` or a socket path); see :class:`Connection`."""
+    return Connection.connect(address, timeout=timeout, unix_fd=unix_fd)

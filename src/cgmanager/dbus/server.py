@@ -1,0 +1,278 @@
+"""The peer-to-peer D-Bus server: a listening Unix socket, connection limits, shutdown.
+
+No bus daemon: clients connect straight to the daemon's socket (cgmanager 0.42 listened on
+``/sys/fs/cgroup/cgmanager/sock``).  Typical use::
+
+    server = Server({"/org/linuxcontainers/cgmanager": [iface]}, limits=Limits())
+    await server.start("/sys/fs/cgroup/cgmanager/sock")
+    ...
+    await server.close()
+
+Identity: each connection's ``SO_PEERCRED`` (pid, uid, gid) and a pidfd (``SO_PEERPIDFD``) are
+taken at accept time and handed to every handler; nothing a client says is used as identity.
+``SO_PASSCRED`` is set on the listening socket before ``listen()`` so accepted sockets inherit it
+(set late, messages already queued would carry (0, 65534, 65534) credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ._unix import SO_PASSCRED, SOL_SOCKET, peer_credentials, peer_pidfd
+from .connection import Connection
+from .dispatch import SERVER_UNIQUE_NAME, Dispatcher
+from .objects import Interface, PeerCredentials
+
+log = logging.getLogger("cgmanager.dbus")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-server resource limits.  Hitting one ends (or refuses) only the offending client.
+
+    ``max_message_size``: largest message accepted, checked from its first 16 bytes (the
+    protocol allows 128 MiB; our requests are tiny).  ``max_fds_per_message``: fds that may be
+    pending on a connection (libdbus's default is 16).  ``max_connections`` /
+    ``max_connections_per_uid``: further connections are accepted and closed at once (the client
+    sees EOF before its handshake completes).  ``sasl_timeout``: seconds to finish the handshake.
+    ``message_timeout``: seconds a started message may take to arrive completely (``None``: no
+    limit); idle connections between messages are never timed out (cgproxy keeps one open).
+    ``max_output_buffer``: bytes of unsent replies before a client that does not read is dropped.
+    ``max_sasl_line``: longest handshake line.
+    """
+
+    max_message_size: int = 1 << 20
+    max_fds_per_message: int = 16
+    max_connections: int = 2048
+    max_connections_per_uid: int = 256
+    sasl_timeout: float = 10.0
+    message_timeout: float | None = 30.0
+    max_output_buffer: int = 4 << 20
+    max_sasl_line: int = 8192
+
+
+class Server:
+    """Serves the objects in ``objects`` (``{path: [Interface, …]}``) on a Unix socket."""
+
+    def __init__(self, objects: Mapping[str, Sequence[Interface]], *,
+                 limits: Limits | None = None, socket_mode: int = 0o666,
+                 backlog: int = socket.SOMAXCONN) -> None:
+        self.dispatcher = Dispatcher(objects)
+        self.limits = limits or Limits()
+        self.socket_mode = socket_mode
+        self.guid = os.urandom(16).hex()
+        self.path: str | None = None
+        self._backlog = backlog
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inode: tuple[int, int] | None = None
+        self._connections: set[Connection] = set()
+        self._per_uid: dict[int, int] = {}
+        self._next_id = 1
+        self._paused: asyncio.TimerHandle | None = None
+        self._closing = False
+        #: Connections refused because a limit was hit (for tests and statistics).
+        self.refused = 0
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------------------------------
+
+    async def start(self, path: str) -> None:
+        """Listen on ``path`` (replacing a stale socket file; refusing to displace a live server
+        or a non-socket file) with mode ``socket_mode``, and start accepting."""
+        if self._listener is not None:
+            raise RuntimeError("server already started")
+        self._loop = asyncio.get_running_loop()
+        sock = _listen(path, self.socket_mode, self._backlog)
+        st = os.stat(path)
+        self._inode = (st.st_dev, st.st_ino)
+        self._listener = sock
+        self.path = path
+        self._loop.add_reader(sock.fileno(), self._on_accept)
+        log.info("listening on %s", path)
+
+    async def close(self) -> None:
+        """Stop listening, unlink the socket (if it is still ours), close every connection."""
+        self._closing = True
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+        if self._listener is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+            if self.path is not None and self._inode is not None:
+                try:
+                    st = os.stat(self.path)
+                    if (st.st_dev, st.st_ino) == self._inode:
+                        os.unlink(self.path)
+                except OSError:
+                    pass
+        tasks = [c.task for c in self._connections if c.task is not None]
+        for conn in list(self._connections):
+            conn.abort("server shutting down")
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _on_accept(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(64):  # bounded batch, then let other callbacks run
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed (%s); pausing accepts for 100 ms", exc)
+                    self._pause_accepting(0.1)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                log.error("accept failed: %s", exc)
+                return
+            self._new_connection(sock)
+
+    def _pause_accepting(self, delay: float) -> None:
+        assert self._loop is not None and self._listener is not None
+        self._loop.remove_reader(self._listener.fileno())
+
+        def resume() -> None:
+            self._paused = None
+            if self._listener is not None and not self._closing:
+                self._loop.add_reader(self._listener.fileno(), self._on_accept)  # type: ignore
+        self._paused = self._loop.call_later(delay, resume)
+
+    def _new_connection(self, sock: socket.socket) -> None:
+        try:
+            sock.setblocking(False)
+            pid, uid, gid = peer_credentials(sock)
+        except OSError as exc:
+            log.warning("cannot read peer credentials: %s", exc)
+            sock.close()
+            return
+        limits = self.limits
+        if len(self._connections) >= limits.max_connections:
+            self.refused += 1
+            log.warning("refusing connection from pid %d uid %d: %d connections open",
+                        pid, uid, len(self._connections))
+            sock.close()
+            return
+        if self._per_uid.get(uid, 0) >= limits.max_connections_per_uid:
+            self.refused += 1
+            log.warning("refusing connection from pid %d uid %d: uid has %d connections",
+                        pid, uid, self._per_uid[uid])
+            sock.close()
+            return
+        pidfd = peer_pidfd(sock)
+        name = f":1.{self._next_id}"
+        self._next_id += 1
+        conn = Connection(self, sock, PeerCredentials(pid, uid, gid), pidfd, name)
+        self._connections.add(conn)
+        self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+        conn.task = asyncio.get_running_loop().create_task(conn.run(), name=f"dbus {name}")
+        log.debug("accepted %r", conn)
+
+    def _forget(self, conn: Connection) -> None:
+        if conn in self._connections:
+            self._connections.discard(conn)
+            uid = conn.peer.uid
+            left = self._per_uid.get(uid, 1) - 1
+            if left:
+                self._per_uid[uid] = left
+            else:
+                self._per_uid.pop(uid, None)
+
+
+def _listen(path: str, mode: int, backlog: int) -> socket.socket:
+    """Bind a listening socket at ``path`` with ``mode``, atomically replacing a stale one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+        if _is_live(path):
+            raise OSError(errno.EADDRINUSE, "a server is already listening", path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(SOL_SOCKET, SO_PASSCRED, 1)  # before listen: accepted sockets inherit
+        sock.setblocking(False)
+        directory, base = os.path.split(path)
+        tmp = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(3).hex()}")
+        if len(os.fsencode(tmp)) < 108:
+            # bind + chmod under a private name, then rename: the socket never appears at
+            # ``path`` with the wrong mode, and a stale file is replaced atomically
+            sock.bind(tmp)
+            try:
+                os.chmod(tmp, mode)
+                sock.listen(backlog)
+                os.rename(tmp, path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        else:
+            if st is not None:
+                _unlink_quietly(path)
+            sock.bind(path)
+            os.chmod(path, mode)
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_live(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except BlockingIOError:  # backlog full: alive but busy
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+async def serve(path: str, objects: Mapping[str, Sequence[Interface]], *,
+                limits: Limits | None = None, socket_mode: int = 0o666) -> Server:
+    """Build a :class:`Server` and start it on ``path``; ``await server.close()`` when done."""
+    server = Server(objects, limits=limits, socket_mode=socket_mode)
+    await server.start(path)
+    return server
+
+
+__all__ = ["Limits", "Server", "serve", "SERVER_UNIQUE_NAME"]
