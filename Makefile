@@ -14,6 +14,8 @@ RUN_ARGS ?= --skip memory --socket $(SOCKET)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	# byte-compile now: cgm starts once per shell command and must not compile on each start
+	$(PY) -m compileall -q src
 	touch $@
 
 venv: $(VENV)/.installed

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 
 from ..dbus.server import Limits, Server
@@ -40,6 +41,20 @@ def prepare_socket_dir(sock_path: str) -> None:
     os.makedirs(directory, mode=0o755, exist_ok=True)
 
 
+def raise_fd_limit(limits: Limits) -> None:
+    """Each connection holds a socket, a pidfd and up to ``max_fds_per_message`` pending fds;
+    0.42 raised RLIMIT_NOFILE to 10000 for the same reason."""
+    want = limits.max_connections * (2 + limits.max_fds_per_message) + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.warning("RLIMIT_NOFILE limited to %d (wanted %d)", hard, want)
+
+
 async def serve(args: argparse.Namespace, layout: Layout) -> int:
     loop = asyncio.get_running_loop()
     ns = Namespaces.of_self()
@@ -48,7 +63,9 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     reaper = Reaper(loop)
     manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper)
     service = Service(manager, layout, ns, me)
-    server = Server(service.objects(), limits=Limits())
+    limits = Limits()
+    raise_fd_limit(limits)
+    server = Server(service.objects(), limits=limits)
     try:
         prepare_socket_dir(args.socket)
         await server.start(args.socket)
