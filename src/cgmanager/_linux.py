@@ -58,9 +58,7 @@ def _raise(what: str, path: str | None = None) -> None:
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); raises OSError (ENOSYS where the kernel lacks it)."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _libc.syscall(
-        SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), _HOW_SIZE
-    )
+    fd = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
     if fd < 0:
         _raise("openat2", path)
     return int(fd)

@@ -178,7 +178,9 @@ class Layout:
     skipped: tuple[str, ...] = ()
     #: names asked for with ``--mount`` that this host does not have mounted
     missing: tuple[str, ...] = ()
-    _by_name: dict[str, Hierarchy] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_name: dict[str, Hierarchy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for h in self.hierarchies:
@@ -242,7 +244,9 @@ class Layout:
             raise InvalidArgument("controller 'all' is not accepted by this method")
         hs = self.resolve(arg)
         if len(hs) != 1:
-            raise InvalidArgument(f"controller {arg!r} names {len(hs)} hierarchies; this method takes one")
+            raise InvalidArgument(
+                f"controller {arg!r} names {len(hs)} hierarchies; this method takes one"
+            )
         return hs[0]
 
     def for_lines(self, lines: Iterable[CgroupLine]) -> dict[Hierarchy, str]:

@@ -34,8 +34,13 @@ def mount_hierarchies(layout: Layout, fs_dir: str = DEFAULT_FS_DIR) -> Layout:
     0.42).  Must run inside a private mount namespace.  Returns the layout with each
     hierarchy's mount point moved to its private mount."""
     os.makedirs(fs_dir, mode=0o755, exist_ok=True)
-    _linux.mount("cgmfs", fs_dir, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC,
-                 "size=100k,mode=0755")
+    _linux.mount(
+        "cgmfs",
+        fs_dir,
+        "tmpfs",
+        _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC,
+        "size=100k,mode=0755",
+    )
     moved: list[Hierarchy] = []
     for h in layout.hierarchies:
         first = None

@@ -19,8 +19,23 @@ PATH_MAX = 4096
 #: knob).  Names read from /proc/cgroups at run time are added by the caller when newer.
 KERNEL_CONTROLLERS = frozenset(
     {
-        "blkio", "cpu", "cpuacct", "cpuset", "debug", "devices", "dmem", "freezer", "hugetlb",
-        "io", "memory", "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma",
+        "blkio",
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "debug",
+        "devices",
+        "dmem",
+        "freezer",
+        "hugetlb",
+        "io",
+        "memory",
+        "misc",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "pids",
+        "rdma",
     }
 )
 
@@ -108,7 +123,7 @@ def relative_to(path: str, base: str) -> str:
         raise ValueError(f"{path!r} is not under {base!r}")
     if path == base:
         return ""
-    return path[len(base):].lstrip("/") if base != "/" else path.lstrip("/")
+    return path[len(base) :].lstrip("/") if base != "/" else path.lstrip("/")
 
 
 def check_new_name(name: str, extra_controllers: frozenset[str] = frozenset()) -> None:

@@ -119,7 +119,9 @@ class Manager:
         try:
             return _owner(self.tree(h).stat(path, key))
         except CgmError as e:
-            raise type(e)(f"{shown}{' ' + key if key else ''}: {e.reason}", reason=e.reason) from None
+            raise type(e)(
+                f"{shown}{' ' + key if key else ''}: {e.reason}", reason=e.reason
+            ) from None
 
     def _kernel(self, what: str, fn: Callable[[], T]) -> T:
         """Run a kernel action, re-wording its error in terms the caller used."""
@@ -156,6 +158,12 @@ class Manager:
         for part in parts:
             names.check_new_name(part, self._reserved)
         return parts
+
+    def _below(self, party: Party, h: Hierarchy, parts: tuple[str, ...]) -> tuple[str, str, str]:
+        """A relative-family target: (the party's cgroup, the target below it, how to show it)."""
+        base = self.own(party, h)
+        target = names.join(base, *parts)
+        return base, target, _show(h, target, base)
 
     def _lookup_target(self, req: Request, h: Hierarchy, cgroup: str) -> tuple[str, str]:
         """Resolve a lookup-family path and check it lies below the proxy's cgroup.
@@ -224,7 +232,9 @@ class Manager:
                 existed = True
             else:
                 parent_shown = _show(h, cur, base)
-                require_access(r, self._stat(h, cur, None, parent_shown), Access.READ_WRITE, parent_shown)
+                require_access(
+                    r, self._stat(h, cur, None, parent_shown), Access.READ_WRITE, parent_shown
+                )
                 if self._kernel(f"create {shown}", lambda p=nxt: t.mkdir(p)):
                     if r.uid != 0 or r.gid != 0:
                         try:
@@ -241,15 +251,15 @@ class Manager:
     def chown(self, req: Request, controller: str, cgroup: str, uid: int, gid: int) -> None:
         """Hand a cgroup to uid:gid (the directory and the kernel's delegation files)."""
         if not may_chown(req.r):
-            raise NotPermitted("not permitted: only root (of the host or of a user namespace) may chown")
+            raise NotPermitted(
+                "not permitted: only root (of the host or of a user namespace) may chown"
+            )
         require_valid_id(uid, "uid")
         require_valid_id(gid, "gid")
         parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
-            base = self.own(req.requestor, h)
-            target = names.join(base, *parts)
-            shown = _show(h, target, base)
+            _, target, shown = self._below(req.requestor, h, parts)
             require_access(req.r, self._stat(h, target, None, shown), Access.READ_WRITE, shown)
             self._kernel(f"chown {shown}", lambda: self.tree(h).chown(target, uid, gid))
 
@@ -267,15 +277,15 @@ class Manager:
         parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
-            base = self.own(req.requestor, h)
-            target = names.join(base, *parts)
-            shown = _show(h, target, base)
+            _, target, shown = self._below(req.requestor, h, parts)
             require_access(req.r, self._stat(h, target, key, shown), Access.READ_WRITE, shown)
             self._kernel(f"chmod {shown}", lambda: self.tree(h).chmod(target, key, mode))
 
         self._each(self.layout.resolve(controller), one)
 
-    def move_pid(self, req: Request, controller: str, cgroup: str, pid: int, *, absolute: bool) -> None:
+    def move_pid(
+        self, req: Request, controller: str, cgroup: str, pid: int, *, absolute: bool
+    ) -> None:
         """Move process *pid* into *cgroup*, below the requestor's cgroup (MovePid) or the
         proxy's (MovePidAbs: the only way up, and never above the proxy)."""
         if not absolute and cgroup.startswith("/"):
@@ -284,7 +294,9 @@ class Manager:
         hs = self.layout.resolve(controller)
         with Victim.open(pid, self.layout) as v:
             if not may_move(req.r, v.pid, v.uid):
-                raise NotPermitted(f"not permitted to move process {pid}: it belongs to another user")
+                raise NotPermitted(
+                    f"not permitted to move process {pid}: it belongs to another user"
+                )
             failures: list[CgmError] = []
             for h in hs:
                 try:
@@ -300,14 +312,12 @@ class Manager:
         self, req: Request, h: Hierarchy, parts: tuple[str, ...], v: Victim, absolute: bool
     ) -> None:
         t = self.tree(h)
-        base = self.own(req.proxy if absolute else req.requestor, h)
+        base, target, shown = self._below(req.proxy if absolute else req.requestor, h, parts)
         where = v.cgroups.get(h.key)
         if where is None or not names.is_under(where, base):
             raise NotPermitted(
                 f"not permitted to move process {v.pid}: it is not in a {h.key} cgroup below the caller's"
             )
-        target = names.join(base, *parts)
-        shown = _show(h, target, base)
         require_access(req.r, self._stat(h, target, None, shown), Access.READ, shown)
         procs = self._stat(h, target, t.procs_file, shown)
         require_access(req.r, procs, Access.WRITE, f"{shown} {t.procs_file}")
@@ -320,7 +330,9 @@ class Manager:
         path, shown = self._lookup_target(req, h, cgroup)
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
         require_access(req.r, self._stat(h, path, key, shown), Access.READ, f"{shown} {key}")
-        return self._kernel(f"read {shown} {key}", lambda: self.tree(h).read(path, key)).rstrip("\n")
+        return self._kernel(f"read {shown} {key}", lambda: self.tree(h).read(path, key)).rstrip(
+            "\n"
+        )
 
     def set_value(self, req: Request, controller: str, cgroup: str, key: str, value: str) -> None:
         """Write a key from the hierarchy's allowlist (a newline is appended as 0.42 did)."""
@@ -345,11 +357,11 @@ class Manager:
         )
         return 1 if any(existed) else -1
 
-    def _remove_one(self, req: Request, h: Hierarchy, parts: tuple[str, ...], recursive: bool) -> bool:
+    def _remove_one(
+        self, req: Request, h: Hierarchy, parts: tuple[str, ...], recursive: bool
+    ) -> bool:
         t = self.tree(h)
-        base = self.own(req.requestor, h)
-        working = names.join(base, *parts)
-        shown = _show(h, working, base)
+        base, working, shown = self._below(req.requestor, h, parts)
         if not t.exists(working):
             return False
         if working == self.base(h):
@@ -398,7 +410,9 @@ class Manager:
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
         return self._kernel(f"list {shown}", lambda: self.tree(h).children(path))
 
-    def list_keys(self, req: Request, controller: str, cgroup: str) -> list[tuple[str, int, int, int]]:
+    def list_keys(
+        self, req: Request, controller: str, cgroup: str
+    ) -> list[tuple[str, int, int, int]]:
         """(name, uid, gid, mode) of each file, ids as the requestor's namespace shows them."""
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
@@ -415,9 +429,7 @@ class Manager:
         parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
-            base = self.own(req.requestor, h)
-            working = names.join(base, *parts)
-            shown = _show(h, working, base)
+            base, working, shown = self._below(req.requestor, h, parts)
             require_access(req.r, self._stat(h, working, None, shown), Access.WRITE, shown)
             if working == self.base(h):
                 raise NotPermitted(f"not permitted: {shown} is this cgmanager's own cgroup")
@@ -434,9 +446,7 @@ class Manager:
 
         def one(h: Hierarchy) -> None:
             t = self.tree(h)
-            base = self.own(req.requestor, h)
-            working = names.join(base, *parts)
-            shown = _show(h, working, base)
+            base, working, shown = self._below(req.requestor, h, parts)
             require_access(req.r, self._stat(h, working, None, shown), Access.WRITE, shown)
             for d in reversed(t.walk(working)):
                 if d == self.base(h):
@@ -471,4 +481,3 @@ class Manager:
 
 def open_trees(layout: Layout) -> dict[str, CgroupTree]:
     return {h.key: CgroupTree(h) for h in layout.hierarchies}
-

@@ -172,8 +172,13 @@ def require_valid_id(value: int, what: str) -> None:
 #: ``release_agent``, ``notify_on_release`` and ``cgroup.clone_children`` are never writable.
 CORE_WRITABLE = frozenset(
     {
-        "cgroup.subtree_control", "cgroup.max.depth", "cgroup.max.descendants", "cgroup.freeze",
-        "cgroup.type", "cgroup.kill", "cgroup.pressure",
+        "cgroup.subtree_control",
+        "cgroup.max.depth",
+        "cgroup.max.descendants",
+        "cgroup.freeze",
+        "cgroup.type",
+        "cgroup.kill",
+        "cgroup.pressure",
     }
 )
 

@@ -43,9 +43,7 @@ def parse_cgroup(text: str) -> list[CgroupLine]:
         if len(parts) != 3:
             raise ValueError(f"malformed /proc/<pid>/cgroup line: {raw!r}")
         hid, ctrls, path = parts
-        lines.append(
-            CgroupLine(int(hid), tuple(c for c in ctrls.split(",") if c), path or "/")
-        )
+        lines.append(CgroupLine(int(hid), tuple(c for c in ctrls.split(",") if c), path or "/"))
     return lines
 
 
@@ -137,7 +135,7 @@ def parse_starttime(stat_text: str) -> int:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, names a process
     uniquely for the machine's uptime.  The comm field may hold spaces and parentheses, so the
     fields are counted after its *last* ``)``."""
-    rest = stat_text[stat_text.rindex(")") + 2:].split()
+    rest = stat_text[stat_text.rindex(")") + 2 :].split()
     return int(rest[19])  # rest[0] is field 3 (state)
 
 

@@ -52,13 +52,13 @@ class Namespaces:
 def cgroups_of(d: ProcDir, layout: Layout) -> dict[str, str]:
     return {
         h.key: path
-        for h, path in layout.for_lines(line for line in d.cgroups() if not line.outside_namespace).items()
+        for h, path in layout.for_lines(
+            line for line in d.cgroups() if not line.outside_namespace
+        ).items()
     }
 
 
-def identify(
-    cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None
-) -> Party:
+def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
     """Read the facts about the process *cred* names.  pid 0 (not visible to the daemon) is
     "unknown", never an identity."""
     if cred.pid <= 0:

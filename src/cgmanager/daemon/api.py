@@ -136,7 +136,9 @@ class Service:
     def GetValue(self, call: MethodCall, controller: str, cgroup: str, key: str) -> tuple:
         return (self.m.get_value(self.plain(call), controller, cgroup, key),)
 
-    def SetValue(self, call: MethodCall, controller: str, cgroup: str, key: str, value: str) -> tuple:
+    def SetValue(
+        self, call: MethodCall, controller: str, cgroup: str, key: str, value: str
+    ) -> tuple:
         self.m.set_value(self.plain(call), controller, cgroup, key, value)
         return ()
 
@@ -198,7 +200,12 @@ def _audit(call: MethodCall, method: str, outcome: str) -> None:
     p = call.peer
     audit.info(
         "audit: pid=%d uid=%d gid=%d %s(%s): %s",
-        p.pid, p.uid, p.gid, method, ", ".join(_arg(a) for a in call.body), outcome,
+        p.pid,
+        p.uid,
+        p.gid,
+        method,
+        ", ".join(_arg(a) for a in call.body),
+        outcome,
     )
 
 

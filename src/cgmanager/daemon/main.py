@@ -27,31 +27,66 @@ def build_parser() -> argparse.ArgumentParser:
         description="The cgroup manager daemon: serves org.linuxcontainers.cgmanager0_0 on a "
         "private D-Bus socket and acts on cgroups for its clients, within their own subtrees.",
     )
-    p.add_argument("-s", "--socket", default=DEFAULT_SOCKET,
-                   help="socket path to listen on (default: %(default)s)")
-    p.add_argument("-m", "--mount", metavar="LIST", type=_csv, action="extend", default=[],
-                   help="hierarchies expected besides the discovered ones (e.g. name=systemd); "
-                   "served if mounted on the host, else reported — never created")
-    p.add_argument("-M", "--skip", metavar="LIST", type=_csv, action="extend", default=[],
-                   help="hierarchies not to serve, by any of their names (e.g. memory,unified)")
-    p.add_argument("--max-depth", metavar="N", type=int, default=DEFAULT_MAX_DEPTH,
-                   help="deepest cgroup a client may create, counted from the hierarchy root "
-                   "(default: %(default)s)")
-    p.add_argument("--fs-dir", default=mounts.DEFAULT_FS_DIR,
-                   help="where the private hierarchy mounts go (default: %(default)s)")
-    p.add_argument("--no-private-mounts", action="store_true",
-                   help="use the host's cgroup mounts directly instead of private ones")
+    p.add_argument(
+        "-s",
+        "--socket",
+        default=DEFAULT_SOCKET,
+        help="socket path to listen on (default: %(default)s)",
+    )
+    p.add_argument(
+        "-m",
+        "--mount",
+        metavar="LIST",
+        type=_csv,
+        action="extend",
+        default=[],
+        help="hierarchies expected besides the discovered ones (e.g. name=systemd); "
+        "served if mounted on the host, else reported — never created",
+    )
+    p.add_argument(
+        "-M",
+        "--skip",
+        metavar="LIST",
+        type=_csv,
+        action="extend",
+        default=[],
+        help="hierarchies not to serve, by any of their names (e.g. memory,unified)",
+    )
+    p.add_argument(
+        "--max-depth",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_DEPTH,
+        help="deepest cgroup a client may create, counted from the hierarchy root "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--fs-dir",
+        default=mounts.DEFAULT_FS_DIR,
+        help="where the private hierarchy mounts go (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-private-mounts",
+        action="store_true",
+        help="use the host's cgroup mounts directly instead of private ones",
+    )
     p.add_argument("--daemon", action="store_true", help="detach and write a pidfile")
     p.add_argument("--pidfile", default=DEFAULT_PIDFILE, help="(default: %(default)s)")
     p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
-    p.add_argument("--print-layout", action="store_true",
-                   help="print the discovered hierarchies and exit")
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"], help="(default: %(default)s)")
+    p.add_argument(
+        "--print-layout", action="store_true", help="print the discovered hierarchies and exit"
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="(default: %(default)s)",
+    )
     p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
     p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
-    p.add_argument("--debug", dest="log_level", action="store_const", const="debug",
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--debug", dest="log_level", action="store_const", const="debug", help=argparse.SUPPRESS
+    )
     p.add_argument("--version", action="version", version=__version__)
     return p
 
