@@ -190,12 +190,14 @@ class Manager:
             out.append(",".join(("unified", *h.controllers)) if h.version == 2 else h.key)
         return out
 
-    def get_pid_cgroup(self, req: Request, controller: str, pid: int, *, absolute: bool) -> str:
+    def get_pid_cgroup(
+        self, req: Request, controller: str, pid: int, *, absolute: bool, pidfd: int | None = None
+    ) -> str:
         """The cgroup of *pid*, relative to the requestor's cgroup (``xxx/b``, or ``/`` when the
         same) or, *absolute*, to the proxy's (``/xxx/b``)."""
         h = self.layout.resolve_one(controller)
         base = self.own(req.proxy if absolute else req.requestor, h)
-        with Victim.open(pid, self.layout) as v:
+        with Victim.open(pid, self.layout, pidfd) as v:
             where = v.cgroups.get(h.key)
         if where is None or not names.is_under(where, base):
             raise NotFound(f"process {pid}: not found in a {h.key} cgroup below the caller's")
@@ -284,7 +286,14 @@ class Manager:
         self._each(self.layout.resolve(controller), one)
 
     def move_pid(
-        self, req: Request, controller: str, cgroup: str, pid: int, *, absolute: bool
+        self,
+        req: Request,
+        controller: str,
+        cgroup: str,
+        pid: int,
+        *,
+        absolute: bool,
+        pidfd: int | None = None,
     ) -> None:
         """Move process *pid* into *cgroup*, below the requestor's cgroup (MovePid) or the
         proxy's (MovePidAbs: the only way up, and never above the proxy)."""
@@ -292,7 +301,7 @@ class Manager:
             raise InvalidArgument("invalid cgroup: MovePid takes a relative path (use MovePidAbs)")
         parts = self._relative(cgroup)
         hs = self.layout.resolve(controller)
-        with Victim.open(pid, self.layout) as v:
+        with Victim.open(pid, self.layout, pidfd) as v:
             if not may_move(req.r, v.pid, v.uid):
                 raise NotPermitted(
                     f"not permitted to move process {pid}: it belongs to another user"

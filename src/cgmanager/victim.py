@@ -26,11 +26,13 @@ class Victim:
     pidfd: int
 
     @classmethod
-    def open(cls, pid: int, layout: Layout) -> Victim:
+    def open(cls, pid: int, layout: Layout, pidfd: int | None = None) -> Victim:
+        """Pin process *pid*; *pidfd*, when the kernel handed one over with the pid (SCM_PIDFD),
+        is used instead of opening one (it is duplicated: the caller keeps its own)."""
         if pid <= 0:
             raise NotFound(f"process {pid}: not found")
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.dup(pidfd) if pidfd is not None else os.pidfd_open(pid)
         except (ProcessLookupError, OSError):
             raise NotFound(f"process {pid}: not found") from None
         try:

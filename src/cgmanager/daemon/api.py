@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import scm
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import CgmError
 from ..hierarchy import Layout
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, identify
+from .scm_server import Received, ScmServer
 
 audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
@@ -72,11 +74,19 @@ def to_dbus_error(e: CgmError) -> DBusError:
 class Service:
     """Binds the operations to D-Bus calls."""
 
-    def __init__(self, manager: Manager, layout: Layout, ns: Namespaces, daemon: Party) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        layout: Layout,
+        ns: Namespaces,
+        daemon: Party,
+        scm_server: ScmServer | None = None,
+    ) -> None:
         self.m = manager
         self.layout = layout
         self.ns = ns
         self.daemon = daemon
+        self.scm = scm_server or ScmServer()
 
     # -- who asks ----------------------------------------------------------------------------
 
@@ -168,6 +178,84 @@ class Service:
     def ListKeys(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
         return (self.m.list_keys(self.plain(call), controller, cgroup),)
 
+    # -- Scm methods: credentials from the kernel, over the passed socket --------------------
+
+    def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
+        mutating = next(s.mutating for s in PLAIN_METHODS if s.name == method.plain)
+
+        def handler(call: MethodCall) -> tuple:
+            *args, fd = call.body
+            call.take_fd(fd)
+            try:
+                proxy = self.requestor(call)  # p: the peer of the D-Bus connection
+            except CgmError as e:
+                os.close(fd)
+                raise to_dbus_error(e) from None
+
+            def op(m: scm.ScmMethod, r: Received, second: Received | None) -> tuple:
+                try:
+                    requestor = identify(r.cred, self.layout, self.ns, r.pidfd)
+                    reply = self._scm_op(m, Request(requestor, proxy), tuple(args), second)
+                except CgmError as e:
+                    if mutating:
+                        _audit_scm(call, m.name, r, args, f"refused ({e.kind}: {e.message})")
+                    raise
+                if mutating:
+                    _audit_scm(call, m.name, r, args, f"ok {_brief(reply)}".rstrip())
+                return reply
+
+            try:
+                self.scm.start(call.sender, fd, method, op)
+            except CgmError as e:
+                raise to_dbus_error(e) from None
+            return ()
+
+        return handler
+
+    def _scm_op(
+        self, method: scm.ScmMethod, req: Request, args: tuple, second: Received | None
+    ) -> tuple:
+        """The plain twin's operation with the victim or target ids the kernel vouched for."""
+        m, name = self.m, method.plain
+        if name in ("GetPidCgroup", "GetPidCgroupAbs"):
+            assert second is not None
+            return (
+                m.get_pid_cgroup(
+                    req, args[0], second.cred.pid, absolute=name.endswith("Abs"), pidfd=second.pidfd
+                ),
+            )
+        if name in ("MovePid", "MovePidAbs"):
+            assert second is not None
+            m.move_pid(
+                req,
+                args[0],
+                args[1],
+                second.cred.pid,
+                absolute=name.endswith("Abs"),
+                pidfd=second.pidfd,
+            )
+            return ()
+        if name == "Chown":
+            assert second is not None
+            m.chown(req, args[0], args[1], second.cred.uid, second.cred.gid)
+            return ()
+        if name == "Remove":
+            return (m.remove(req, args[0], args[1], args[2] != 0),)
+        fn = {
+            "Create": m.create,
+            "Chmod": m.chmod,
+            "GetValue": m.get_value,
+            "SetValue": m.set_value,
+            "GetTasks": m.get_tasks,
+            "GetTasksRecursive": m.get_tasks_recursive,
+            "ListChildren": m.list_children,
+            "RemoveOnEmpty": m.remove_on_empty,
+            "Prune": m.prune,
+            "ListKeys": m.list_keys,
+        }[name]
+        result = fn(req, *args)
+        return () if result is None else (result,)
+
     # -- wiring -----------------------------------------------------------------------------
 
     def _wrap(self, spec: Spec) -> Callable[[MethodCall], tuple]:
@@ -189,6 +277,10 @@ class Service:
 
     def interface(self) -> Interface:
         methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in PLAIN_METHODS]
+        methods += [
+            Method(m.name, self._scm_handler(m), (*m.in_args, ("sockfd", "h")), ())
+            for m in scm.SCM_METHODS
+        ]
         props = [Property("api_version", "i", lambda call: API_VERSION)]
         return Interface(INTERFACE, methods, props)
 
@@ -205,6 +297,22 @@ def _audit(call: MethodCall, method: str, outcome: str) -> None:
         p.gid,
         method,
         ", ".join(_arg(a) for a in call.body),
+        outcome,
+    )
+
+
+def _audit_scm(call: MethodCall, method: str, r: Received, args: Any, outcome: str) -> None:
+    p = call.peer
+    audit.info(
+        "audit: proxy pid=%d uid=%d gid=%d for pid=%d uid=%d gid=%d %s(%s): %s",
+        p.pid,
+        p.uid,
+        p.gid,
+        r.cred.pid,
+        r.cred.uid,
+        r.cred.gid,
+        method,
+        ", ".join(_arg(a) for a in args),
         outcome,
     )
 

@@ -57,8 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=DEFAULT_MAX_DEPTH,
-        help="deepest cgroup a client may create, counted from the hierarchy root "
+        help="deepest cgroup a client may create, counted below the daemon's own cgroup "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--scm-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="how long an Scm request may wait for its client's credentials (default: %(default)s)",
     )
     p.add_argument(
         "--fs-dir",

@@ -16,6 +16,7 @@ from ..operations import Manager, open_trees
 from ..requestor import Namespaces
 from .api import Service, daemon_party
 from .reaper import Reaper
+from .scm_server import ScmServer
 
 log = logging.getLogger("cgmanager")
 
@@ -62,7 +63,8 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     trees = open_trees(layout)
     reaper = Reaper(loop)
     manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper)
-    service = Service(manager, layout, ns, me)
+    scm_server = ScmServer(timeout=args.scm_timeout)
+    service = Service(manager, layout, ns, me, scm_server)
     limits = Limits()
     raise_fd_limit(limits)
     server = Server(service.objects(), limits=limits)
@@ -81,6 +83,7 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     await stop.wait()
     log.info("stopping")
     await server.close()
+    await scm_server.close()
     reaper.close()
     for t in trees.values():
         t.close()

@@ -1,0 +1,260 @@
+"""Server side of the ``*Scm`` protocol: one asyncio task per request.
+
+The D-Bus method returns at once (0.42 clients do not wait for the reply); the task then runs
+the byte protocol on the passed socket.  Credentials are taken only from ``SCM_CREDENTIALS``
+(the kernel checked and translated them).  ``SO_PASSPIDFD`` is also set where the kernel has it
+(6.5+): each credential then arrives with ``SCM_PIDFD``, a pidfd of exactly the process the
+credential names, so a pid recycled after the sender stated it cannot be mistaken for it.
+
+Every wait is bounded (``timeout``); pending requests are capped per connection and in total,
+so clients that never finish a handshake cannot pin the daemon's fds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import scm
+from ..errors import CgmError, LimitExceeded, NotPermitted
+from ..permission import Credentials
+
+log = logging.getLogger(__name__)
+
+SO_PASSPIDFD = 76
+SCM_PIDFD = 4
+OVERFLOW_ID = 65534
+DEFAULT_TIMEOUT = 5.0
+MAX_PENDING = 1024
+MAX_PENDING_PER_CONNECTION = 32
+_ANC = socket.CMSG_SPACE(scm.UCRED.size) + socket.CMSG_SPACE(4)
+
+
+def _overflow(name: str, default: int = OVERFLOW_ID) -> int:
+    try:
+        with open(f"/proc/sys/kernel/{name}") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return default
+
+
+@dataclass
+class Received:
+    """One credential as the kernel delivered it, with a pidfd of that process if available."""
+
+    cred: Credentials
+    pidfd: int | None
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class ProtocolAbort(Exception):
+    """The client broke the protocol or timed out: close silently, as 0.42 did."""
+
+
+#: runs the operation: (method, requestor, second) -> the plain twin's reply, or raises CgmError
+Operation = Callable[[scm.ScmMethod, Received, Received | None], tuple]
+
+
+class ScmServer:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._tasks: set[asyncio.Task] = set()
+        self._per_conn: dict[str, int] = {}
+        self._overflow_uid = _overflow("overflowuid")
+        self._overflow_gid = _overflow("overflowgid")
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, connection: str, fd: int, method: scm.ScmMethod, op: Operation) -> None:
+        """Take ownership of *fd* and run the protocol in the background."""
+        if (
+            len(self._tasks) >= MAX_PENDING
+            or self._per_conn.get(connection, 0) >= MAX_PENDING_PER_CONNECTION
+        ):
+            os.close(fd)
+            raise LimitExceeded("too many Scm requests in progress; finish or close them first")
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
+            if sock.type != socket.SOCK_DGRAM or sock.family != socket.AF_UNIX:
+                raise CgmError("sockfd must be a unix datagram socket")
+        except (OSError, CgmError) as e:
+            sock.close()
+            if isinstance(e, CgmError):
+                raise
+            raise CgmError(f"cannot use the passed socket: {e}") from None
+        self._per_conn[connection] = self._per_conn.get(connection, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._run(sock, method, op))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            left = self._per_conn.get(connection, 1) - 1
+            if left:
+                self._per_conn[connection] = left
+            else:
+                self._per_conn.pop(connection, None)
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- one request --------------------------------------------------------------------------
+
+    async def _run(self, sock: socket.socket, method: scm.ScmMethod, op: Operation) -> None:
+        got: list[Received] = []
+        try:
+            sock.send(scm.KICK)
+            r = await self._recv_cred(sock)
+            got.append(r)
+            second = None
+            if method.second is not scm.Second.NONE:
+                sock.send(scm.KICK)
+                second = await self._recv_cred(sock)
+                got.append(second)
+            try:
+                self._check_known(r, second, method)
+                reply = op(method, r, second)
+            except CgmError as e:
+                log.info("%s for %s refused: %s", method.name, r.cred, e)
+                reply = None
+            await self._send_result(sock, method, reply)
+        except ProtocolAbort as e:
+            log.debug("%s: %s", method.name, e)
+        except OSError as e:
+            log.debug("%s: socket error %s", method.name, e)
+        finally:
+            for g in got:
+                g.close()
+            sock.close()
+
+    def _check_known(self, r: Received, second: Received | None, method: scm.ScmMethod) -> None:
+        """pid 0 (not visible to the daemon) and the overflow ids (unmapped) are "unknown"."""
+        if r.cred.pid <= 0 or r.cred.uid == self._overflow_uid or r.cred.gid == self._overflow_gid:
+            raise NotPermitted(
+                "the requestor is unknown to the daemon (invisible pid or unmapped id)"
+            )
+        if second is None:
+            return
+        if method.second is scm.Second.PID and second.cred.pid <= 0:
+            raise NotPermitted("the victim is not visible to the daemon")
+        if method.second is scm.Second.IDS and (
+            second.cred.uid == self._overflow_uid or second.cred.gid == self._overflow_gid
+        ):
+            raise NotPermitted("the target uid/gid is not mapped on the host")
+
+    async def _wait(self, sock: socket.socket, write: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        add, remove = (
+            (loop.add_writer, loop.remove_writer)
+            if write
+            else (loop.add_reader, loop.remove_reader)
+        )
+        add(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+        try:
+            await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            raise ProtocolAbort("timed out") from None
+        finally:
+            remove(sock.fileno())
+
+    async def _recv_cred(self, sock: socket.socket) -> Received:
+        while True:
+            try:
+                data, anc, flags, _ = sock.recvmsg(16, _ANC, socket.MSG_CMSG_CLOEXEC)
+                break
+            except BlockingIOError:
+                await self._wait(sock)
+        cred, pidfd, extra = None, None, 0
+        for level, kind, payload in anc:
+            if (
+                level == socket.SOL_SOCKET
+                and kind == socket.SCM_CREDENTIALS
+                and len(payload) == scm.UCRED.size
+                and cred is None
+            ):
+                cred = Credentials(*scm.UCRED.unpack(payload))
+            elif (
+                level == socket.SOL_SOCKET
+                and kind == SCM_PIDFD
+                and len(payload) == 4
+                and pidfd is None
+            ):
+                pidfd = int.from_bytes(payload, sys.byteorder, signed=True)
+            else:
+                extra += 1
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    for i in range(0, len(payload) - len(payload) % 4, 4):
+                        os.close(int.from_bytes(payload[i : i + 4], sys.byteorder))
+        if cred is None or extra or not data or flags & socket.MSG_CTRUNC:
+            if pidfd is not None and pidfd >= 0:
+                os.close(pidfd)
+            raise ProtocolAbort("expected one datagram with exactly one credential")
+        return Received(cred, pidfd if pidfd is not None and pidfd >= 0 else None)
+
+    async def _send(self, sock: socket.socket, data: bytes, anc: list | None = None) -> None:
+        while True:
+            try:
+                sock.sendmsg([data], anc or [])
+                return
+            except BlockingIOError:
+                await self._wait(sock, write=True)
+
+    async def _send_result(
+        self, sock: socket.socket, method: scm.ScmMethod, reply: tuple | None
+    ) -> None:
+        kind = method.result
+        if kind is scm.Result.STATUS:
+            await self._send(sock, scm.encode_status(method, reply))
+        elif kind is scm.Result.STRING:
+            await self._send(sock, scm.encode_string(None if reply is None else reply[0]))
+        elif kind is scm.Result.NAMES:
+            for d in scm.encode_names(None if reply is None else reply[0]):
+                await self._send(sock, d)
+        elif kind is scm.Result.KEYS:
+            for d in scm.encode_keys(None if reply is None else reply[0]):
+                await self._send(sock, d)
+        else:
+            await self._send_pids(sock, None if reply is None else reply[0])
+
+    async def _send_pids(self, sock: socket.socket, pids: list[int] | None) -> None:
+        """The count, then one datagram per pid carrying it as a credential, so the kernel
+        translates it into the receiver's pid namespace (0 when not visible there).  A pid that
+        exited meanwhile is replaced by the first one sent (0.42's rule, keeping the count)."""
+        if pids is None:
+            await self._send(sock, scm.encode_count(-1))
+            return
+        await self._send(sock, scm.encode_count(len(pids)))
+        first: int | None = None
+        for pid in pids:
+            for candidate in (pid, first):
+                if candidate is None:
+                    raise ProtocolAbort("every listed process exited")
+                try:
+                    cmsg = [
+                        (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(candidate, 0, 0))
+                    ]
+                    await self._send(sock, scm.CRED_BYTE, cmsg)
+                    first = candidate if first is None else first
+                    break
+                except ProcessLookupError:
+                    continue

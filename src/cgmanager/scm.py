@@ -1,0 +1,174 @@
+"""The ``*Scm`` fd protocol of cgmanager 0.42 (spec §6): what both ends share.
+
+D-Bus cannot carry ancillary credentials, so a caller in another pid or user namespace passes
+one end of a ``SOCK_DGRAM`` socketpair as the ``sockfd`` argument and the two ends run a small
+protocol over it in which the **kernel** validates and translates every pid, uid and gid:
+
+1. the server sets ``SO_PASSCRED`` on its end and sends the kick byte ``b"1"``;
+2. the client sends one byte with an ``SCM_CREDENTIALS`` message: the *requestor*;
+3. for methods that name a victim (pid methods) or target ids (Chown) the server kicks again
+   and the client sends the second credential;
+4. the server runs the operation and writes the result (encodings below), then closes.
+
+An unprivileged sender can only state its own pid and ids; root of a container can state any
+pid of its pid namespace and any id mapped into its user namespace; the receiver sees them
+translated (pid 0 when not visible, 65534 when unmapped — "unknown", never an identity).
+
+This module is pure (``struct`` only): method table, constants, encoders and decoders.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+#: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+UCRED = struct.Struct("iII")
+KICK = b"1"
+CRED_BYTE = b"p"
+_I32 = struct.Struct("i")
+_U32 = struct.Struct("I")
+
+#: Status bytes of CreateScm/RemoveScm and of the one-status methods.
+FAILED, OK, EXISTED = b"0", b"1", b"2"
+
+
+class Result(enum.Enum):
+    STATUS = "status"  # one byte
+    STRING = "string"  # the string with its NUL; an empty datagram on failure
+    PIDS = "pids"  # int32 count (-1: failure), then one credential datagram per pid
+    NAMES = "names"  # int32 n (-1/0), uint32 length, NUL-terminated names
+    KEYS = "keys"  # int32 n (-1/0), uint32 length, "name\nuid\ngid\nmode\n" per key
+
+
+class Second(enum.Enum):
+    NONE = "none"
+    PID = "pid"  # a victim: its pid counts, uid/gid are ignored
+    IDS = "ids"  # Chown's target: its uid/gid count, the pid is ignored
+
+
+@dataclass(frozen=True)
+class ScmMethod:
+    name: str  # the D-Bus member, e.g. "CreateScm"
+    plain: str  # the plain twin, e.g. "Create"
+    in_args: tuple[tuple[str, str], ...]  # without the trailing ("sockfd", "h")
+    result: Result
+    second: Second = Second.NONE
+
+    @property
+    def signature(self) -> str:
+        return "".join(t for _, t in self.in_args) + "h"
+
+
+_C, _G = ("controller", "s"), ("cgroup", "s")
+SCM_METHODS: tuple[ScmMethod, ...] = (
+    ScmMethod("GetPidCgroupScm", "GetPidCgroup", (_C,), Result.STRING, Second.PID),
+    ScmMethod("GetPidCgroupAbsScm", "GetPidCgroupAbs", (_C,), Result.STRING, Second.PID),
+    ScmMethod("CreateScm", "Create", (_C, _G), Result.STATUS),
+    ScmMethod("ChownScm", "Chown", (_C, _G), Result.STATUS, Second.IDS),
+    ScmMethod("ChmodScm", "Chmod", (_C, _G, ("file", "s"), ("mode", "i")), Result.STATUS),
+    ScmMethod("MovePidScm", "MovePid", (_C, _G), Result.STATUS, Second.PID),
+    ScmMethod("MovePidAbsScm", "MovePidAbs", (_C, _G), Result.STATUS, Second.PID),
+    ScmMethod("GetValueScm", "GetValue", (_C, _G, ("key", "s")), Result.STRING),
+    ScmMethod("SetValueScm", "SetValue", (_C, _G, ("key", "s"), ("value", "s")), Result.STATUS),
+    ScmMethod("RemoveScm", "Remove", (_C, _G, ("recursive", "i")), Result.STATUS),
+    ScmMethod("GetTasksScm", "GetTasks", (_C, _G), Result.PIDS),
+    ScmMethod("GetTasksRecursiveScm", "GetTasksRecursive", (_C, _G), Result.PIDS),
+    ScmMethod("ListChildrenScm", "ListChildren", (_C, _G), Result.NAMES),
+    ScmMethod("RemoveOnEmptyScm", "RemoveOnEmpty", (_C, _G), Result.STATUS),
+    ScmMethod("PruneScm", "Prune", (_C, _G), Result.STATUS),
+    ScmMethod("ListKeysScm", "ListKeys", (_C, _G), Result.KEYS),
+)
+BY_NAME = {m.name: m for m in SCM_METHODS}
+BY_PLAIN = {m.plain: m for m in SCM_METHODS}
+
+
+# -- encoders (server side) ------------------------------------------------------------------
+
+
+def encode_status(method: ScmMethod, reply: tuple | None) -> bytes:
+    """Create/Remove: ``2`` when the cgroup existed (existed == 1), ``1`` otherwise; the other
+    status methods ``1``; every failure ``0``."""
+    if reply is None:
+        return FAILED
+    if method.plain in ("Create", "Remove"):
+        return EXISTED if reply and reply[0] == 1 else OK
+    return OK
+
+
+def encode_string(value: str | None) -> bytes:
+    return b"" if value is None else value.encode("utf-8", "surrogateescape") + b"\0"
+
+
+def encode_count(n: int) -> bytes:
+    return _I32.pack(n)
+
+
+def encode_names(names: list[str] | None) -> list[bytes]:
+    if names is None:
+        return [_I32.pack(-1)]
+    if not names:
+        return [_I32.pack(0)]
+    blob = b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names)
+    return [_I32.pack(len(names)), _U32.pack(len(blob)), blob]
+
+
+def _signed(v: int) -> int:
+    """0.42 printed ids as signed ints: an unmapped 4294967295 appears as -1."""
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def encode_keys(keys: list[tuple[str, int, int, int]] | None) -> list[bytes]:
+    if keys is None:
+        return [_I32.pack(-1)]
+    if not keys:
+        return [_I32.pack(0)]
+    text = "".join(f"{n}\n{_signed(u)}\n{_signed(g)}\n{m}\n" for n, u, g, m in keys)
+    blob = text.encode("utf-8", "surrogateescape")
+    return [_I32.pack(len(keys)), _U32.pack(len(blob)), blob]
+
+
+# -- decoders (client side) ------------------------------------------------------------------
+
+
+def decode_status(data: bytes) -> bytes:
+    """The status byte; anything but one byte is a protocol failure (returned as FAILED)."""
+    return data if len(data) == 1 and data in (FAILED, OK, EXISTED) else FAILED
+
+
+def decode_string(data: bytes) -> str | None:
+    """None on failure (empty datagram or no terminating NUL)."""
+    if not data or not data.endswith(b"\0"):
+        return None
+    return data[:-1].decode("utf-8", "surrogateescape")
+
+
+def decode_count(data: bytes) -> int:
+    if len(data) != 4:
+        raise ValueError("malformed count")
+    return _I32.unpack(data)[0]
+
+
+def decode_length(data: bytes) -> int:
+    if len(data) != 4:
+        raise ValueError("malformed length")
+    return _U32.unpack(data)[0]
+
+
+def decode_names(blob: bytes, n: int) -> list[str]:
+    parts = blob.split(b"\0")
+    if len(parts) != n + 1 or parts[-1] != b"":
+        raise ValueError("malformed name list")
+    return [p.decode("utf-8", "surrogateescape") for p in parts[:-1]]
+
+
+def decode_keys(blob: bytes, n: int) -> list[tuple[str, int, int, int]]:
+    lines = blob.decode("utf-8", "surrogateescape").split("\n")
+    if len(lines) != 4 * n + 1 or lines[-1] != "":
+        raise ValueError("malformed key list")
+    out = []
+    for i in range(n):
+        name, uid, gid, mode = lines[4 * i : 4 * i + 4]
+        out.append((name, int(uid) & 0xFFFFFFFF, int(gid) & 0xFFFFFFFF, int(mode)))
+    return out
