@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cgmanager.daemon.api import API_VERSION, INTERFACE, OBJECT_PATH, PLAIN_METHODS
+from cgmanager.scm import SCM_METHODS
 
 pytestmark = pytest.mark.t3
 
@@ -71,6 +72,8 @@ def test_introspection_lists_every_method_as_the_original(place):
         s.name: [(n, t, "in") for n, t in s.in_args] + [(n, t, "out") for n, t in s.out_args]
         for s in PLAIN_METHODS
     }
+    want.update({m.name: [(n, t, "in") for n, t in (*m.in_args, ("sockfd", "h"))] for m in SCM_METHODS})
+    assert len(want) == 34  # 18 plain methods, 16 Scm twins, as in 0.42's XML
     assert got == want
     [prop] = iface.findall("property")
     assert (prop.get("name"), prop.get("type"), prop.get("access")) == ("api_version", "i", "read")
