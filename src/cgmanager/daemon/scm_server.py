@@ -84,7 +84,11 @@ class ScmServer:
         ):
             os.close(fd)
             raise LimitExceeded("too many Scm requests in progress; finish or close them first")
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise CgmError("sockfd must be a unix datagram socket") from None
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
