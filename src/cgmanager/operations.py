@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from . import names
+from . import names, translate
 from .cgroupfs import CgroupTree
 from .errors import CgmError, InvalidArgument, LimitExceeded, NotFound, NotPermitted, Unsupported
 from .hierarchy import Hierarchy, Layout
@@ -332,31 +332,55 @@ class Manager:
         require_access(req.r, procs, Access.WRITE, f"{shown} {t.procs_file}")
         self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
 
+    def _read_key(self, req: Request, h: Hierarchy, path: str, shown: str, key: str) -> str:
+        names.check_key(key)
+        require_access(req.r, self._stat(h, path, key, shown), Access.READ, f"{shown} {key}")
+        return self._kernel(f"read {shown} {key}", lambda: self.tree(h).read(path, key))
+
+    def _translates(self, h: Hierarchy, path: str, key: str) -> bool:
+        """A v1 key on a v2 hierarchy, with no real file of that name to shadow."""
+        if h.version != 2 or not translate.applies(key):
+            return False
+        try:
+            self.tree(h).stat(path, key)
+            return False
+        except NotFound:
+            return True
+
     def get_value(self, req: Request, controller: str, cgroup: str, key: str) -> str:
-        """Read a key; all trailing newlines stripped, as 0.42 did."""
+        """Read a key; all trailing newlines stripped, as 0.42 did.  On v2, v1 keys are
+        translated (see :mod:`cgmanager.translate`)."""
         names.check_key(key)
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
-        require_access(req.r, self._stat(h, path, key, shown), Access.READ, f"{shown} {key}")
-        return self._kernel(f"read {shown} {key}", lambda: self.tree(h).read(path, key)).rstrip(
-            "\n"
-        )
+        if self._translates(h, path, key):
+            read = lambda k: self._read_key(req, h, path, shown, k)  # noqa: E731
+            return self._kernel(f"{shown} {key}", lambda: translate.get(key, read)).rstrip("\n")
+        return self._read_key(req, h, path, shown, key).rstrip("\n")
 
     def set_value(self, req: Request, controller: str, cgroup: str, key: str, value: str) -> None:
-        """Write a key from the hierarchy's allowlist (a newline is appended as 0.42 did)."""
+        """Write a key from the hierarchy's allowlist (a newline is appended as 0.42 did).  On
+        v2, a v1 key becomes the writes to its v2 file(s), each checked like a direct write."""
         names.check_key(key)
         if len(value) > MAX_VALUE:
             raise InvalidArgument(f"invalid value: longer than {MAX_VALUE} bytes")
         if "\0" in value:
             raise InvalidArgument("invalid value: contains a NUL byte")
         h = self.layout.resolve_one(controller)
-        require_settable_key(key, h.controllers)
         path, shown = self._lookup_target(req, h, cgroup)
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
-        require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
-        data = value if not value or value.endswith("\n") else value + "\n"
-        self._kernel(f"write {shown} {key}", lambda: self.tree(h).write(path, key, data))
+        if self._translates(h, path, key):
+            read = lambda k: self._read_key(req, h, path, shown, k)  # noqa: E731
+            writes = self._kernel(f"{shown} {key}", lambda: translate.set_(key, value, read))
+        else:
+            writes = [(key, value)]
+        for k, _ in writes:
+            require_settable_key(k, h.controllers)
+            require_access(req.r, self._stat(h, path, k, shown), Access.WRITE, f"{shown} {k}")
+        for k, v in writes:
+            data = v if not v or v.endswith("\n") else v + "\n"
+            self._kernel(f"write {shown} {k}", lambda k=k, data=data: self.tree(h).write(path, k, data))
 
     def remove(self, req: Request, controller: str, cgroup: str, recursive: bool) -> int:
         """Remove a cgroup (recursively by default in cgm); existed 1 / -1."""
