@@ -9,13 +9,17 @@ SOCKET ?= /sys/fs/cgroup/cgmanager/sock
 # supervisor (single-writer rule), so the demo does not serve it.
 RUN_ARGS ?= --skip memory --socket $(SOCKET)
 
-.PHONY: run test venv bench bench-smoke lint clean
+PREFIX ?= /usr/local
+
+.PHONY: run test venv bench bench-smoke lint clean install-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	# byte-compile now: cgm starts once per shell command and must not compile on each start
 	$(PY) -m compileall -q src
+	# replace pip's cgm script with one that starts `python -I -S` (see cli/launcher.py)
+	$(PY) -m cgmanager.cli.launcher $(VENV)/bin/cgm
 	touch $@
 
 venv: $(VENV)/.installed
@@ -35,6 +39,13 @@ bench: venv
 
 bench-smoke: venv
 	$(PY) -m bench --smoke
+
+## Man pages and bash completion (the Python package itself installs with pip).
+install-docs:
+	install -Dm644 man/cgm.1 $(DESTDIR)$(PREFIX)/share/man/man1/cgm.1
+	install -Dm644 man/cgmanager.8 $(DESTDIR)$(PREFIX)/share/man/man8/cgmanager.8
+	install -Dm644 man/cgproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/cgproxy.8
+	install -Dm644 completion/cgm.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cgm
 
 lint: venv
 	$(PY) -m ruff check src tests bench

@@ -238,6 +238,7 @@ class Manager:
                     r, self._stat(h, cur, None, parent_shown), Access.READ_WRITE, parent_shown
                 )
                 if self._kernel(f"create {shown}", lambda p=nxt: t.mkdir(p)):
+                    self._inherit_cpuset(t, cur, nxt)
                     if r.uid != 0 or r.gid != 0:
                         try:
                             t.chown_all(nxt, r.uid, r.gid)
@@ -249,6 +250,20 @@ class Manager:
                     existed = True  # created concurrently by someone else
             cur = nxt
         return existed
+
+    @staticmethod
+    def _inherit_cpuset(t: CgroupTree, parent: str, child: str) -> None:
+        """A new v1 cpuset cgroup has no cpus and mems, so nothing can be moved into it (ENOSPC).
+        0.42 set the host-global ``cgroup.clone_children``; we copy the parent's values into
+        each cgroup we create instead."""
+        if t.v2 or "cpuset" not in t.hierarchy.controllers:
+            return
+        for key in ("cpuset.cpus", "cpuset.mems"):
+            try:
+                t.write(child, key, t.read(parent, key).strip() or "\n")
+            except CgmError as e:
+                t.rmdir(child)
+                raise type(e)(f"cpuset of {child}: {e.reason}", reason=e.reason) from None
 
     def chown(self, req: Request, controller: str, cgroup: str, uid: int, gid: int) -> None:
         """Hand a cgroup to uid:gid (the directory and the kernel's delegation files)."""

@@ -1,0 +1,353 @@
+"""Bad input and no daemon: usage text or a clear message, a non-zero exit, never a traceback.
+
+These need no daemon: argument errors are found before cgm connects (0.42 connected first),
+so every test here points cgm at a socket that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from cgmanager import __version__
+from cgmanager.cli import help as cli_help
+from cgmanager.cli.main import COMMANDS, DEFAULT_SOCKET, USAGE, parse, prog_name
+
+from .conftest import CGM
+
+pytestmark = pytest.mark.t0
+
+NOSOCK = "/nonexistent-cgm-test/sock"
+USAGE_TEXT = USAGE.format(p="cgm", sock=DEFAULT_SOCKET)
+
+
+def run(*args, env=None, binary=CGM):
+    e = {k: v for k, v in os.environ.items() if k not in ("CGM_SOCKET", "CGM_DEBUG")}
+    e["CGM_SOCKET"] = NOSOCK
+    e.update(env or {})
+    cp = subprocess.run([binary, *args], capture_output=True, text=True, env=e, timeout=30)
+    assert "Traceback" not in cp.stderr, cp.stderr
+    return cp
+
+
+def triple(cp):
+    return cp.returncode, cp.stdout, cp.stderr
+
+
+# -- usage, help, version --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [(), ("-h",), ("--help",)])
+def test_usage_on_stdout_exit_1(args):
+    assert triple(run(*args)) == (1, USAGE_TEXT, "")
+
+
+def test_usage_lists_every_0_42_form():
+    for form in [
+        "cgm ping",
+        "cgm create <controller> <cgroup>",
+        "cgm chown <controller> <cgroup> uid gid",
+        "cgm chmod <controller> <cgroup> mode",
+        "cgm chmodfile <controller> <cgroup> file mode",
+        "cgm remove <controller> <cgroup> [0|1]",
+        "cgm getpidcgroup <controller> pid",
+        "cgm getpidcgroupabs <controller> pid",
+        "cgm movepid <controller> <cgroup> pid",
+        "cgm movepidabs <controller> <cgroup> pid",
+        "cgm getvalue <controller> <cgroup> file",
+        "cgm setvalue <controller> <cgroup> file value",
+        "cgm gettasks <controller> [cgroup]",
+        "cgm listchildren <controller> [cgroup]",
+        "cgm removeonempty <controller> <cgroup>",
+        "cgm apiversion",
+        "cgm gettasksrecursive <controller> [cgroup]",
+        "cgm prune <controller> [cgroup]",
+        "cgm listcontrollers",
+        "cgm listkeys <controller> [cgroup]",
+    ]:
+        assert f"\n{form}\n\n" in USAGE_TEXT, form
+
+
+def test_version_without_newline():
+    assert triple(run("--version")) == (0, __version__, "")
+
+
+def test_program_name_in_usage_follows_argv0(tmp_path):
+    link = tmp_path / "lt-mycgm"
+    link.symlink_to(CGM)
+    cp = run(binary=str(link))
+    assert cp.stdout == USAGE.format(p="mycgm", sock=DEFAULT_SOCKET)
+    assert prog_name("/usr/bin/lt-cgm") == "cgm" and prog_name("lt-") == "lt-"
+
+
+def test_help_without_subcommand_is_usage_exit_0():
+    assert triple(run("help")) == (0, USAGE_TEXT, "")
+
+
+@pytest.mark.parametrize("sub", sorted(COMMANDS))
+def test_help_for_every_subcommand(sub):
+    text = cli_help.text(sub, "cgm")
+    assert text.startswith(f"Usage: cgm {sub}") and "\n\nExamples:\n  " in text
+    assert triple(run("help", sub)) == (0, text, "")
+    assert triple(run(sub, "--help")) == (0, text, "")
+    assert triple(run(sub, "-h")) == (0, text, "")
+
+
+def test_help_unknown_subcommand():
+    cp = run("help", "frobnicate")
+    assert triple(cp) == (
+        1,
+        "Unknown command: frobnicate\n" + USAGE_TEXT,
+        "cgm: unknown subcommand 'frobnicate'\n",
+    )
+
+
+# -- unknown subcommands and argument counts -------------------------------------------------------
+
+
+def test_unknown_subcommand():
+    assert triple(run("frobnicate", "x")) == (
+        1,
+        "Unknown command: frobnicate\n" + USAGE_TEXT,
+        "cgm: unknown subcommand 'frobnicate'\n",
+    )
+
+
+def test_unknown_subcommand_suggests():
+    cp = run("getvalu", "pids", "x", "pids.max")
+    assert cp.returncode == 1 and cp.stdout.startswith("Unknown command: getvalu\n")
+    assert cp.stderr == "cgm: unknown subcommand 'getvalu'; did you mean getvalue or setvalue?\n"
+
+
+COUNTS = [
+    ("create", ["pids"], "2", "<controller> <cgroup>"),
+    ("create", ["pids", "a", "b"], "2", "<controller> <cgroup>"),
+    ("chown", ["pids", "a", "1"], "4", "<controller> <cgroup> uid gid"),
+    ("chmod", ["pids", "a"], "3", "<controller> <cgroup> mode"),
+    ("chmodfile", ["pids", "a", "tasks"], "4", "<controller> <cgroup> file mode"),
+    ("remove", ["pids"], "2 or 3", "<controller> <cgroup> [0|1]"),
+    ("remove", ["pids", "a", "0", "1"], "2 or 3", "<controller> <cgroup> [0|1]"),
+    ("getpidcgroup", ["pids"], "2", "<controller> pid"),
+    ("getpidcgroupabs", [], "2", "<controller> pid"),
+    ("movepid", ["pids", "a"], "3", "<controller> <cgroup> pid"),
+    ("movepidabs", ["pids", "a", "1", "2"], "3", "<controller> <cgroup> pid"),
+    ("getvalue", ["pids", "a"], "3", "<controller> <cgroup> file"),
+    ("setvalue", ["pids", "a", "pids.max"], "4", "<controller> <cgroup> file value"),
+    ("gettasks", [], "1 or 2", "<controller> [cgroup]"),
+    ("gettasksrecursive", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
+    ("listchildren", [], "1 or 2", "<controller> [cgroup]"),
+    ("removeonempty", ["pids"], "2", "<controller> <cgroup>"),
+    ("prune", [], "1 or 2", "<controller> [cgroup]"),
+    ("listkeys", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
+    ("tree", ["a", "b", "c"], "0 to 2", "[controller] [cgroup]"),
+    ("help", ["a", "b"], "0 or 1", "[subcommand]"),
+]
+
+
+@pytest.mark.parametrize("sub,args,want,synopsis", COUNTS, ids=lambda v: str(v))
+def test_wrong_argument_count(sub, args, want, synopsis):
+    assert triple(run(sub, *args)) == (
+        1,
+        USAGE_TEXT,
+        f"cgm: {sub} takes {want} arguments ({synopsis}), got {len(args)}\n"
+        f"Usage: cgm {sub} {synopsis}\n",
+    )
+
+
+def test_every_subcommand_has_a_count_test():
+    checked = {c[0] for c in COUNTS}
+    assert checked | {"ping", "listcontrollers", "apiversion"} == set(COMMANDS)
+
+
+# -- numbers -----------------------------------------------------------------------------------------
+
+
+def _bad(sub, line):
+    return (
+        1,
+        "",
+        f"{line}\nUsage: cgm {sub} {COMMANDS[sub][2]}\n"
+        f"Try 'cgm help {sub}' for details and examples.\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "uid,gid,bad",
+    [
+        ("abc", "0", "abc"),
+        ("0", "x1", "x1"),
+        ("-1", "0", "-1"),
+        ("0", "2147483647", "2147483647"),
+        ("1.5", "0", "1.5"),
+        ("", "0", ""),
+        ("٣", "0", "٣"),
+        ("0x10", "0", "0x10"),
+    ],
+)
+def test_bad_uid_or_gid(uid, gid, bad):
+    assert triple(run("chown", "pids", "a", uid, gid)) == _bad(
+        "chown", f"Bad uid or gid: {bad!r} is not a number from 0 to 2147483646"
+    )
+
+
+@pytest.mark.parametrize("mode", ["abc", "0789", "-1", "", "0o755", "77777777777", "rwx"])
+def test_bad_mode(mode):
+    assert triple(run("chmod", "pids", "a", mode)) == _bad(
+        "chmod", f"Bad uid or gid: the mode {mode!r} is not an octal number such as 0755"
+    )
+    assert triple(run("chmodfile", "pids", "a", "tasks", mode)) == _bad(
+        "chmodfile", f"Bad uid or gid: the mode {mode!r} is not an octal number such as 0755"
+    )
+
+
+@pytest.mark.parametrize(
+    "sub,args",
+    [
+        ("getpidcgroup", ["pids"]),
+        ("getpidcgroupabs", ["pids"]),
+        ("movepid", ["pids", "a"]),
+        ("movepidabs", ["pids", "/"]),
+    ],
+)
+@pytest.mark.parametrize("pid", ["abc", "-5", "2147483648", "12 ", "$$", ""])
+def test_bad_pid(sub, args, pid):
+    assert triple(run(sub, *args, pid)) == _bad(sub, f"Bad pid: {pid!r} is not a process id")
+
+
+# -- no daemon -----------------------------------------------------------------------------------------
+
+
+def test_daemon_not_running_names_the_socket():
+    assert triple(run("ping")) == (
+        1,
+        "",
+        "Failed opening dbus connection: org.freedesktop.DBus.Error.FileNotFound: Failed to "
+        f"connect to socket {NOSOCK}: No such file or directory\n"
+        f"cgm: cgmanager is not running (nothing listens on {NOSOCK}, from $CGM_SOCKET); "
+        "use --socket PATH or CGM_SOCKET to reach a cgmanager listening elsewhere\n",
+    )
+
+
+def test_socket_option_wins_over_environment(tmp_path):
+    sock = str(tmp_path / "other")
+    for args in (
+        ["--socket", sock, "getvalue", "pids", "", "pids.max"],
+        ["getvalue", "--socket", sock, "pids", "", "pids.max"],
+        [f"--socket={sock}", "getvalue", "pids", "", "pids.max"],
+    ):
+        cp = run(*args)
+        assert cp.returncode == 1 and f"Failed to connect to socket {sock}: " in cp.stderr
+        assert f"nothing listens on {sock}, from --socket)" in cp.stderr
+
+
+def test_standard_socket_by_default():
+    if os.path.exists(DEFAULT_SOCKET):
+        pytest.skip(f"a cgmanager may be listening on {DEFAULT_SOCKET}")
+    cp = run("ping", env={"CGM_SOCKET": ""})
+    assert cp.returncode == 1
+    assert f"nothing listens on {DEFAULT_SOCKET}, the standard socket)" in cp.stderr
+
+
+def test_stale_socket_nobody_listening(tmp_path):
+    path = str(tmp_path / "stale")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()  # the file stays, nobody listens: ECONNREFUSED
+    cp = run("--socket", path, "listcontrollers")
+    assert triple(cp) == (
+        1,
+        "",
+        "Failed opening dbus connection: org.freedesktop.DBus.Error.NoServer: Failed to "
+        f"connect to socket {path}: Connection refused\n"
+        f"cgm: cgmanager is not running (nothing listens on {path}, from --socket); "
+        "use --socket PATH or CGM_SOCKET to reach a cgmanager listening elsewhere\n",
+    )
+
+
+def test_dbus_address_accepted(tmp_path):
+    cp = run("ping", env={"CGM_SOCKET": f"unix:path={tmp_path}/x"})
+    assert cp.returncode == 1 and f"Failed to connect to socket {tmp_path}/x: " in cp.stderr
+    cp = run("ping", env={"CGM_SOCKET": "tcp:host=localhost"})
+    assert triple(cp) == (
+        1,
+        "",
+        "cgm: 'tcp:host=localhost' (from $CGM_SOCKET) is not a usable "
+        "D-Bus address; give a socket path or unix:path=PATH\n",
+    )
+
+
+def test_socket_option_needs_a_value():
+    assert triple(run("ping", "--socket")) == (
+        1,
+        "",
+        "cgm: --socket needs a path (e.g. --socket /run/cgmanager/sock)\n",
+    )
+    assert triple(run("--socket=", "ping")) == (
+        1,
+        "",
+        "cgm: --socket needs a path (e.g. --socket=/run/cgmanager/sock)\n",
+    )
+
+
+def test_argument_errors_come_before_connecting():
+    """0.42 connected first; with no daemon it reported the connection, not the usage."""
+    cp = run("create", "pids")
+    assert cp.returncode == 1 and cp.stdout == USAGE_TEXT and "dbus" not in cp.stderr
+
+
+def test_invalid_utf8_argument():
+    e = {k: v for k, v in os.environ.items() if k != "CGM_SOCKET"}
+    e["CGM_SOCKET"] = NOSOCK
+    cp = subprocess.run(
+        [CGM.encode(), b"getvalue", b"pids", b"a\xff", b"pids.max"],
+        capture_output=True,
+        env=e,
+        timeout=30,
+    )
+    assert cp.returncode == 1 and cp.stdout == b""
+    assert cp.stderr == b"cgm: argument 'a\\udcff' is not valid UTF-8 (D-Bus strings must be)\n"
+
+
+# -- the parser ----------------------------------------------------------------------------------------
+
+
+def test_parse_options_anywhere_and_double_dash():
+    assert parse(["--json", "getvalue", "c", "g", "k"]) == (
+        ["getvalue", "c", "g", "k"],
+        {"json": True, "help": False, "version": False, "socket": None},
+    )
+    words, opts = parse(["setvalue", "cpu", "x", "cpu.cfs_quota_us", "-1", "--socket", "/s"])
+    assert words == ["setvalue", "cpu", "x", "cpu.cfs_quota_us", "-1"] and opts["socket"] == "/s"
+    words, opts = parse(["setvalue", "c", "g", "k", "--", "--json"])
+    assert words == ["setvalue", "c", "g", "k", "--json"] and not opts["json"]
+    assert parse(["-", "-x"])[0] == ["-", "-x"]
+
+
+def test_broken_pipe_is_quiet():
+    r, w = os.pipe()
+    os.close(r)
+    e = {k: v for k, v in os.environ.items() if k != "CGM_SOCKET"}
+    e["CGM_SOCKET"] = NOSOCK
+    cp = subprocess.run([CGM], stdout=w, stderr=subprocess.PIPE, text=True, env=e, timeout=30)
+    os.close(w)
+    assert cp.returncode == 1 and cp.stderr == ""
+
+
+def test_launcher_script(tmp_path):
+    import sys
+
+    from cgmanager.cli import launcher
+
+    text = launcher.script()
+    assert text.startswith(f"#!{sys.executable} -IS\n")
+    assert f"sys.path.insert(0, {launcher.package_root()!r})" in text
+    dest = tmp_path / "cgm"
+    assert launcher.main([str(dest)]) == 0
+    assert os.stat(dest).st_mode & 0o777 == 0o755
+    assert triple(run("--version", binary=str(dest))) == (0, __version__, "")
+    assert launcher.main([]) == 2 and launcher.main(["--python"]) == 2
+    with pytest.raises(ValueError):
+        launcher.script(python="/path with space/python")
