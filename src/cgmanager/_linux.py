@@ -122,7 +122,9 @@ def setns(fd: int, nstype: int = 0) -> None:
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    enc = lambda s: None if s is None else os.fsencode(s)
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+
     if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         _raise(f"mount {target}")
 

@@ -6,7 +6,6 @@ import socket
 import struct
 
 import pytest
-
 from kernel.helpers import snapshot
 
 pytestmark = pytest.mark.t3

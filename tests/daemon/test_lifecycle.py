@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from kernel.helpers import snapshot, wait_for
 
 pytestmark = pytest.mark.t3

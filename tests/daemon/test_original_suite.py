@@ -9,7 +9,6 @@ import os
 import stat
 
 import pytest
-
 from kernel.helpers import wait_for
 
 pytestmark = pytest.mark.t3

@@ -4,17 +4,15 @@ rules hold, and clients that abuse the protocol cost the daemon nothing lasting.
 import json
 import os
 import socket
-import subprocess
 import sys
-import time
 
 import pytest
+from kernel.helpers import snapshot, wait_for
 
 from cgmanager import scm
 from cgmanager.daemon.scm_server import Received, ScmServer
 from cgmanager.errors import NotPermitted
 from cgmanager.permission import Credentials
-from kernel.helpers import snapshot, wait_for
 
 pytestmark = pytest.mark.t3
 

@@ -7,7 +7,6 @@ import ast
 import os
 
 import pytest
-
 from kernel.helpers import wait_for
 
 pytestmark = [pytest.mark.t1, pytest.mark.t3]

@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 
 from cgmanager.dbus import codec
 from cgmanager.dbus.codec import (
-    Message, MessageTooLarge, ProtocolError, marshal_body, message_size, parse_message,
-    serialise_message, unmarshal_body,
+    Message,
+    MessageTooLarge,
+    ProtocolError,
+    marshal_body,
+    message_size,
+    parse_message,
+    serialise_message,
+    unmarshal_body,
 )
 
 pytestmark = pytest.mark.t0

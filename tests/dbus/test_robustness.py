@@ -18,8 +18,15 @@ from cgmanager.dbus.client import connect
 from cgmanager.dbus.codec import Message, serialise_message
 
 from .conftest import (
-    HANDSHAKE, call_msg, is_closed_by_peer, open_fds, raw_authenticated, raw_connect,
-    read_until, recv_msg, send_msg,
+    HANDSHAKE,
+    call_msg,
+    is_closed_by_peer,
+    open_fds,
+    raw_authenticated,
+    raw_connect,
+    read_until,
+    recv_msg,
+    send_msg,
 )
 from .toy import IFACE, PATH
 

@@ -68,7 +68,7 @@ def test_pids_max_is_enforced(v1, procs):
     t.write(hp + "/lim", "pids.max", "2")
     assert t.read(hp + "/lim", "pids.max") == "2\n"
     # the shell is placed in the cgroup before exec; it can fork once, not twice
-    p = procs.spawn(["sh", "-c", "sleep 100 & sleep 100 & wait"], cgroup=base + "/lim")
+    procs.spawn(["sh", "-c", "sleep 100 & sleep 100 & wait"], cgroup=base + "/lim")
     assert wait_for(lambda: t.events(hp + "/lim", "pids.events").get("max", 0) >= 1)
     assert 1 <= len(t.procs(hp + "/lim")) <= 2
 

@@ -6,12 +6,11 @@ Uses ``_socket`` (the C module) rather than :mod:`socket`, whose import pulls in
 
 from __future__ import annotations
 
-import struct
+import _socket
 
 # posix, not os: os costs ~1 ms to import and cgm starts once per shell command
 import posix
-
-import _socket
+import struct
 
 SOL_SOCKET: int = _socket.SOL_SOCKET
 SCM_RIGHTS: int = _socket.SCM_RIGHTS

@@ -21,11 +21,22 @@ from collections import deque
 from . import errors
 from ._unix import ANCBUF_SIZE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, close_fds, fds_from_ancdata, rights
 from .client import (
-    DEFAULT_TIMEOUT, PROPERTIES, HandshakeReader, error_from_reply, handshake_request,
-    method_call, parse_address,
+    DEFAULT_TIMEOUT,
+    PROPERTIES,
+    HandshakeReader,
+    error_from_reply,
+    handshake_request,
+    method_call,
+    parse_address,
 )
 from .codec import (
-    ERROR, METHOD_RETURN, Message, ProtocolError, message_size, parse_message, serialise_message,
+    ERROR,
+    METHOD_RETURN,
+    Message,
+    ProtocolError,
+    message_size,
+    parse_message,
+    serialise_message,
 )
 from .errors import DBusError
 

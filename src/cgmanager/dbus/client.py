@@ -20,15 +20,21 @@ caller.
 
 from __future__ import annotations
 
-import time
-
 import _socket
+import time
 
 from . import errors
 from ._unix import ANCBUF_SIZE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, close_fds, fds_from_ancdata, rights
 from .codec import (
-    ERROR, METHOD_CALL, METHOD_RETURN, NO_REPLY_EXPECTED, Message, ProtocolError, message_size,
-    parse_message, serialise_message,
+    ERROR,
+    METHOD_CALL,
+    METHOD_RETURN,
+    NO_REPLY_EXPECTED,
+    Message,
+    ProtocolError,
+    message_size,
+    parse_message,
+    serialise_message,
 )
 from .errors import DBusError
 
@@ -281,7 +287,7 @@ class Connection:
                         return msg
                 except ProtocolError as exc:
                     self.close()
-                    raise DBusError(errors.DISCONNECTED, f"bad message from server: {exc}")
+                    raise DBusError(errors.DISCONNECTED, f"bad message from server: {exc}") from None
             self._recv(deadline)
 
     def _recv(self, deadline: float | None) -> None:

@@ -890,7 +890,7 @@ def _parse_message(data: bytes, fds) -> Message:
     elif mtype == ERROR:
         if error_name is None or 5 not in fields:
             raise ProtocolError("error without name or reply serial")
-    elif mtype == METHOD_RETURN:
+    elif mtype == METHOD_RETURN:  # noqa: SIM102 (parallel to the cases above)
         if 5 not in fields:
             raise ProtocolError("method return without reply serial")
 

@@ -28,11 +28,24 @@ from typing import TYPE_CHECKING
 
 from . import errors
 from ._unix import (
-    ANCBUF_SIZE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, SCM_MAX_FD, close_fds, fds_from_ancdata, rights,
+    ANCBUF_SIZE,
+    MSG_CMSG_CLOEXEC,
+    MSG_CTRUNC,
+    SCM_MAX_FD,
+    close_fds,
+    fds_from_ancdata,
+    rights,
 )
 from .codec import (
-    ERROR, METHOD_CALL, METHOD_RETURN, MarshalError, Message, ProtocolError, message_size,
-    parse_message, serialise_message,
+    ERROR,
+    METHOD_CALL,
+    METHOD_RETURN,
+    MarshalError,
+    Message,
+    ProtocolError,
+    message_size,
+    parse_message,
+    serialise_message,
 )
 from .dispatch import _close_returned_fds
 from .sasl import ServerSasl

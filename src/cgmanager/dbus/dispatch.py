@@ -26,8 +26,16 @@ from typing import Any
 
 from . import errors
 from .codec import (
-    ERROR, METHOD_RETURN, NO_REPLY_EXPECTED, Message, SignatureError, parse_signature,
-    split_signature, valid_interface_name, valid_member_name, valid_object_path,
+    ERROR,
+    METHOD_RETURN,
+    NO_REPLY_EXPECTED,
+    Message,
+    SignatureError,
+    parse_signature,
+    split_signature,
+    valid_interface_name,
+    valid_member_name,
+    valid_object_path,
 )
 from .errors import DBusError
 from .objects import Interface, Method, MethodCall, PeerCredentials, Property
