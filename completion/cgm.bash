@@ -8,7 +8,7 @@
 
 _cgm_subcommands="ping create chown chmod chmodfile remove getpidcgroup getpidcgroupabs
 movepid movepidabs getvalue setvalue gettasks gettasksrecursive listchildren removeonempty
-prune listcontrollers listkeys apiversion tree help"
+prune listcontrollers listkeys apiversion tree freeze thaw kill events stat help"
 
 _cgm()
 {

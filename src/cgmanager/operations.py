@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -520,6 +521,124 @@ class Manager:
                 one(h)
             except CgmError as e:
                 log.debug("Prune: %s: %s", h.key, e)
+
+    # -- beyond 0.42 (interface org.linuxcontainers.cgmanager1) ------------------------------
+
+    def _victims(self, req: Request, h: Hierarchy, path: str) -> list[Victim]:
+        """Every process below *path*, pinned; each must be one the requestor may act on (the
+        victim rule of MovePid), so freezing or killing a subtree never reaches another user's
+        processes.  The caller closes the victims."""
+        victims: list[Victim] = []
+        try:
+            for pid in self.tree(h).procs_recursive(path):
+                try:
+                    v = Victim.open(pid, self.layout)
+                except NotFound:
+                    continue  # exited meanwhile
+                victims.append(v)
+                if not may_move(req.r, v.pid, v.uid):
+                    raise NotPermitted(
+                        f"not permitted: process {pid} in {h.key}:{path} belongs to another user"
+                    )
+        except BaseException:
+            for v in victims:
+                v.close()
+            raise
+        return victims
+
+    def _freezer_key(self, h: Hierarchy) -> str:
+        if h.version == 2:
+            return "cgroup.freeze"
+        if "freezer" in h.controllers:
+            return "freezer.state"
+        raise Unsupported(f"the {h.key} hierarchy cannot freeze; use freezer or unified")
+
+    def freeze(self, req: Request, controller: str, cgroup: str, frozen: bool) -> Callable[[], bool]:
+        """Start freezing (or thawing) a cgroup; returns a check that is true once the kernel
+        reports the whole subtree in that state (``frozen 1`` / ``FROZEN``)."""
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        key = self._freezer_key(h)
+        require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
+        t = self.tree(h)
+        for v in self._victims(req, h, path):
+            v.close()
+        if t.v2:
+            self._kernel(f"freeze {shown}", lambda: t.write(path, key, "1" if frozen else "0"))
+            return lambda: t.events(path).get("frozen", 0) == int(frozen)
+        want = "FROZEN" if frozen else "THAWED"
+        self._kernel(f"freeze {shown}", lambda: t.write(path, key, want))
+        return lambda: t.read(path, key).strip() == want
+
+    def kill(self, req: Request, controller: str, cgroup: str) -> int:
+        """SIGKILL every process of the subtree; returns how many were found.  v2 uses
+        ``cgroup.kill`` (safe against forks); v1 freezes first where it can, then kills each
+        process through its pidfd, until the subtree is empty."""
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        t = self.tree(h)
+        key = "cgroup.kill" if t.v2 else t.procs_file
+        require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
+        victims = self._victims(req, h, path)
+        try:
+            if t.v2:
+                self._kernel(f"kill {shown}", lambda: t.write(path, "cgroup.kill", "1"))
+                return len(victims)
+            return self._kill_v1(req, h, path, shown, victims)
+        finally:
+            for v in victims:
+                v.close()
+
+    def _kill_v1(self, req: Request, h: Hierarchy, path: str, shown: str, victims: list[Victim]) -> int:
+        t = self.tree(h)
+        freezer = "freezer" in h.controllers
+        if freezer:
+            self._kernel(f"freeze {shown}", lambda: t.write(path, "freezer.state", "FROZEN"))
+        killed: set[int] = set()
+        try:
+            for _ in range(100):  # a fork bomb cannot outrun a frozen cgroup; others get 100 rounds
+                for v in victims:
+                    if v.pid not in killed:
+                        try:
+                            signal.pidfd_send_signal(v.pidfd, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        killed.add(v.pid)
+                for v in victims:
+                    v.close()
+                victims[:] = self._victims(req, h, path)
+                if not [v for v in victims if v.pid not in killed]:
+                    break
+        finally:
+            if freezer:
+                self._kernel(f"thaw {shown}", lambda: t.write(path, "freezer.state", "THAWED"))
+        return len(killed)
+
+    def events(self, req: Request, controller: str, cgroup: str) -> dict[str, int]:
+        """``cgroup.events`` (v2); on v1 the same facts computed: populated, and frozen where
+        the hierarchy has the freezer."""
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        t = self.tree(h)
+        if t.v2:
+            return self._kernel(f"events of {shown}", lambda: t.events(path))
+        result = {"populated": int(self._kernel(f"events of {shown}", lambda: t.populated(path)))}
+        if "freezer" in h.controllers:
+            result["frozen"] = int(self._read_key(req, h, path, shown, "freezer.state").strip() == "FROZEN")
+        return result
+
+    def stat(self, req: Request, controller: str, cgroup: str) -> dict[str, int]:
+        """``cgroup.stat`` (v2); on v1, ``nr_descendants`` counted."""
+        h = self.layout.resolve_one(controller)
+        path, shown = self._lookup_target(req, h, cgroup)
+        require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
+        t = self.tree(h)
+        if t.v2:
+            return self._kernel(f"stat of {shown}", lambda: t.events(path, "cgroup.stat"))
+        return {"nr_descendants": len(self._kernel(f"stat of {shown}", lambda: t.walk(path))) - 1}
 
     def _need_reaper(self) -> Reaper:
         if self.reaper is None:

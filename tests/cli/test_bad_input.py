@@ -143,6 +143,11 @@ COUNTS = [
     ("prune", [], "1 or 2", "<controller> [cgroup]"),
     ("listkeys", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("tree", ["a", "b", "c"], "0 to 2", "[controller] [cgroup]"),
+    ("freeze", ["unified"], "2", "<controller> <cgroup>"),
+    ("thaw", ["a", "b", "c"], "2", "<controller> <cgroup>"),
+    ("kill", [], "2", "<controller> <cgroup>"),
+    ("events", [], "1 or 2", "<controller> [cgroup]"),
+    ("stat", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("help", ["a", "b"], "0 or 1", "[subcommand]"),
 ]
 

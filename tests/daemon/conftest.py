@@ -177,7 +177,7 @@ class Place:
                          "org.linuxcontainers.cgmanager", OBJ, IFACE, method,
                          *([signature, *args] if signature else [])], user=user)
 
-    def py(self, method: str, signature: str = "", *args: Any, user=None) -> subprocess.CompletedProcess:
+    def py(self, method: str, signature: str = "", *args: Any, user=None, iface: str = IFACE) -> subprocess.CompletedProcess:
         """Our Python client, in a process placed like the others; prints repr(reply) or the
         D-Bus error name and message, exit status 0/1."""
         code = (
@@ -186,7 +186,7 @@ class Place:
             "from cgmanager.dbus.errors import DBusError\n"
             f"c = connect({self.daemon.address!r})\n"
             "try:\n"
-            f"    print(repr(c.call({OBJ!r}, {IFACE!r}, {method!r}, {signature!r}, {tuple(args)!r})))\n"
+            f"    print(repr(c.call({OBJ!r}, {iface!r}, {method!r}, {signature!r}, {tuple(args)!r})))\n"
             "except DBusError as e:\n"
             "    print(e.name); print(e.message); sys.exit(1)\n"
         )

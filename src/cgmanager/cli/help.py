@@ -241,6 +241,53 @@ _HELP = {
         ["{p} tree pids", "{p} tree freezer build", "{p} --json tree pids | jq ."],
         "ListChildren and GetTasks for every cgroup of the subtree",
     ),
+    "freeze": (
+        "<controller> <cgroup>",
+        "Freeze every process of <cgroup> and its descendants; returns once the kernel\n"
+        "reports the whole subtree frozen (v2: cgroup.events 'frozen 1'; v1: freezer.state\n"
+        "FROZEN), or fails after 10 s.  Every process frozen must be one you may move.",
+        "  <controller>  unified (v2) or freezer (v1).\n" + _CGROUP,
+        "",
+        ["{p} freeze unified build", "{p} freeze freezer job"],
+        "org.linuxcontainers.cgmanager1.Freeze (new: not in 0.42)",
+    ),
+    "thaw": (
+        "<controller> <cgroup>",
+        "Thaw a frozen cgroup; returns once the kernel reports it thawed.",
+        "  <controller>  unified (v2) or freezer (v1).\n" + _CGROUP,
+        "",
+        ["{p} thaw unified build"],
+        "org.linuxcontainers.cgmanager1.Thaw (new: not in 0.42)",
+    ),
+    "kill": (
+        "<controller> <cgroup>",
+        "SIGKILL every process of <cgroup> and its descendants and print how many there\n"
+        "were.  v2 writes cgroup.kill (safe against forks); on v1 the subtree is frozen\n"
+        "first where the hierarchy has the freezer, then each process is killed.  Every\n"
+        "process must be one you may move (your own, or any as root).",
+        "  <controller>  any hierarchy.\n" + _CGROUP,
+        "",
+        ["{p} kill unified build", "{p} kill pids job"],
+        "org.linuxcontainers.cgmanager1.Kill (new: not in 0.42)",
+    ),
+    "events": (
+        "<controller> [cgroup]",
+        "Print cgroup.events as 'key value' lines: populated (processes anywhere below)\n"
+        "and frozen; on v1 the same facts are computed.",
+        "  <controller>  any hierarchy.\n  [cgroup]      as for listchildren.",
+        "",
+        ["{p} events unified build", "{p} --json events pids job"],
+        "org.linuxcontainers.cgmanager1.GetEvents (new: not in 0.42)",
+    ),
+    "stat": (
+        "<controller> [cgroup]",
+        "Print cgroup.stat as 'key value' lines (nr_descendants, nr_dying_descendants);\n"
+        "on v1, nr_descendants is counted.",
+        "  <controller>  any hierarchy.\n  [cgroup]      as for listchildren.",
+        "",
+        ["{p} stat unified build"],
+        "org.linuxcontainers.cgmanager1.GetStat (new: not in 0.42)",
+    ),
     "help": (
         "[subcommand]",
         "Without an argument: the list of subcommands.  With one: how to use it.",

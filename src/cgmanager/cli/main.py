@@ -20,6 +20,8 @@ from .. import __version__
 DEFAULT_SOCKET = "/sys/fs/cgroup/cgmanager/sock"
 OBJECT_PATH = "/org/linuxcontainers/cgmanager"
 INTERFACE = "org.linuxcontainers.cgmanager0_0"
+#: methods beyond 0.42 (freeze, thaw, kill, events, stat)
+INTERFACE1 = "org.linuxcontainers.cgmanager1"
 INT32_MAX = 2147483647
 #: seconds to wait for the daemon (libdbus' default, as 0.42's cgm used)
 TIMEOUT = 25.0
@@ -69,6 +71,16 @@ Usage:
 
 {p} tree [controller] [cgroup]
 
+{p} freeze <controller> <cgroup>
+
+{p} thaw <controller> <cgroup>
+
+{p} kill <controller> <cgroup>
+
+{p} events <controller> [cgroup]
+
+{p} stat <controller> [cgroup]
+
 {p} help [subcommand]
 
  Replace '<controller>' with the desired controller, i.e.
@@ -114,6 +126,11 @@ COMMANDS = {
     "listkeys": (1, 2, "<controller> [cgroup]", "listkeys"),
     "apiversion": (0, None, "", "apiversion"),
     "tree": (0, 2, "[controller] [cgroup]", "tree"),
+    "freeze": (2, 2, "<controller> <cgroup>", "freeze"),
+    "thaw": (2, 2, "<controller> <cgroup>", "thaw"),
+    "kill": (2, 2, "<controller> <cgroup>", "kill"),
+    "events": (1, 2, "<controller> [cgroup]", "events"),
+    "stat": (1, 2, "<controller> [cgroup]", "stat"),
     "help": (0, 1, "[subcommand]", "help"),
 }
 
@@ -221,12 +238,12 @@ class Context:
             self._conn = open_connection(self.socket, self.source, self.json)
         return self._conn
 
-    def call(self, fn, member, signature="", body=()):
+    def call(self, fn, member, signature="", body=(), interface=None):
         from ..dbus.errors import DBusError
 
         conn = self.conn()
         try:
-            return conn.call(OBJECT_PATH, INTERFACE, member, signature, body)
+            return conn.call(OBJECT_PATH, interface or INTERFACE, member, signature, body)
         except DBusError as e:
             raise CallFailed(fn, e) from None
 
@@ -521,6 +538,38 @@ def do_apiversion(ctx, args):
     if ctx.json:
         return to_json({"api_version": v}) + "\n"
     return f"{v}\n"
+
+
+def do_freeze(ctx, args):
+    ctx.call("cgmanager_freeze_sync", "Freeze", "ss", tuple(args), INTERFACE1)
+    return ""
+
+
+def do_thaw(ctx, args):
+    ctx.call("cgmanager_thaw_sync", "Thaw", "ss", tuple(args), INTERFACE1)
+    return ""
+
+
+def do_kill(ctx, args):
+    (n,) = ctx.call("cgmanager_kill_sync", "Kill", "ss", tuple(args), INTERFACE1)
+    if ctx.json:
+        return to_json({"killed": n}) + "\n"
+    return f"{n}\n"
+
+
+def _flat(ctx, fn, member, args):
+    (d,) = ctx.call(fn, member, "ss", _ctl_cg(args), INTERFACE1)
+    if ctx.json:
+        return to_json(d) + "\n"
+    return "".join([f"{k} {v}\n" for k, v in d.items()])
+
+
+def do_events(ctx, args):
+    return _flat(ctx, "cgmanager_get_events_sync", "GetEvents", args)
+
+
+def do_stat(ctx, args):
+    return _flat(ctx, "cgmanager_get_stat_sync", "GetStat", args)
 
 
 def do_tree(ctx, args):

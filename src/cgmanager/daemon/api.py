@@ -7,6 +7,7 @@ kind to a D-Bus error name, and write an audit line for every request that chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from .. import scm
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
-from ..errors import CgmError
+from ..errors import Busy, CgmError
 from ..hierarchy import Layout
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 OBJECT_PATH = "/org/linuxcontainers/cgmanager"
 INTERFACE = "org.linuxcontainers.cgmanager0_0"
+#: methods beyond 0.42 live in their own interface, so the 0_0 contract stays exactly as it was
+INTERFACE1 = "org.linuxcontainers.cgmanager1"
+#: how long Freeze/Thaw wait for the kernel to report the new state
+FREEZE_TIMEOUT = 10.0
 API_VERSION = 10
 #: error names are this prefix plus the failure kind (see errors.py and README "Errors");
 #: old clients only test success versus failure, which is unchanged
@@ -64,6 +69,16 @@ PLAIN_METHODS: tuple[Spec, ...] = (
     Spec("Prune", (_C, _G), (), True),
     Spec("ListControllers", (), (("output", "as"),), False),
     Spec("ListKeys", (_C, _G), (("output", "a(suuu)"),), False),
+)
+
+
+#: org.linuxcontainers.cgmanager1: the same path families and permission model as 0_0
+EXTRA_METHODS: tuple[Spec, ...] = (
+    Spec("Freeze", (_C, _G), (), True),
+    Spec("Thaw", (_C, _G), (), True),
+    Spec("Kill", (_C, _G), (("killed", "i"),), True),
+    Spec("GetEvents", (_C, _G), (("events", "a{sx}"),), False),
+    Spec("GetStat", (_C, _G), (("stat", "a{sx}"),), False),
 )
 
 
@@ -178,6 +193,34 @@ class Service:
     def ListKeys(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
         return (self.m.list_keys(self.plain(call), controller, cgroup),)
 
+    # -- org.linuxcontainers.cgmanager1 ------------------------------------------------------
+
+    async def _until(self, done: Callable[[], bool], what: str) -> None:
+        """Poll the kernel's report (every 5 ms; the wait blocks only this caller)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FREEZE_TIMEOUT
+        while not done():
+            if loop.time() > deadline:
+                raise Busy(f"{what} did not complete within {FREEZE_TIMEOUT:g} s")
+            await asyncio.sleep(0.005)
+
+    async def Freeze(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        await self._until(self.m.freeze(self.plain(call), controller, cgroup, True), "freezing")
+        return ()
+
+    async def Thaw(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        await self._until(self.m.freeze(self.plain(call), controller, cgroup, False), "thawing")
+        return ()
+
+    def Kill(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.kill(self.plain(call), controller, cgroup),)
+
+    def GetEvents(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.events(self.plain(call), controller, cgroup),)
+
+    def GetStat(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
+        return (self.m.stat(self.plain(call), controller, cgroup),)
+
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
     def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
@@ -258,20 +301,36 @@ class Service:
 
     # -- wiring -----------------------------------------------------------------------------
 
-    def _wrap(self, spec: Spec) -> Callable[[MethodCall], tuple]:
-        fn: Callable[..., tuple] = getattr(self, spec.name)
+    def _wrap(self, spec: Spec) -> Callable[[MethodCall], Any]:
+        """Map errors to D-Bus errors and audit changes, for plain and coroutine handlers."""
+        fn: Callable[..., Any] = getattr(self, spec.name)
         name = spec.name
 
-        def handler(call: MethodCall) -> tuple:
-            try:
-                result = fn(call, *call.body)
-            except CgmError as e:
-                if spec.mutating:
-                    _audit(call, name, f"refused ({e.kind}: {e.message})")
-                raise to_dbus_error(e) from None
+        def finish(call: MethodCall, result: tuple) -> tuple:
             if spec.mutating:
                 _audit(call, name, f"ok {_brief(result)}".rstrip())
             return result
+
+        def refuse(call: MethodCall, e: CgmError) -> DBusError:
+            if spec.mutating:
+                _audit(call, name, f"refused ({e.kind}: {e.message})")
+            return to_dbus_error(e)
+
+        if asyncio.iscoroutinefunction(fn):
+
+            async def async_handler(call: MethodCall) -> tuple:
+                try:
+                    return finish(call, await fn(call, *call.body))
+                except CgmError as e:
+                    raise refuse(call, e) from None
+
+            return async_handler
+
+        def handler(call: MethodCall) -> tuple:
+            try:
+                return finish(call, fn(call, *call.body))
+            except CgmError as e:
+                raise refuse(call, e) from None
 
         return handler
 
@@ -284,8 +343,12 @@ class Service:
         props = [Property("api_version", "i", lambda call: API_VERSION)]
         return Interface(INTERFACE, methods, props)
 
+    def interface1(self) -> Interface:
+        methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in EXTRA_METHODS]
+        return Interface(INTERFACE1, methods)
+
     def objects(self) -> dict[str, list[Interface]]:
-        return {OBJECT_PATH: [self.interface()]}
+        return {OBJECT_PATH: [self.interface(), self.interface1()]}
 
 
 def _audit(call: MethodCall, method: str, outcome: str) -> None:
