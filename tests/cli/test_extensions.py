@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from kernel.helpers import wait_for
 
 from .test_commands import sleeper

@@ -2,12 +2,11 @@
 cgroup.kill, v1 fallback), events and stat — under the same permission model as 0_0."""
 
 import ast
-import os
 
 import pytest
+from kernel.helpers import wait_for
 
 from cgmanager.daemon.api import INTERFACE1
-from kernel.helpers import wait_for
 
 pytestmark = pytest.mark.t3
 
