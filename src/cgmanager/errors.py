@@ -70,6 +70,12 @@ class Unsupported(CgmError):
     kind = "Unsupported"
 
 
+class Unavailable(CgmError):
+    """The host cgmanager cannot be reached or did not answer in time (seen by cgproxy)."""
+
+    kind = "Unavailable"
+
+
 _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.ENOENT: NotFound,
     _errno.ESRCH: NotFound,

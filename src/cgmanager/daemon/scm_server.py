@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .. import scm
@@ -61,8 +62,9 @@ class ProtocolAbort(Exception):
     """The client broke the protocol or timed out: close silently, as 0.42 did."""
 
 
-#: runs the operation: (method, requestor, second) -> the plain twin's reply, or raises CgmError
-Operation = Callable[[scm.ScmMethod, Received, Received | None], tuple]
+#: runs the operation: (method, requestor, second) -> the plain twin's reply, or raises CgmError;
+#: may return an awaitable (the proxy forwards upstream)
+Operation = Callable[[scm.ScmMethod, Received, Received | None], "tuple | Awaitable[tuple]"]
 
 
 class ScmServer:
@@ -137,6 +139,8 @@ class ScmServer:
             try:
                 self._check_known(r, second, method)
                 reply = op(method, r, second)
+                if inspect.isawaitable(reply):
+                    reply = await reply
             except CgmError as e:
                 log.info("%s for %s refused: %s", method.name, r.cred, e)
                 reply = None

@@ -1,8 +1,172 @@
-"""cgproxy entry point (filled in by the namespaces work)."""
+"""The ``cgproxy`` command: options, start-up, the event loop.
 
+Runs inside a container whose cgmanager socket directory is bind-mounted from the host, serves
+plain D-Bus at ``<dir>/sock`` and forwards every call to the host cgmanager as an ``*Scm``
+call (see :mod:`.service`).  ``--check-master`` only probes and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
+
+from .. import __version__
+from .setup import DEFAULT_SOCKET_DIR, SetupError, check_master, prepare, sock_path
+
+log = logging.getLogger("cgproxy")
+
+DEFAULT_PIDFILE = "/run/cgproxy.pid"
+DEFAULT_TIMEOUT = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cgproxy",
+        description="The cgmanager proxy: serves org.linuxcontainers.cgmanager0_0 inside a "
+        "container and forwards each call to the host's cgmanager with the caller's "
+        "credentials, translated by the kernel.",
+    )
+    p.add_argument(
+        "--socket-dir",
+        default=DEFAULT_SOCKET_DIR,
+        help="the bind-mounted cgmanager socket directory; moved to DIR.lower, and the proxy's "
+        "socket served at DIR/sock (default: %(default)s)",
+    )
+    p.add_argument(
+        "--check-master",
+        action="store_true",
+        help="exit 0 if a cgmanager answers at DIR.lower/sock or DIR/sock, else 1; do nothing else",
+    )
+    p.add_argument("--daemon", action="store_true", help="detach once ready and write a pidfile")
+    p.add_argument("--pidfile", default=DEFAULT_PIDFILE, help="(default: %(default)s)")
+    p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="longest wait for the host cgmanager per forwarded call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="(default: %(default)s)",
+    )
+    p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
+    p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
+    p.add_argument(
+        "--debug", dest="log_level", action="store_const", const="debug", help=argparse.SUPPRESS
+    )
+    p.add_argument("--version", action="version", version=__version__)
+    return p
+
+
+def daemonize(pidfile: str) -> int:
+    """Detach (fork, setsid, fork) and record the pid.  The original parent exits only when
+    the proxy reports ready (or fails), so ``cgproxy --daemon && use-it`` has no race.
+    Returns the fd on which to report readiness (:func:`report`)."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        ok = os.read(r, 1) == b"1"
+        os._exit(0 if ok else 1)
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return w
+
+
+def report(fd: int | None, ok: bool) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"1" if ok else b"0")
+    finally:
+        os.close(fd)
+
+
+async def serve(args: argparse.Namespace, upstream_sock: str, ready_fd: int | None) -> int:
+    # imported here: --help and --check-master need none of the D-Bus server stack
+    from ..daemon.scm_server import ScmServer
+    from ..dbus.server import Server
+    from ..requestor import Namespaces
+    from .service import ProxyService
+    from .upstream import Unavailable, Upstream
+
+    loop = asyncio.get_running_loop()
+    upstream = Upstream(f"unix:path={upstream_sock}", timeout=args.timeout)
+    try:
+        await upstream.connection()
+    except Unavailable as e:
+        log.warning("%s; will retry on the first request", e)
+    service = ProxyService(upstream, Namespaces.of_self(), ScmServer(timeout=args.timeout))
+    server = Server(service.objects())
+    path = sock_path(args.socket_dir)
+    try:
+        await server.start(path)
+    except OSError as e:
+        log.error("cannot listen on %s: %s", path, e)
+        upstream.close()
+        report(ready_fd, False)
+        return 1
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("ready: serving %s, forwarding to %s", path, upstream_sock)
+    report(ready_fd, True)
+    if args.sigstop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    await stop.wait()
+    log.info("stopping")
+    await server.close()
+    await service.close()
+    upstream.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("cgproxy: not implemented yet", file=sys.stderr)
-    return 1
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="cgproxy: %(levelname)s: %(message)s",
+    )
+    if args.check_master:
+        return 0 if check_master(args.socket_dir) else 1
+    if os.geteuid() != 0:
+        log.error("Cgmanager proxy must be run as root")
+        return 1
+    if args.timeout <= 0:
+        log.error("--timeout must be positive")
+        return 2
+    from ..daemon.main import set_process_name
+
+    set_process_name("cgproxy")
+    try:
+        upstream_sock = prepare(args.socket_dir)
+    except (SetupError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    ready_fd = None
+    if args.daemon:
+        try:
+            ready_fd = daemonize(args.pidfile)
+        except OSError as e:
+            log.error("cannot daemonize: %s", e)
+            return 1
+    return asyncio.run(serve(args, upstream_sock, ready_fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
