@@ -52,6 +52,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -350,6 +351,16 @@ class Container:
         return problems
 
 
+
+def _checkout_dirs() -> list[str]:
+    """The repository and the interpreter's venv (when outside it), for read-only binds."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    dirs = [repo]
+    if not (venv + "/").startswith(repo + "/") and venv != "/usr":
+        dirs.append(venv)
+    return dirs
+
 def boot(
     parents: Mapping[str, str],
     *,
@@ -408,6 +419,9 @@ def boot(
         "--resolv-conf=off",
         "--timezone=off",
         "--console=read-only",
+        # the checkout (and its venv) at its own path: nspawn mounts a tmpfs over /tmp, which
+        # would hide a checkout living there (as CI's clone may)
+        *[f"--bind-ro={d}" for d in _checkout_dirs()],
         *extra_args,
         f"systemd.unit={unit}",
     ]
