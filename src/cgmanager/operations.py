@@ -92,12 +92,15 @@ class Manager:
         *,
         max_depth: int = 16,
         reaper: Reaper | None = None,
+        leaves: Mapping[str, str] | None = None,
     ) -> None:
         self.layout = layout
         self.trees = dict(trees)
         self.daemon = daemon
         self.max_depth = max_depth
         self.reaper = reaper
+        #: hierarchy key -> the leaf the daemon itself lives in (when started delegated)
+        self.leaves = dict(leaves or {})
         self._reserved = frozenset(c for h in layout.hierarchies for c in h.controllers)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -160,11 +163,29 @@ class Manager:
             names.check_new_name(part, self._reserved)
         return parts
 
+    def _guard(self, h: Hierarchy, path: str, shown: str) -> None:
+        """The daemon's own leaf is out of every client's reach."""
+        leaf = self.leaves.get(h.key)
+        if leaf is not None and names.is_under(path, leaf):
+            raise NotFound(f"cgroup {shown}: not found")
+
+    def _not_base(self, h: Hierarchy, path: str, shown: str) -> None:
+        """The cgroup the daemon was started in bounds everything it does, but its own
+        attributes belong to whoever delegated it (systemd: the unit's cgroup): never written
+        through the API."""
+        if path == self.base(h):
+            raise NotPermitted(
+                f"not permitted: {shown} is the cgroup this cgmanager was started in;"
+                " its attributes are not changed through cgmanager"
+            )
+
     def _below(self, party: Party, h: Hierarchy, parts: tuple[str, ...]) -> tuple[str, str, str]:
         """A relative-family target: (the party's cgroup, the target below it, how to show it)."""
         base = self.own(party, h)
         target = names.join(base, *parts)
-        return base, target, _show(h, target, base)
+        shown = _show(h, target, base)
+        self._guard(h, target, shown)
+        return base, target, shown
 
     def _lookup_target(self, req: Request, h: Hierarchy, cgroup: str) -> tuple[str, str]:
         """Resolve a lookup-family path and check it lies below the proxy's cgroup.
@@ -179,6 +200,7 @@ class Manager:
             shown = _show(h, path, base)
         bound = self.own(req.proxy, h)
         require_reach(path, bound, shown)
+        self._guard(h, path, shown)
         return path, shown
 
     # -- methods ----------------------------------------------------------------------------
@@ -219,8 +241,7 @@ class Manager:
 
     def _create_one(self, req: Request, h: Hierarchy, parts: tuple[str, ...]) -> bool:
         t, r = self.tree(h), req.r
-        base = self.own(req.requestor, h)
-        target = names.join(base, *parts)
+        base, target, _ = self._below(req.requestor, h, parts)
         depth = names.depth(target) - names.depth(self.base(h))
         if depth > self.max_depth:
             raise LimitExceeded(
@@ -278,6 +299,7 @@ class Manager:
 
         def one(h: Hierarchy) -> None:
             _, target, shown = self._below(req.requestor, h, parts)
+            self._not_base(h, target, shown)
             require_access(req.r, self._stat(h, target, None, shown), Access.READ_WRITE, shown)
             self._kernel(f"chown {shown}", lambda: self.tree(h).chown(target, uid, gid))
 
@@ -296,6 +318,7 @@ class Manager:
 
         def one(h: Hierarchy) -> None:
             _, target, shown = self._below(req.requestor, h, parts)
+            self._not_base(h, target, shown)
             require_access(req.r, self._stat(h, target, key, shown), Access.READ_WRITE, shown)
             self._kernel(f"chmod {shown}", lambda: self.tree(h).chmod(target, key, mode))
 
@@ -385,6 +408,7 @@ class Manager:
             raise InvalidArgument("invalid value: contains a NUL byte")
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
+        self._not_base(h, path, shown)
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
         if self._translates(h, path, key):
             read = lambda k: self._read_key(req, h, path, shown, k)  # noqa: E731
@@ -558,6 +582,7 @@ class Manager:
         reports the whole subtree in that state (``frozen 1`` / ``FROZEN``)."""
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
+        self._not_base(h, path, shown)  # freezing it would freeze the daemon too
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
         key = self._freezer_key(h)
         require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
@@ -577,6 +602,7 @@ class Manager:
         process through its pidfd, until the subtree is empty."""
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
+        self._not_base(h, path, shown)  # killing it would kill the daemon too
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
         t = self.tree(h)
         key = "cgroup.kill" if t.v2 else t.procs_file

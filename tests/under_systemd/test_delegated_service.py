@@ -11,9 +11,10 @@ nothing outside its delegated cgroup and never wrote the delegation point's attr
 (CGROUP_DELEGATION.md: "never write to any of the attributes of a cgroup systemd created for
 you"; the delegation point is systemd's), and that it stops cleanly.
 
-systemd here is 252: `DelegateSubgroup=` (254) does not exist, so the daemon must move itself
-into a leaf of its delegated cgroup on its own, before it reports readiness.  That behaviour is
-issue 6; the tests that need it are strict xfails whose reasons say exactly what is missing.
+systemd here is 252: `DelegateSubgroup=` (254) does not exist, so the daemon moves itself into
+a leaf of its delegated cgroup on its own (it recognises the delegation point by systemd's
+`trusted.delegate` mark), keeps that leaf out of its clients' reach, and reports readiness
+(Type=notify) only then.
 
 The tests of this module share one daemon and one tree and run in file order: the tests that
 restart and stop the service come last.
@@ -47,27 +48,6 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.t4
-
-ISSUE6_LEAF = (
-    "issue 6: on systemd 252 (no DelegateSubgroup=) the daemon must move itself from its "
-    "start-up cgroup (the Delegate=yes delegation point, which stays its bound) into a leaf "
-    "child of it before serving; today it stays in the delegation point"
-)
-ISSUE6_DP = (
-    "issue 6: requests must never change the delegation point itself (the daemon's start-up "
-    "cgroup: systemd owns its attributes) — SetValue/Chmod/Chown on it must be refused "
-    "(NotPermitted) even for root clients sitting there; today they are carried out"
-)
-ISSUE6_LEAF_GUARD = (
-    "issue 6: the daemon's own leaf must be out of every client's reach (no freeze, kill, "
-    "Create below, MovePid into, Remove, attribute writes); today there is no leaf"
-)
-ISSUE6_NOTIFY = (
-    "issue 6: with Type=notify the daemon must send READY=1 to $NOTIFY_SOCKET once it listens "
-    "and sits in its leaf (CGROUP_DELEGATION.md: move down before notifying readiness), so "
-    "units ordered After=cgmanager.service find it serving; today it never notifies"
-)
-
 
 @dataclass
 class Tree:
@@ -170,7 +150,7 @@ def test_shipped_unit_is_delegated_and_loads(service):
         "Delegate": "yes",
         "KillMode": "process",
         "Restart": "on-failure",
-        "Type": "simple",
+        "Type": "notify",
         "ActiveState": "active",
         "Result": "success",
     }
@@ -257,7 +237,6 @@ def test_startup_and_requests_never_write_the_delegation_point(service, tree):
     assert attributes(service.dp) == service.attrs_at_start
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE6_LEAF)
 def test_daemon_moves_itself_into_a_leaf_of_its_delegated_cgroup(service, tree):
     cg = service.control_group
     own = service.inner_cgroup(service.main_pid())
@@ -269,7 +248,6 @@ def test_daemon_moves_itself_into_a_leaf_of_its_delegated_cgroup(service, tree):
     assert service.client([call("ListChildren", "ss", "unified", "")], attach="").ok()
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE6_DP)
 @pytest.mark.parametrize(
     "op",
     [
@@ -300,7 +278,6 @@ def test_requests_cannot_change_the_delegation_point(service, tree, op):
     assert attributes(service.dp) == before
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE6_LEAF_GUARD)
 def test_the_daemons_leaf_is_out_of_clients_reach(service, tree):
     own = service.inner_cgroup(service.main_pid())
     assert posixpath.dirname(own) == service.control_group, f"no leaf: daemon runs in {own}"
@@ -330,7 +307,6 @@ def test_the_daemons_leaf_is_out_of_clients_reach(service, tree):
     )
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE6_NOTIFY)
 def test_notify_readiness_comes_after_the_leaf(service):
     """A second instance of the shipped unit with Type=notify (own socket and runtime
     directory): it must become active by itself, and be in its leaf by then."""

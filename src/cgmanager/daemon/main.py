@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--delegated",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="whether the start-up cgroup is a delegation point (systemd Delegate=yes): then "
+        "the daemon moves itself into a leaf 'cgmanager' below it and never changes it; auto "
+        "looks for systemd's trusted.delegate/user.delegate mark (default: %(default)s)",
+    )
+    p.add_argument(
         "--scm-timeout",
         metavar="SECONDS",
         type=float,

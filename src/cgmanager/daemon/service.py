@@ -8,7 +8,10 @@ import logging
 import os
 import resource
 import signal
+import socket
 
+from .. import names
+from ..cgroupfs import CgroupTree
 from ..dbus.server import Limits, Server
 from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
@@ -56,13 +59,69 @@ def raise_fd_limit(limits: Limits) -> None:
         log.warning("RLIMIT_NOFILE limited to %d (wanted %d)", hard, want)
 
 
+#: the leaf the daemon moves into when started in a delegated cgroup
+LEAF = "cgmanager"
+
+
+def is_delegation_point(tree: CgroupTree, path: str) -> bool:
+    """systemd marks the cgroups it delegates (Delegate=yes) with a ``trusted.delegate``
+    (system manager) or ``user.delegate`` (user manager) extended attribute."""
+    with tree.dirfd(path) as fd:
+        for name in ("trusted.delegate", "user.delegate"):
+            try:
+                if os.getxattr(fd, name).strip() == b"1":
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def enter_leaf(
+    args: argparse.Namespace, layout: Layout, trees: dict[str, CgroupTree], base: str
+) -> dict[str, str]:
+    """Under a delegating manager the daemon's start-up cgroup is the delegation point: it
+    stays the bound of everything, but the daemon itself moves into a leaf below it (systemd's
+    rule: no processes in inner nodes, and never act on the delegation point's attributes).
+    Returns {hierarchy key: leaf} for the operations to keep out of clients' reach."""
+    h = layout.v2
+    if h is None or args.delegated == "no":
+        return {}
+    t = trees[h.key]
+    if args.delegated == "auto" and not is_delegation_point(t, base):
+        return {}
+    leaf = names.join(base, LEAF)
+    t.mkdir(leaf)
+    t.move(leaf, os.getpid())
+    log.info("delegated cgroup %s: moved into %s", base, leaf)
+    return {h.key: leaf}
+
+
+def notify_ready() -> None:
+    """sd_notify(READY=1) for Type=notify units, once serving (and in the leaf)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(f"READY=1\nMAINPID={os.getpid()}".encode(), address)
+    except OSError as e:
+        log.warning("could not notify the service manager: %s", e)
+
+
 async def serve(args: argparse.Namespace, layout: Layout) -> int:
     loop = asyncio.get_running_loop()
     ns = Namespaces.of_self()
-    me = daemon_party(layout, ns)
+    me = daemon_party(layout, ns)  # the start-up cgroups: the bound of everything
     trees = open_trees(layout)
+    try:
+        leaves = enter_leaf(args, layout, trees, me.cgroup(layout.v2)) if layout.v2 else {}
+    except CgmError as e:
+        log.error("cannot move into a leaf of the delegated cgroup: %s", e)
+        return 1
     reaper = Reaper(loop)
-    manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper)
+    manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper, leaves=leaves)
     scm_server = ScmServer(timeout=args.scm_timeout)
     service = Service(manager, layout, ns, me, scm_server)
     limits = Limits()
@@ -78,6 +137,7 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("ready: serving %s", args.socket)
+    notify_ready()
     if args.sigstop:
         os.kill(os.getpid(), signal.SIGSTOP)
     await stop.wait()
