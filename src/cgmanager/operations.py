@@ -93,6 +93,7 @@ class Manager:
         max_depth: int = 16,
         reaper: Reaper | None = None,
         leaves: Mapping[str, str] | None = None,
+        quota: Mapping[str, int] | None = None,
     ) -> None:
         self.layout = layout
         self.trees = dict(trees)
@@ -101,6 +102,9 @@ class Manager:
         self.reaper = reaper
         #: hierarchy key -> the leaf the daemon itself lives in (when started delegated)
         self.leaves = dict(leaves or {})
+        #: v2 limits set on every cgroup delegated (chowned) to a non-root uid, e.g.
+        #: {"cgroup.max.descendants": 1000}: the kernel-native per-delegation quota
+        self.quota = dict(quota or {})
         self._reserved = frozenset(c for h in layout.hierarchies for c in h.controllers)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -298,10 +302,18 @@ class Manager:
         parts = self._relative(cgroup)
 
         def one(h: Hierarchy) -> None:
+            t = self.tree(h)
             _, target, shown = self._below(req.requestor, h, parts)
             self._not_base(h, target, shown)
             require_access(req.r, self._stat(h, target, None, shown), Access.READ_WRITE, shown)
-            self._kernel(f"chown {shown}", lambda: self.tree(h).chown(target, uid, gid))
+            if uid != 0:
+                self._no_foreign_processes(h, target, shown, uid, req.r.pid)
+                if t.v2:
+                    for key, limit in self.quota.items():  # before the hand-over
+                        self._kernel(
+                            f"quota of {shown}", lambda k=key, v=limit: t.write(target, k, str(v))
+                        )
+            self._kernel(f"chown {shown}", lambda: t.chown(target, uid, gid))
 
         self._each(self.layout.resolve(controller), one)
 
@@ -356,6 +368,38 @@ class Manager:
         if failures:
             raise failures[0]
 
+    def _no_foreign_processes(
+        self, h: Hierarchy, path: str, shown: str, uid: int, requestor: int
+    ) -> None:
+        """A delegatee never gets another user's processes: it could freeze, kill or starve
+        them (the kernel lets the owner of cgroup.kill and cgroup.procs do so).  The requestor
+        itself is exempt: it hands over its own cgroup knowingly (0.42's nstest; a login
+        manager about to drop privileges)."""
+        for pid in self.tree(h).procs_recursive(path):
+            if pid == requestor:
+                continue
+            try:
+                with Victim.open(pid, self.layout) as v:
+                    if v.uid != uid:
+                        raise NotPermitted(
+                            f"not permitted: {shown} holds process {pid} of another user than"
+                            f" uid {uid}; it cannot be delegated to uid {uid}"
+                        )
+            except NotFound:
+                continue
+
+    def _delegatee_accepts(self, req: Request, owner: int, v: Victim) -> bool:
+        """Whether a process may be placed in a cgroup delegated to uid *owner*: it is the
+        delegatee's own, or the delegatee itself (or root of a namespace mapping both) asks."""
+        r = req.r
+        return (
+            owner == 0
+            or v.pid == r.pid  # moving itself: consenting (pam_cgm does, before setuid)
+            or v.uid == owner
+            or r.uid == owner
+            or (r.root_in_userns and not r.is_host_root and r.maps_uid(owner) and r.maps_uid(v.uid))
+        )
+
     def _move_one(
         self, req: Request, h: Hierarchy, parts: tuple[str, ...], v: Victim, absolute: bool
     ) -> None:
@@ -366,9 +410,15 @@ class Manager:
             raise NotPermitted(
                 f"not permitted to move process {v.pid}: it is not in a {h.key} cgroup below the caller's"
             )
-        require_access(req.r, self._stat(h, target, None, shown), Access.READ, shown)
+        directory = self._stat(h, target, None, shown)
+        require_access(req.r, directory, Access.READ, shown)
         procs = self._stat(h, target, t.procs_file, shown)
         require_access(req.r, procs, Access.WRITE, f"{shown} {t.procs_file}")
+        if not self._delegatee_accepts(req, directory.uid, v):
+            raise NotPermitted(
+                f"not permitted to move process {v.pid} into {shown}: it is delegated to uid"
+                f" {req.r.uid_as_seen(directory.uid)}, and the process belongs to another user"
+            )
         self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
 
     def _read_key(self, req: Request, h: Hierarchy, path: str, shown: str, key: str) -> str:
@@ -420,7 +470,9 @@ class Manager:
             require_access(req.r, self._stat(h, path, k, shown), Access.WRITE, f"{shown} {k}")
         for k, v in writes:
             data = v if not v or v.endswith("\n") else v + "\n"
-            self._kernel(f"write {shown} {k}", lambda k=k, data=data: self.tree(h).write(path, k, data))
+            self._kernel(
+                f"write {shown} {k}", lambda k=k, data=data: self.tree(h).write(path, k, data)
+            )
 
     def remove(self, req: Request, controller: str, cgroup: str, recursive: bool) -> int:
         """Remove a cgroup (recursively by default in cgm); existed 1 / -1."""
@@ -577,7 +629,9 @@ class Manager:
             return "freezer.state"
         raise Unsupported(f"the {h.key} hierarchy cannot freeze; use freezer or unified")
 
-    def freeze(self, req: Request, controller: str, cgroup: str, frozen: bool) -> Callable[[], bool]:
+    def freeze(
+        self, req: Request, controller: str, cgroup: str, frozen: bool
+    ) -> Callable[[], bool]:
         """Start freezing (or thawing) a cgroup; returns a check that is true once the kernel
         reports the whole subtree in that state (``frozen 1`` / ``FROZEN``)."""
         h = self.layout.resolve_one(controller)
@@ -617,7 +671,9 @@ class Manager:
             for v in victims:
                 v.close()
 
-    def _kill_v1(self, req: Request, h: Hierarchy, path: str, shown: str, victims: list[Victim]) -> int:
+    def _kill_v1(
+        self, req: Request, h: Hierarchy, path: str, shown: str, victims: list[Victim]
+    ) -> int:
         t = self.tree(h)
         freezer = "freezer" in h.controllers
         if freezer:
@@ -653,7 +709,9 @@ class Manager:
             return self._kernel(f"events of {shown}", lambda: t.events(path))
         result = {"populated": int(self._kernel(f"events of {shown}", lambda: t.populated(path)))}
         if "freezer" in h.controllers:
-            result["frozen"] = int(self._read_key(req, h, path, shown, "freezer.state").strip() == "FROZEN")
+            result["frozen"] = int(
+                self._read_key(req, h, path, shown, "freezer.state").strip() == "FROZEN"
+            )
         return result
 
     def stat(self, req: Request, controller: str, cgroup: str) -> dict[str, int]:

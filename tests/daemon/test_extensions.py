@@ -75,7 +75,12 @@ def test_events_and_stat(place):
 def test_a_delegatee_cannot_freeze_or_kill_another_users_process(place, test_user):
     ok(place.py("Create", "ss", "unified", "d"))
     ok(place.py("Chown", "ssii", "unified", "d", test_user.uid, test_user.gid))
-    [root_proc] = sleepers(place, "unified", "d", 1)  # root's process, placed by root
+    root_proc = place.spawn(["sleep", "100"])
+    # the daemon refuses to place root's process in the user's cgroup ...
+    refused(place.py("MovePid", "ssi", "unified", "d", root_proc.pid), "NotPermitted")
+    # ... but an administrator may do it behind the daemon's back: the victim rule still holds
+    with open(place.path("unified") + "/d/cgroup.procs", "w") as f:
+        f.write(str(root_proc.pid))
     ok(place.py("Create", "ss", "unified", "d/own", user=test_user))
     refused(call(place, "Kill", "unified", "d", user=test_user), "NotPermitted")
     refused(call(place, "Freeze", "unified", "d", user=test_user), "NotPermitted")

@@ -64,14 +64,19 @@ def test_every_scm_method_matches_its_plain_twin(place):
     assert scm_call(place, "MovePidAbsScm", "pids", "/", second=victim) == {"ok": None}
     assert scm_call(place, "GetPidCgroupScm", "pids", second=victim) == {"ok": "/"}
     assert scm_call(place, "MovePidScm", "pids", "s/a", second=victim) == {"ok": None}
-    assert scm_call(place, "ChownScm", "pids", "s", second=(os.getpid(), 4242, 4343)) == {"ok": None}
-    st = os.stat(place.path("pids") + "/s/cgroup.procs")
+    # s holds root's sleeper: it may not be delegated to another user; an empty cgroup may
+    assert "error" in scm_call(place, "ChownScm", "pids", "s", second=(os.getpid(), 4242, 4343))
+    assert os.stat(place.path("pids") + "/s").st_uid == 0
+    scm_call(place, "CreateScm", "pids", "c")
+    assert scm_call(place, "ChownScm", "pids", "c", second=(os.getpid(), 4242, 4343)) == {"ok": None}
+    st = os.stat(place.path("pids") + "/c/cgroup.procs")
     assert (st.st_uid, st.st_gid) == (4242, 4343)
     assert scm_call(place, "RemoveOnEmptyScm", "pids", "s/a") == {"ok": None}
     assert os.path.isdir(place.path("pids") + "/s/a")
     sleeper.kill()
     assert wait_for(lambda: not os.path.exists(place.path("pids") + "/s/a"), timeout=15)
     assert scm_call(place, "PruneScm", "pids", "s") == {"ok": None}
+    assert scm_call(place, "RemoveScm", "pids", "c", 1) == {"ok": 1}
     assert scm_call(place, "RemoveScm", "pids", "s", 1) == {"ok": -1}
     assert not os.path.exists(place.path("pids") + "/s")
 

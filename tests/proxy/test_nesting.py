@@ -43,8 +43,13 @@ def test_second_level_container(containers, cgroots):
     assert host_cgroup(host_sleeper, "pids") == hpath(cgroots, "pids", f"{nest}/inner")
     assert ok(inside_b(ct.py_call, "GetPidCgroupAbs", "si", ("pids", sleeper))) == ("/inner",)
     assert ok(inside_b(ct.py_call, "GetTasks", "ss", ("pids", "inner"))) == ([sleeper],)
-    ok(inside_b(ct.py_call, "Chown", "ssii", ("pids", "inner", 5, 5)))
-    assert os.stat(f"{nest}/inner").st_uid == 101005
+    # B's root may not hand a cgroup holding its own process to its user 5 ...
+    assert inside_b(ct.py_call, "Chown", "ssii", ("pids", "inner", 5, 5))[0] == "err"
+    assert os.stat(f"{nest}/inner").st_uid == 101000
+    # ... but an empty one, yes
+    ok(inside_b(ct.py_call, "Create", "ss", ("pids", "inner5")))
+    ok(inside_b(ct.py_call, "Chown", "ssii", ("pids", "inner5", 5, 5)))
+    assert os.stat(f"{nest}/inner5").st_uid == 101005
     # A sees the same process under its own pid for it
     a_tasks = ok(a(ct.py_call, "GetTasks", "ss", ("pids", "nest/inner")))[0]
     assert len(a_tasks) == 1 and a_tasks[0] != 0

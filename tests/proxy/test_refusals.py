@@ -171,6 +171,10 @@ def test_scm_calls_to_the_proxy(box, cgroots):
     assert box(ct.scm_call, "GetPidCgroupAbsScm", ("pids",), None, (sleeper, 0, 0)) == ("ok", "/s")
     assert box(ct.scm_call, "GetValueScm", ("pids", "s", "pids.max"), None) == ("ok", "max")
     assert box(ct.scm_call, "ListChildrenScm", ("pids", ""), None) == ("ok", ["s"])
+    # s holds the container root's sleeper: not to be handed to a container user
+    assert box(ct.scm_call, "ChownScm", ("pids", "s"), None, (1, 1000, 1000))[0] == "err"
+    assert os.stat(f"{box.dirs['pids']}/s").st_uid == 100000
+    assert box(ct.scm_call, "MovePidAbsScm", ("pids", "/"), None, (sleeper, 0, 0)) == ("ok", None)
     assert box(ct.scm_call, "ChownScm", ("pids", "s"), None, (1, 1000, 1000)) == ("ok", None)
     assert os.stat(f"{box.dirs['pids']}/s").st_uid == 101000
     # a container user, for itself

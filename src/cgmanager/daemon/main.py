@@ -61,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--delegate-max-descendants",
+        metavar="N",
+        type=int,
+        help="on cgroup v2, set cgroup.max.descendants to N on every cgroup chowned to a "
+        "non-root user (a quota its new owner cannot raise)",
+    )
+    p.add_argument(
+        "--delegate-max-depth",
+        metavar="N",
+        type=int,
+        help="likewise cgroup.max.depth",
+    )
+    p.add_argument(
         "--delegated",
         choices=["auto", "yes", "no"],
         default="auto",
@@ -146,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_depth < 1:
         log.error("--max-depth must be at least 1")
         return 2
+    for opt in ("delegate_max_descendants", "delegate_max_depth"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 0:
+            log.error("--%s must not be negative", opt.replace("_", "-"))
+            return 2
     layout = discover_host(skip=args.skip, extra=args.mount)
     if args.print_layout:
         print(describe(layout))

@@ -121,7 +121,17 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
         log.error("cannot move into a leaf of the delegated cgroup: %s", e)
         return 1
     reaper = Reaper(loop)
-    manager = Manager(layout, trees, me, max_depth=args.max_depth, reaper=reaper, leaves=leaves)
+    quota = {
+        key: value
+        for key, value in (
+            ("cgroup.max.descendants", args.delegate_max_descendants),
+            ("cgroup.max.depth", args.delegate_max_depth),
+        )
+        if value is not None
+    }
+    manager = Manager(
+        layout, trees, me, max_depth=args.max_depth, reaper=reaper, leaves=leaves, quota=quota
+    )
     scm_server = ScmServer(timeout=args.scm_timeout)
     service = Service(manager, layout, ns, me, scm_server)
     limits = Limits()
