@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 
-from .. import __version__, mounts
+from .. import mounts
 from ..hierarchy import Layout, discover_host
+from ..process import add_common_options, set_process_name
 
 log = logging.getLogger("cgmanager")
 
@@ -98,24 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the host's cgroup mounts directly instead of private ones",
     )
-    p.add_argument("--daemon", action="store_true", help="detach and write a pidfile")
-    p.add_argument("--pidfile", default=DEFAULT_PIDFILE, help="(default: %(default)s)")
-    p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
     p.add_argument(
         "--print-layout", action="store_true", help="print the discovered hierarchies and exit"
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="(default: %(default)s)",
-    )
-    p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
-    p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
-    p.add_argument(
-        "--debug", dest="log_level", action="store_const", const="debug", help=argparse.SUPPRESS
-    )
-    p.add_argument("--version", action="version", version=__version__)
+    add_common_options(p, DEFAULT_PIDFILE)
     return p
 
 
@@ -138,16 +125,6 @@ def describe(layout: Layout) -> str:
         if items:
             lines.append(f"  {label}: {', '.join(items)}")
     return "\n".join(lines)
-
-
-def set_process_name(name: str) -> None:
-    """Show as *name* to pidof/ps (argv[0]), as the C daemon did; init scripts and 0.42's
-    tests find the daemon with ``pidof cgmanager``."""
-    try:
-        import setproctitle
-    except ImportError:  # still findable with `pidof -x`
-        return
-    setproctitle.setproctitle(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from ..dbus.server import Limits, Server
 from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
+from ..process import daemonize, report
 from ..requestor import Namespaces
 from .api import Service, daemon_party
 from .reaper import Reaper
@@ -110,7 +111,7 @@ def notify_ready() -> None:
         log.warning("could not notify the service manager: %s", e)
 
 
-async def serve(args: argparse.Namespace, layout: Layout) -> int:
+async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     ns = Namespaces.of_self()
     me = daemon_party(layout, ns)  # the start-up cgroups: the bound of everything
@@ -147,6 +148,7 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("ready: serving %s", args.socket)
+    report(ready_fd, True)
     notify_ready()
     if args.sigstop:
         os.kill(os.getpid(), signal.SIGSTOP)
@@ -160,22 +162,6 @@ async def serve(args: argparse.Namespace, layout: Layout) -> int:
     return 0
 
 
-def daemonize(pidfile: str) -> None:
-    """Detach (fork, setsid, fork) and record the pid, as 0.42's --daemon did."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    with open(pidfile, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-
-
 def run(args: argparse.Namespace, layout: Layout) -> int:
-    if args.daemon:
-        daemonize(args.pidfile)
-    return asyncio.run(serve(args, layout))
+    ready_fd = daemonize(args.pidfile) if args.daemon else None
+    return asyncio.run(serve(args, layout, ready_fd))

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from .. import __version__
+from ..process import add_common_options, daemonize, report, set_process_name
 from .setup import DEFAULT_SOCKET_DIR, SetupError, check_master, prepare, sock_path
 
 log = logging.getLogger("cgproxy")
@@ -41,9 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 if a cgmanager answers at DIR.lower/sock or DIR/sock, else 1; do nothing else",
     )
-    p.add_argument("--daemon", action="store_true", help="detach once ready and write a pidfile")
-    p.add_argument("--pidfile", default=DEFAULT_PIDFILE, help="(default: %(default)s)")
-    p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -51,50 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help="longest wait for the host cgmanager per forwarded call (default: %(default)s)",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="(default: %(default)s)",
-    )
-    p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
-    p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
-    p.add_argument(
-        "--debug", dest="log_level", action="store_const", const="debug", help=argparse.SUPPRESS
-    )
-    p.add_argument("--version", action="version", version=__version__)
+    add_common_options(p, DEFAULT_PIDFILE)
     return p
-
-
-def daemonize(pidfile: str) -> int:
-    """Detach (fork, setsid, fork) and record the pid.  The original parent exits only when
-    the proxy reports ready (or fails), so ``cgproxy --daemon && use-it`` has no race.
-    Returns the fd on which to report readiness (:func:`report`)."""
-    r, w = os.pipe()
-    if os.fork() > 0:
-        os.close(w)
-        ok = os.read(r, 1) == b"1"
-        os._exit(0 if ok else 1)
-    os.close(r)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    with open(pidfile, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    return w
-
-
-def report(fd: int | None, ok: bool) -> None:
-    if fd is None:
-        return
-    try:
-        os.write(fd, b"1" if ok else b"0")
-    finally:
-        os.close(fd)
 
 
 async def serve(args: argparse.Namespace, upstream_sock: str, ready_fd: int | None) -> int:
@@ -150,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         log.error("--timeout must be positive")
         return 2
-    from ..daemon.main import set_process_name
 
     set_process_name("cgproxy")
     try:

@@ -58,7 +58,6 @@ def _overflow(name: str) -> int:
         return 65534
 
 
-
 def upstream_error(
     method: str, e: Refused | CredentialRefused | Unavailable | ProtocolFailure
 ) -> CgmError:
@@ -79,9 +78,7 @@ def upstream_error(
 class ProxyService:
     """Binds the forwarding to D-Bus calls."""
 
-    def __init__(
-        self, upstream: Upstream, ns: Namespaces, relay: ScmServer | None = None
-    ) -> None:
+    def __init__(self, upstream: Upstream, ns: Namespaces, relay: ScmServer | None = None) -> None:
         self.upstream = upstream
         self.ns = ns
         self.relay = relay or ScmServer(timeout=upstream.timeout)
