@@ -34,7 +34,7 @@ def fds_from_ancdata(ancdata: list) -> list[int]:
     for level, ctype, data in ancdata:
         if level == SOL_SOCKET and ctype == SCM_RIGHTS:
             n = len(data) // 4
-            fds.extend(struct.unpack(f"{n}i", data[:n * 4]))
+            fds.extend(struct.unpack(f"{n}i", data[: n * 4]))
     return fds
 
 
@@ -50,6 +50,29 @@ def close_fds(fds) -> None:
             posix.close(fd)
         except OSError:
             pass
+
+
+def drain(sock, out) -> tuple[int, bool]:
+    """Send queued ``[memoryview, fds]`` items from the deque *out* until the socket would
+    block.  Fds go with the first bytes of their item and are closed once sent.  Returns
+    (bytes sent, whether the queue is now empty); a send failure raises OSError."""
+    sent = 0
+    while out:
+        item = out[0]
+        view, fds = item
+        try:
+            n = sock.sendmsg([view], rights(fds)) if fds else sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return sent, False
+        if n and fds:
+            close_fds(fds)
+            item[1] = []
+        sent += n
+        if n < len(view):
+            item[0] = view[n:]
+            return sent, False
+        out.popleft()
+    return sent, True
 
 
 def peer_credentials(sock) -> tuple[int, int, int]:

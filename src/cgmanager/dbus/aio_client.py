@@ -19,7 +19,15 @@ import socket
 from collections import deque
 
 from . import errors
-from ._unix import ANCBUF_SIZE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, close_fds, fds_from_ancdata, rights
+from ._unix import (
+    ANCBUF_SIZE,
+    MSG_CMSG_CLOEXEC,
+    MSG_CTRUNC,
+    close_fds,
+    drain,
+    fds_from_ancdata,
+    rights,
+)
 from .client import (
     DEFAULT_TIMEOUT,
     PROPERTIES,
@@ -46,8 +54,9 @@ __all__ = ["AsyncConnection", "DBusError", "connect"]
 class AsyncConnection:
     """An asyncio connection.  Create with ``await AsyncConnection.connect(address)``."""
 
-    def __init__(self, sock: socket.socket, unix_fd: bool, leftover: bytes,
-                 timeout: float | None) -> None:
+    def __init__(
+        self, sock: socket.socket, unix_fd: bool, leftover: bytes, timeout: float | None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
@@ -63,8 +72,9 @@ class AsyncConnection:
         self._loop.add_reader(self._fd, self._on_readable)
 
     @classmethod
-    async def connect(cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-                      unix_fd: bool = True) -> AsyncConnection:
+    async def connect(
+        cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT, unix_fd: bool = True
+    ) -> AsyncConnection:
         """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected)."""
         last: BaseException | None = None
         for path in parse_address(address):
@@ -84,8 +94,9 @@ class AsyncConnection:
         raise DBusError(errors.DISCONNECTED, f"cannot connect to {address}: {last}")
 
     @classmethod
-    async def _connect_one(cls, path: str, mechanism: str, unix_fd: bool,
-                           timeout: float | None) -> AsyncConnection:
+    async def _connect_one(
+        cls, path: str, mechanism: str, unix_fd: bool, timeout: float | None
+    ) -> AsyncConnection:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -111,9 +122,18 @@ class AsyncConnection:
 
     # ----------------------------------------------------------------------------------------
 
-    async def call(self, path: str, interface: str | None, member: str, signature: str = "",
-                   body=(), *, destination: str | None = None, no_reply: bool = False,
-                   timeout: float | None | type = ...) -> tuple:
+    async def call(
+        self,
+        path: str,
+        interface: str | None,
+        member: str,
+        signature: str = "",
+        body=(),
+        *,
+        destination: str | None = None,
+        no_reply: bool = False,
+        timeout: float | None | type = ...,
+    ) -> tuple:
         """Call a method; return the reply body (``()`` with ``no_reply``).  Raises
         :class:`DBusError` for error replies, timeouts (``NoReply``) and disconnection."""
         msg = method_call(path, interface, member, signature, body, destination, no_reply)
@@ -171,25 +191,14 @@ class AsyncConnection:
             self._writer = True
 
     def _on_writable(self) -> None:
-        while self._out:
-            item = self._out[0]
-            view, fds = item
-            try:
-                n = self._sock.sendmsg([view], rights(fds)) if fds else self._sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._fail(f"send failed: {exc}")
-                return
-            if n and fds:
-                close_fds(fds)
-                item[1] = []
-            if n < len(view):
-                item[0] = view[n:]
-                return
-            self._out.popleft()
-        self._loop.remove_writer(self._fd)
-        self._writer = False
+        try:
+            _, empty = drain(self._sock, self._out)
+        except OSError as exc:
+            self._fail(f"send failed: {exc}")
+            return
+        if empty:
+            self._loop.remove_writer(self._fd)
+            self._writer = False
 
     def _on_readable(self) -> None:
         try:
@@ -217,7 +226,7 @@ class AsyncConnection:
                 raw = bytes(buf[:size])
                 del buf[:size]
                 msg = parse_message(raw, self._fds)
-                del self._fds[:len(msg.fds)]
+                del self._fds[: len(msg.fds)]
                 self._deliver(msg)
         except ProtocolError as exc:
             self._fail(f"bad message from server: {exc}")
@@ -276,7 +285,8 @@ class _Rejected(Exception):
         self.error = error
 
 
-async def connect(address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-                  unix_fd: bool = True) -> AsyncConnection:
+async def connect(
+    address: str, *, timeout: float | None = DEFAULT_TIMEOUT, unix_fd: bool = True
+) -> AsyncConnection:
     """``await connect("unix:path=…")`` → :class:`AsyncConnection`."""
     return await AsyncConnection.connect(address, timeout=timeout, unix_fd=unix_fd)

@@ -33,6 +33,7 @@ from ._unix import (
     MSG_CTRUNC,
     SCM_MAX_FD,
     close_fds,
+    drain,
     fds_from_ancdata,
     rights,
 )
@@ -72,8 +73,14 @@ class _Drop(Exception):
 class Connection:
     """Server side of one client connection.  Created by :class:`~cgmanager.dbus.server.Server`."""
 
-    def __init__(self, server: Server, sock: socket.socket, peer: PeerCredentials,
-                 pidfd: int | None, unique_name: str) -> None:
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        peer: PeerCredentials,
+        pidfd: int | None,
+        unique_name: str,
+    ) -> None:
         self._server = server
         self._limits = server.limits
         self._dispatcher = server.dispatcher
@@ -130,8 +137,12 @@ class Connection:
         if self.closed:
             return
         self.close_reason = reason
-        log.log(logging.DEBUG if self._server._closing else logging.INFO,
-                "dropping %r: %s", self, reason)
+        log.log(
+            logging.DEBUG if self._server._closing else logging.INFO,
+            "dropping %r: %s",
+            self,
+            reason,
+        )
         self._teardown()
         task = self.task
         if task is not None and task is not asyncio.current_task() and not task.done():
@@ -189,8 +200,9 @@ class Connection:
             if self.closed:
                 raise EOFError
             try:
-                data, anc, flags, _addr = self._sock.recvmsg(_RECV_SIZE, ANCBUF_SIZE,
-                                                             MSG_CMSG_CLOEXEC)
+                data, anc, flags, _addr = self._sock.recvmsg(
+                    _RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC
+                )
             except (BlockingIOError, InterruptedError):
                 await self._readable(timeout)
                 continue
@@ -208,8 +220,7 @@ class Connection:
             return data
 
     async def _handshake(self) -> bytes:
-        sasl = ServerSasl(self._server.guid, unix_fd=True,
-                          max_line=self._limits.max_sasl_line)
+        sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=self._limits.max_sasl_line)
         try:
             async with asyncio.timeout(self._limits.sasl_timeout):
                 while True:
@@ -223,8 +234,13 @@ class Connection:
         except TimeoutError:
             raise _Drop("handshake not completed in time") from None
         self.unix_fd = sasl.unix_fd_negotiated
-        log.debug("%r authenticated (%s, claimed %r, unix fds %s)", self, sasl.mechanism,
-                  sasl.claimed_identity, self.unix_fd)
+        log.debug(
+            "%r authenticated (%s, claimed %r, unix fds %s)",
+            self,
+            sasl.mechanism,
+            sasl.claimed_identity,
+            self.unix_fd,
+        )
         return step.leftover
 
     async def _messages(self, leftover: bytes) -> None:
@@ -259,7 +275,7 @@ class Connection:
                     del buf[:size]
                 msg = parse_message(raw, pending)
                 if msg.fds:
-                    del pending[:len(msg.fds)]
+                    del pending[: len(msg.fds)]
                 if msg.type != METHOD_CALL:
                     close_fds(msg.fds)  # replies, errors, signals: nothing to do here
                     continue
@@ -288,14 +304,28 @@ class Connection:
             log.error("cannot marshal reply to %s (signature %r): %s", self, msg.signature, exc)
             self._discard(msg)
             data, fds = serialise_message(
-                Message(ERROR, error_name=errors.FAILED, reply_serial=msg.reply_serial,
-                        signature="s", body=("internal error",)), self._serial)
+                Message(
+                    ERROR,
+                    error_name=errors.FAILED,
+                    reply_serial=msg.reply_serial,
+                    signature="s",
+                    body=("internal error",),
+                ),
+                self._serial,
+            )
         if fds and (not self.unix_fd or len(fds) > SCM_MAX_FD):
             log.error("reply to %r carries %d fds, which it cannot receive", self, len(fds))
             close_fds(fds)
             data, fds = serialise_message(
-                Message(ERROR, error_name=errors.FAILED, reply_serial=msg.reply_serial,
-                        signature="s", body=("cannot pass file descriptors",)), self._serial)
+                Message(
+                    ERROR,
+                    error_name=errors.FAILED,
+                    reply_serial=msg.reply_serial,
+                    signature="s",
+                    body=("cannot pass file descriptors",),
+                ),
+                self._serial,
+            )
         self._write(data, fds)
 
     @staticmethod
@@ -332,35 +362,22 @@ class Connection:
         self._out.append([view, fds])
         self._out_size += len(view)
         if self._out_size > self._limits.max_output_buffer:
-            self.abort(f"client is not reading its replies "
-                       f"({self._out_size} bytes queued)")
+            self.abort(f"client is not reading its replies ({self._out_size} bytes queued)")
             return
         if not self._writer_registered:
             self._loop.add_writer(self._fd, self._on_writable)
             self._writer_registered = True
 
     def _on_writable(self) -> None:
-        out = self._out
-        while out:
-            item = out[0]
-            view, fds = item
-            try:
-                n = self._sock.sendmsg([view], rights(fds)) if fds else self._sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.abort(f"send failed: {exc}")
-                return
-            if n and fds:
-                close_fds(fds)
-                item[1] = []
-            self._out_size -= n
-            if n < len(view):
-                item[0] = view[n:]
-                return
-            out.popleft()
-        self._loop.remove_writer(self._fd)
-        self._writer_registered = False
+        try:
+            sent, empty = drain(self._sock, self._out)
+        except OSError as exc:
+            self.abort(f"send failed: {exc}")
+            return
+        self._out_size -= sent
+        if empty:
+            self._loop.remove_writer(self._fd)
+            self._writer_registered = False
 
 
 def _wake(fut: asyncio.Future) -> None:
