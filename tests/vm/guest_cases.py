@@ -377,8 +377,10 @@ def move_pid_and_internal_processes(ctx: Ctx) -> dict[str, Any]:
     return obs
 
 
-CLIENT_IN_LEAF = r"""
-import json, sys
+#: the start of the client scripts run in child processes: wait for "go", connect, and t()
+#: records each call's result or error
+CLIENT_PRELUDE = r"""
+import json, os, sys
 from cgmanager.dbus.client import connect
 from cgmanager.dbus.errors import DBusError
 sys.stdin.readline()
@@ -390,6 +392,9 @@ def t(method, sig, *args):
         return {"ok": True, "value": body[0] if len(body) == 1 else list(body)}
     except DBusError as e:
         return {"ok": False, "error": e.name, "message": e.message}
+"""
+
+CLIENT_IN_LEAF = CLIENT_PRELUDE + r"""
 out = {}
 import os
 out["own"] = t("GetPidCgroup", "si", "memory", os.getpid())
@@ -420,19 +425,7 @@ def client_in_leaf(ctx: Ctx) -> dict[str, Any]:
     return obs
 
 
-DELEGATED_CLIENT = r"""
-import json, os, sys
-from cgmanager.dbus.client import connect
-from cgmanager.dbus.errors import DBusError
-sys.stdin.readline()
-c = connect(sys.argv[1], timeout=60)
-def t(method, sig, *args):
-    try:
-        body = c.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0",
-                      method, sig, args, timeout=60)
-        return {"ok": True, "value": body[0] if len(body) == 1 else list(body)}
-    except DBusError as e:
-        return {"ok": False, "error": e.name, "message": e.message}
+DELEGATED_CLIENT = CLIENT_PRELUDE + r"""
 def direct(path, value):
     try:
         with open(path, "w") as f:
