@@ -139,6 +139,17 @@ def parse_starttime(stat_text: str) -> int:
     return int(rest[19])  # rest[0] is field 3 (state)
 
 
+def overflow_id(name: str) -> int:
+    """``/proc/sys/kernel/overflowuid`` or ``overflowgid``: what the kernel shows for an id that
+    is not mapped into the reader's namespace (65534 unless changed).  Such an id in a
+    credential means "unknown", never an identity."""
+    try:
+        with open(f"/proc/sys/kernel/{name}") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
 class ProcDir:
     """``/proc/<pid>`` opened as a directory fd and tied to one process.
 

@@ -25,24 +25,16 @@ from dataclasses import dataclass
 from .. import scm
 from ..errors import CgmError, LimitExceeded, NotPermitted
 from ..permission import Credentials
+from ..procfs import overflow_id
 
 log = logging.getLogger(__name__)
 
 SO_PASSPIDFD = 76
 SCM_PIDFD = 4
-OVERFLOW_ID = 65534
 DEFAULT_TIMEOUT = 5.0
 MAX_PENDING = 1024
 MAX_PENDING_PER_CONNECTION = 32
 _ANC = socket.CMSG_SPACE(scm.UCRED.size) + socket.CMSG_SPACE(4)
-
-
-def _overflow(name: str, default: int = OVERFLOW_ID) -> int:
-    try:
-        with open(f"/proc/sys/kernel/{name}") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return default
 
 
 @dataclass
@@ -72,8 +64,8 @@ class ScmServer:
         self.timeout = timeout
         self._tasks: set[asyncio.Task] = set()
         self._per_conn: dict[str, int] = {}
-        self._overflow_uid = _overflow("overflowuid")
-        self._overflow_gid = _overflow("overflowgid")
+        self._overflow_uid = overflow_id("overflowuid")
+        self._overflow_gid = overflow_id("overflowgid")
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -32,7 +32,7 @@ from ..dbus.errors import DBusError
 from ..dbus.objects import Interface, Method, MethodCall, Property
 from ..errors import CgmError, InvalidArgument, NotFound, NotPermitted
 from ..permission import UNMAPPED_ID
-from ..procfs import ProcDir
+from ..procfs import ProcDir, overflow_id
 from ..requestor import Namespaces
 from .upstream import (
     CredentialRefused,
@@ -48,14 +48,6 @@ audit = logging.getLogger("cgproxy.audit")
 PID_GATED = frozenset({"GetPidCgroup", "GetPidCgroupAbs", "MovePid", "MovePidAbs"})
 USERNS_GATED = frozenset({"Chown"})
 Cred = tuple[int, int, int]
-
-
-def _overflow(name: str) -> int:
-    try:
-        with open(f"/proc/sys/kernel/{name}") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 65534
 
 
 def upstream_error(
@@ -83,8 +75,8 @@ class ProxyService:
         self.ns = ns
         self.relay = relay or ScmServer(timeout=upstream.timeout)
         self.euid, self.egid = os.geteuid(), os.getegid()
-        self._overflow_uid = _overflow("overflowuid")
-        self._overflow_gid = _overflow("overflowgid")
+        self._overflow_uid = overflow_id("overflowuid")
+        self._overflow_gid = overflow_id("overflowgid")
 
     # -- who asks ----------------------------------------------------------------------------
 
