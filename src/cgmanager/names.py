@@ -41,6 +41,8 @@ KERNEL_CONTROLLERS = frozenset(
 
 #: v1 core files that are not prefixed with ``cgroup.``.
 _V1_CORE_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
+#: the daemon's own v2 leaf (operations.V2_LEAF): never a client's cgroup
+_RESERVED = frozenset({".cgm_leaf"})
 
 
 def _check_text(s: str, what: str) -> None:
@@ -140,6 +142,8 @@ def check_new_name(name: str, extra_controllers: frozenset[str] = frozenset()) -
     _check_component(name, "cgroup name")
     if name in _V1_CORE_FILES:
         raise InvalidArgument(f"invalid cgroup name '{name}': it is the name of a kernel file")
+    if name in _RESERVED:
+        raise InvalidArgument(f"invalid cgroup name '{name}': reserved for cgmanager itself")
     prefix, dot, _ = name.partition(".")
     if dot and (prefix == "cgroup" or prefix in KERNEL_CONTROLLERS or prefix in extra_controllers):
         raise InvalidArgument(

@@ -22,13 +22,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from . import names, translate
 from .cgroupfs import CgroupTree
-from .errors import CgmError, InvalidArgument, LimitExceeded, NotFound, NotPermitted, Unsupported
+from .errors import (
+    Busy,
+    CgmError,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    NotPermitted,
+    Unsupported,
+)
 from .hierarchy import Hierarchy, Layout
 from .permission import (
     Access,
@@ -46,6 +54,10 @@ from .victim import Victim
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: where the daemon moves a v2 cgroup's processes when a controller must be enabled for its
+#: children (the no-internal-process rule); reserved, hidden, and transparent to clients
+V2_LEAF = ".cgm_leaf"
 
 #: largest value SetValue writes (cgroup files take far less; this bounds memory per request)
 MAX_VALUE = 1 << 20
@@ -116,9 +128,16 @@ class Manager:
         """The daemon's own cgroup: the bound of everything it does in *h*."""
         return self.daemon.cgroup(h)
 
+    @staticmethod
+    def _logical(h: Hierarchy, path: str) -> str:
+        """A process in X/.cgm_leaf counts as being in X: the daemon put it there."""
+        if h.version == 2 and path.endswith("/" + V2_LEAF):
+            return names.parent(path)
+        return path
+
     def own(self, party: Party, h: Hierarchy) -> str:
         """*party*'s cgroup in *h*, which must lie within the daemon's subtree."""
-        path = party.cgroup(h)
+        path = self._logical(h, party.cgroup(h))
         if not names.is_under(path, self.base(h)):
             raise NotFound(f"process {party.cred.pid} is outside this cgmanager's {h.key} subtree")
         return path
@@ -226,6 +245,7 @@ class Manager:
         base = self.own(req.proxy if absolute else req.requestor, h)
         with Victim.open(pid, self.layout, pidfd) as v:
             where = v.cgroups.get(h.key)
+        where = where and self._logical(h, where)
         if where is None or not names.is_under(where, base):
             raise NotFound(f"process {pid}: not found in a {h.key} cgroup below the caller's")
         rel = names.relative_to(where, base)
@@ -240,10 +260,21 @@ class Manager:
         if not parts:
             return -1
         hs = self.layout.resolve(controller)
-        existed = self._each(hs, lambda h: self._create_one(req, h, parts))
+        names_asked = [c for c in controller.split(",") if c]
+        existed = self._each(
+            hs,
+            lambda h: self._create_one(
+                req, h, parts, [c for c in names_asked if h.version == 2 and c in h.controllers]
+            ),
+        )
         return 1 if any(existed) else -1
 
-    def _create_one(self, req: Request, h: Hierarchy, parts: tuple[str, ...]) -> bool:
+    def _create_one(
+        self, req: Request, h: Hierarchy, parts: tuple[str, ...], wanted: Sequence[str] = ()
+    ) -> bool:
+        """Create the components below the requestor's cgroup; on v2, *wanted* controllers
+        (the v2 controllers the client named, e.g. ``memory``) are enabled top-down from the
+        requestor's own cgroup so the new cgroup has them — never above it."""
         t, r = self.tree(h), req.r
         base, target, _ = self._below(req.requestor, h, parts)
         depth = names.depth(target) - names.depth(self.base(h))
@@ -253,6 +284,8 @@ class Manager:
             )
         cur, existed = base, True
         for part in parts:
+            if wanted:
+                self._enable(req, h, cur, _show(h, cur, base), list(wanted))
             nxt = names.join(cur, part)
             shown = _show(h, nxt, base)
             if t.exists(nxt):
@@ -406,6 +439,7 @@ class Manager:
         t = self.tree(h)
         base, target, shown = self._below(req.proxy if absolute else req.requestor, h, parts)
         where = v.cgroups.get(h.key)
+        where = where and self._logical(h, where)
         if where is None or not names.is_under(where, base):
             raise NotPermitted(
                 f"not permitted to move process {v.pid}: it is not in a {h.key} cgroup below the caller's"
@@ -419,7 +453,86 @@ class Manager:
                 f"not permitted to move process {v.pid} into {shown}: it is delegated to uid"
                 f" {req.r.uid_as_seen(directory.uid)}, and the process belongs to another user"
             )
-        self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
+        try:
+            self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
+        except Busy:
+            if not t.v2:
+                raise
+            # target passes controllers to its children: processes live in its leaf
+            leaf = self._leaf(h, target)
+            self._kernel(f"move {v.pid} to {shown}", lambda: t.move(leaf, v.pid))
+
+    def _leaf(self, h: Hierarchy, path: str) -> str:
+        """path/.cgm_leaf, created if needed and owned like *path* (so its owner keeps the
+        same control over the processes moved there)."""
+        t = self.tree(h)
+        leaf = names.join(path, V2_LEAF)
+        if self._kernel(f"create {leaf}", lambda: t.mkdir(leaf)):
+            st = t.stat(path)
+            if st.st_uid != 0 or st.st_gid != 0:
+                t.chown(leaf, st.st_uid, st.st_gid)
+        return leaf
+
+    def _make_room(self, req: Request, h: Hierarchy, path: str, shown: str) -> bool:
+        """Move the processes of *path* into its leaf so controllers can be enabled for its
+        children.  Only if the requestor may move every one of them; False if none."""
+        t = self.tree(h)
+        pids = t.procs(path)
+        if not pids:
+            return False
+        for pid in pids:
+            try:
+                with Victim.open(pid, self.layout) as v:
+                    if not may_move(req.r, v.pid, v.uid):
+                        raise Busy(
+                            f"{shown} holds processes of other users; controllers cannot be"
+                            " enabled for its children (cgroup v2 allows no processes there)"
+                        )
+            except NotFound:
+                continue
+        leaf = self._leaf(h, path)
+        for pid in pids:
+            try:
+                t.move(leaf, pid)
+            except NotFound:
+                continue  # exited meanwhile
+        log.info("moved %d process(es) of %s:%s into %s", len(pids), h.key, path, V2_LEAF)
+        return True
+
+    def _enable(self, req: Request, h: Hierarchy, path: str, shown: str, wanted: list[str]) -> None:
+        """Make *wanted* v2 controllers available to the children of *path*."""
+        t = self.tree(h)
+        have = set(t.read(path, "cgroup.subtree_control").split())
+        missing = [c for c in wanted if c not in have]
+        if not missing:
+            return
+        available = set(t.read(path, "cgroup.controllers").split())
+        for c in missing:
+            if c not in available:
+                raise Unsupported(
+                    f"controller {c} is not available in {shown}: it must be enabled above it"
+                )
+        key = "cgroup.subtree_control"
+        require_access(req.r, self._stat(h, path, key, shown), Access.WRITE, f"{shown} {key}")
+        self._write_subtree_control(req, h, path, shown, " ".join("+" + c for c in missing))
+
+    def _write_subtree_control(
+        self, req: Request, h: Hierarchy, path: str, shown: str, value: str
+    ) -> None:
+        t = self.tree(h)
+        what = f"write {shown} cgroup.subtree_control"
+        try:
+            try:
+                self._kernel(what, lambda: t.write(path, "cgroup.subtree_control", value))
+            except Busy:
+                if not self._make_room(req, h, path, shown):
+                    raise
+                self._kernel(what, lambda: t.write(path, "cgroup.subtree_control", value))
+        except NotFound:  # the kernel's ENOENT: a controller its parent does not pass on
+            raise Unsupported(
+                f"{what}: a controller in {value.strip()!r} is not available in {shown};"
+                " it must be enabled above it first"
+            ) from None
 
     def _read_key(self, req: Request, h: Hierarchy, path: str, shown: str, key: str) -> str:
         names.check_key(key)
@@ -470,6 +583,9 @@ class Manager:
             require_access(req.r, self._stat(h, path, k, shown), Access.WRITE, f"{shown} {k}")
         for k, v in writes:
             data = v if not v or v.endswith("\n") else v + "\n"
+            if h.version == 2 and k == "cgroup.subtree_control":
+                self._write_subtree_control(req, h, path, shown, data)
+                continue
             self._kernel(
                 f"write {shown} {k}", lambda k=k, data=data: self.tree(h).write(path, k, data)
             )
@@ -497,13 +613,20 @@ class Manager:
             parent = names.parent(d)
             pshown = _show(h, parent, base)
             require_access(req.r, self._stat(h, parent, None, pshown), Access.WRITE, pshown)
+        if not recursive and t.v2 and t.children(working) == [V2_LEAF]:
+            recursive = True  # only the daemon's leaf below: it goes with its cgroup
         self._kernel(f"remove {shown}", lambda: t.remove(working, recursive))
         return True
 
     def _tasks(self, h: Hierarchy, path: str) -> list[int]:
         t = self.tree(h)
-        # v1: the threads of `tasks`, as 0.42 listed; v2: processes
-        return t.procs(path) if t.v2 else t.threads(path)
+        if not t.v2:
+            return t.threads(path)  # v1: the threads of `tasks`, as 0.42 listed
+        pids = t.procs(path)
+        leaf = names.join(path, V2_LEAF)
+        if t.exists(leaf):
+            pids += t.procs(leaf)
+        return pids
 
     def get_tasks(self, req: Request, controller: str, cgroup: str) -> list[int]:
         h = self.layout.resolve_one(controller)
@@ -533,7 +656,8 @@ class Manager:
         h = self.layout.resolve_one(controller)
         path, shown = self._lookup_target(req, h, cgroup)
         require_access(req.r, self._stat(h, path, None, shown), Access.READ, shown)
-        return self._kernel(f"list {shown}", lambda: self.tree(h).children(path))
+        kids = self._kernel(f"list {shown}", lambda: self.tree(h).children(path))
+        return [k for k in kids if not (h.version == 2 and k == V2_LEAF)]
 
     def list_keys(
         self, req: Request, controller: str, cgroup: str
