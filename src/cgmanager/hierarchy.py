@@ -322,8 +322,11 @@ def discover(
     missing = tuple(e for e in extra if e.strip() and e.strip() not in known)
     disabled = frozenset(n for n, r in rows.items() if not r.enabled)
     v2_ctrls = set(v2.controllers) if v2 else set()
+    v2_names = set(v2.names) if v2 else set()  # incl. the v1 names v2 answers to
     unbound = frozenset(
-        n for n, r in rows.items() if r.enabled and n not in bound and n not in v2_ctrls
+        n
+        for n, r in rows.items()
+        if r.enabled and n not in bound and n not in v2_ctrls and n not in v2_names
     )
     return Layout(tuple(served), disabled, unbound, skipped, missing)
 
