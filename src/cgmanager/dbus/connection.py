@@ -303,30 +303,23 @@ class Connection:
         except MarshalError as exc:
             log.error("cannot marshal reply to %s (signature %r): %s", self, msg.signature, exc)
             self._discard(msg)
-            data, fds = serialise_message(
-                Message(
-                    ERROR,
-                    error_name=errors.FAILED,
-                    reply_serial=msg.reply_serial,
-                    signature="s",
-                    body=("internal error",),
-                ),
-                self._serial,
-            )
+            data, fds = self._failure(msg, "internal error")
         if fds and (not self.unix_fd or len(fds) > SCM_MAX_FD):
             log.error("reply to %r carries %d fds, which it cannot receive", self, len(fds))
             close_fds(fds)
-            data, fds = serialise_message(
-                Message(
-                    ERROR,
-                    error_name=errors.FAILED,
-                    reply_serial=msg.reply_serial,
-                    signature="s",
-                    body=("cannot pass file descriptors",),
-                ),
-                self._serial,
-            )
+            data, fds = self._failure(msg, "cannot pass file descriptors")
         self._write(data, fds)
+
+    def _failure(self, msg: Message, text: str) -> tuple[bytes, list[int]]:
+        """A ``Failed`` error in place of a reply that cannot be sent as it is."""
+        failed = Message(
+            ERROR,
+            error_name=errors.FAILED,
+            reply_serial=msg.reply_serial,
+            signature="s",
+            body=(text,),
+        )
+        return serialise_message(failed, self._serial)
 
     @staticmethod
     def _discard(msg: Message) -> None:
