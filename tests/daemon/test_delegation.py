@@ -1,23 +1,17 @@
 """Delegation done right: the per-delegation quota, and no other user's processes in a
 delegatee's subtree (with the self-move and own-cgroup cases 0.42 clients rely on)."""
 
-import ast
 import os
 import sys
 from dataclasses import replace
 
 import pytest
 
+from .replies import ok, refused
+
 pytestmark = pytest.mark.t3
 
 
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return ast.literal_eval(cp.stdout.strip())
-
-
-def refused(cp, kind):
-    assert cp.returncode != 0 and f"Error.{kind}" in cp.stdout, cp.stdout + cp.stderr
 
 
 def read(path):

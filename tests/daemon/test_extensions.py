@@ -1,12 +1,13 @@
 """org.linuxcontainers.cgmanager1: freeze/thaw (waiting for the kernel), kill (v2
 cgroup.kill, v1 fallback), events and stat — under the same permission model as 0_0."""
 
-import ast
 
 import pytest
 from kernel.helpers import wait_for
 
 from cgmanager.daemon.api import INTERFACE1
+
+from .replies import ok, refused
 
 pytestmark = pytest.mark.t3
 
@@ -15,13 +16,6 @@ def call(place, method, *args, user=None):
     return place.py(method, "ss", *args, user=user, iface=INTERFACE1)
 
 
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return ast.literal_eval(cp.stdout.strip())
-
-
-def refused(cp, kind):
-    assert cp.returncode != 0 and f"Error.{kind}" in cp.stdout, cp.stdout + cp.stderr
 
 
 def sleepers(place, key, cgroup, n=2, user=None):

@@ -1,21 +1,15 @@
 """T1 through the daemon: controllers enabled top-down on Create, and the no-internal-process
 rule met with the daemon's `.cgm_leaf` (hugetlb is this machine's one v2 controller)."""
 
-import ast
 import os
 
 import pytest
 
+from .replies import ok, refused
+
 pytestmark = [pytest.mark.t1, pytest.mark.t3]
 
 
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return ast.literal_eval(cp.stdout.strip())
-
-
-def refused(cp, kind):
-    assert cp.returncode != 0 and f"Error.{kind}" in cp.stdout, cp.stdout + cp.stderr
 
 
 def read(path):
