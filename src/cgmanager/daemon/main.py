@@ -8,6 +8,7 @@ import os
 import sys
 
 from .. import mounts
+from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
 from ..process import add_common_options, set_process_name
 
@@ -90,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an Scm request may wait for its client's credentials (default: %(default)s)",
     )
     p.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=int,
+        default=Limits.max_connections,
+        help="client connections open at once; further ones are closed at once "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections-per-uid",
+        metavar="N",
+        type=int,
+        default=Limits.max_connections_per_uid,
+        help="likewise per client uid, as the kernel reports it (default: %(default)s)",
+    )
+    p.add_argument(
         "--fs-dir",
         default=mounts.DEFAULT_FS_DIR,
         help="where the private hierarchy mounts go (default: %(default)s)",
@@ -136,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_depth < 1:
         log.error("--max-depth must be at least 1")
         return 2
+    for opt in ("max_connections", "max_connections_per_uid"):
+        if getattr(args, opt) < 1:
+            log.error("--%s must be at least 1", opt.replace("_", "-"))
+            return 2
     for opt in ("delegate_max_descendants", "delegate_max_depth"):
         if getattr(args, opt) is not None and getattr(args, opt) < 0:
             log.error("--%s must not be negative", opt.replace("_", "-"))

@@ -12,7 +12,8 @@ import socket
 
 from .. import names
 from ..cgroupfs import CgroupTree
-from ..dbus.server import Limits, Server
+from ..dbus.limits import Limits
+from ..dbus.server import Server
 from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
@@ -135,7 +136,8 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     )
     scm_server = ScmServer(timeout=args.scm_timeout)
     service = Service(manager, layout, ns, me, scm_server)
-    limits = Limits()
+    limits = Limits(max_connections=args.max_connections,
+                    max_connections_per_uid=args.max_connections_per_uid)
     raise_fd_limit(limits)
     server = Server(service.objects(), limits=limits)
     try:
