@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import NotFound
 from .hierarchy import Hierarchy, Layout
 from .permission import Credentials, Identity
-from .procfs import ProcDir
+from .procfs import CgroupLine, IdMap, ProcDir, parse_cgroup
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,13 @@ class Namespaces:
 
 
 def cgroups_of(d: ProcDir, layout: Layout) -> dict[str, str]:
+    return _cgroups_from(d.cgroups(), layout)
+
+
+def _cgroups_from(lines: list[CgroupLine], layout: Layout) -> dict[str, str]:
     return {
         h.key: path
-        for h, path in layout.for_lines(
-            line for line in d.cgroups() if not line.outside_namespace
-        ).items()
+        for h, path in layout.for_lines(line for line in lines if not line.outside_namespace).items()
     }
 
 
@@ -72,3 +74,93 @@ def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | Non
             same_userns=d.namespace("user") == ns.user,
         )
         return Party(identity, cgroups_of(d, layout))
+
+
+class Peer:
+    """The peer of one connection, identified once and re-checked cheaply on every request.
+
+    Why: reading a requestor's facts from /proc costs more than most requests' real work.
+    What may change during a connection, and how each is handled:
+
+    * the process — never: ``/proc/<pid>`` is opened once, pinned by the connection's pidfd;
+      once the process exits every read through it fails, so a reused pid is never read;
+    * its pid namespace — never (a process's own pid namespace is fixed for its life);
+    * its user namespace (setns/unshare) — ``ns/user`` is stat'ed on every request; id maps
+      are kept only for a namespace held open by an fd, so its inode cannot be reused, and only
+      once written (an empty map may still be written, a written one never changes);
+    * its cgroups (the client, or anyone, may move it) — ``/proc/<pid>/cgroup`` is read on
+      every request; only its parse is reused when the text is unchanged.
+    """
+
+    __slots__ = ("cred", "layout", "ns", "proc", "same_pidns", "_userns", "_nsfd", "_maps",
+                 "_cgroup_text", "_party")
+
+    def __init__(self, cred: Credentials, layout: Layout, ns: Namespaces,
+                 pidfd: int | None) -> None:
+        if cred.pid <= 0:
+            raise NotFound("requestor not visible in the daemon's pid namespace")
+        self.cred = cred
+        self.layout = layout
+        self.ns = ns
+        self.proc = ProcDir(cred.pid, pidfd)
+        try:
+            self.same_pidns = self.proc.namespace("pid") == ns.pid
+        except BaseException:
+            self.proc.close()
+            raise
+        self._userns: tuple[int, int] | None = None
+        self._nsfd = -1
+        self._maps: tuple[IdMap, IdMap] | None = None
+        self._cgroup_text: str | None = None
+        self._party: Party | None = None
+
+    def party(self) -> Party:
+        """The requestor's facts as of now."""
+        proc = self.proc
+        userns = proc.namespace("user")
+        text = proc.read("cgroup")
+        party = self._party
+        if party is not None and userns == self._userns and text == self._cgroup_text:
+            return party
+        maps = self._maps if userns == self._userns else None
+        if maps is None:
+            maps = self._pin_maps(userns)
+        identity = Identity(self.cred, maps[0], maps[1], same_pidns=self.same_pidns,
+                            same_userns=userns == self.ns.user)
+        if party is not None and text == self._cgroup_text:
+            cgroups = party.cgroups
+        else:
+            cgroups = _cgroups_from(parse_cgroup(text), self.layout)
+        party = Party(identity, cgroups)
+        if self._userns == userns:  # maps pinned: the whole party may be reused
+            self._party, self._cgroup_text = party, text
+        return party
+
+    def _pin_maps(self, userns: tuple[int, int]) -> tuple[IdMap, IdMap]:
+        self._unpin()
+        maps = (self.proc.uid_map(), self.proc.gid_map())
+        if not maps[0].ranges or not maps[1].ranges:
+            return maps  # not written yet: read again next time
+        if userns == self.ns.user:  # the daemon's own namespace: the daemon pins it
+            self._userns, self._maps = userns, maps
+            return maps
+        try:
+            fd = os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.proc.fd)
+        except OSError:
+            return maps
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != userns:  # it changed namespace meanwhile: don't keep
+            os.close(fd)
+            return maps
+        self._nsfd, self._userns, self._maps = fd, userns, maps
+        return maps
+
+    def _unpin(self) -> None:
+        if self._nsfd >= 0:
+            os.close(self._nsfd)
+            self._nsfd = -1
+        self._userns = self._maps = self._party = self._cgroup_text = None
+
+    def close(self) -> None:
+        self._unpin()
+        self.proc.close()

@@ -143,7 +143,10 @@ def test_abandoned_handshakes_time_out_and_release_their_fds(start_daemon, place
     d = start_daemon("--scm-timeout", "0.5")
     from cgmanager.dbus.client import connect
     conn = connect(d.address)
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,))
+    # a first identifying call: the daemon keeps the peer's /proc directory open for the
+    # connection's life, and that fd belongs in the baseline
+    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "GetPidCgroup",
+              "si", ("pids", os.getpid()))
     baseline = _daemon_fds(d)
     kept = []
     for _ in range(10):
@@ -213,7 +216,10 @@ def test_fds_smuggled_with_a_credential_are_closed(start_daemon, place):
     d = start_daemon()
     from cgmanager.dbus.client import connect
     conn = connect(d.address)
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,))
+    # a first identifying call: the daemon keeps the peer's /proc directory open for the
+    # connection's life, and that fd belongs in the baseline
+    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "GetPidCgroup",
+              "si", ("pids", os.getpid()))
     baseline = _daemon_fds(d)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)

@@ -20,7 +20,7 @@ from ..errors import Busy, CgmError
 from ..hierarchy import Layout
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
-from ..requestor import Namespaces, Party, identify
+from ..requestor import Namespaces, Party, Peer, identify
 from .scm_server import Received, ScmServer
 
 audit = logging.getLogger("cgmanager.audit")
@@ -106,8 +106,14 @@ class Service:
     # -- who asks ----------------------------------------------------------------------------
 
     def requestor(self, call: MethodCall) -> Party:
-        p = call.peer
-        return identify(Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, call.pidfd)
+        """The connection's peer as of now (see :class:`~cgmanager.requestor.Peer` for what is
+        kept between its requests and why that cannot widen access)."""
+        peer = call.state.get("peer")
+        if peer is None:
+            p = call.peer
+            peer = Peer(Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, call.pidfd)
+            call.state["peer"] = peer
+        return peer.party()
 
     def plain(self, call: MethodCall) -> Request:
         r = self.requestor(call)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._unix import (
@@ -100,6 +100,8 @@ class Connection:
         self._writer_registered = False
         self._pending_fds: list[int] = []
         self._unyielded = 0
+        #: what handlers learnt about this connection's peer (MethodCall.state)
+        self.state: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         p = self.peer
@@ -172,6 +174,14 @@ class Connection:
         if self.pidfd is not None:
             close_fds([self.pidfd])
             self.pidfd = None
+        for value in self.state.values():
+            close = getattr(value, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # a handler's leftovers must not stop the teardown
+                    log.exception("closing connection state of %r", self)
+        self.state.clear()
         self._server._forget(self)
 
     # ----------------------------------------------------------------------------------------
@@ -251,6 +261,7 @@ class Connection:
         dispatch = self._dispatcher.handle
         peer = self.peer
         name = self.unique_name
+        state = self.state
         while True:
             if pending and not self.unix_fd:
                 raise _Drop("fds sent without NEGOTIATE_UNIX_FD")
@@ -279,7 +290,7 @@ class Connection:
                 if msg.type != METHOD_CALL:
                     close_fds(msg.fds)  # replies, errors, signals: nothing to do here
                     continue
-                reply = dispatch(msg, peer, self.pidfd, name)
+                reply = dispatch(msg, peer, self.pidfd, name, state)
                 if reply is not None and type(reply) is not Message:
                     reply = await reply
                 if self.closed:

@@ -165,7 +165,8 @@ class Dispatcher:
     # entry point
 
     def handle(self, msg: Message, peer: PeerCredentials, pidfd: int | None,
-               sender: str) -> Message | None | Awaitable[Message | None]:
+               sender: str, state: dict[str, Any] | None = None,
+               ) -> Message | None | Awaitable[Message | None]:
         """Handle one method call (any other message type must not be passed).
 
         Returns the reply to send (``None`` for none), or an awaitable giving it when the handler
@@ -183,7 +184,7 @@ class Dispatcher:
         call = MethodCall(peer=peer, pidfd=pidfd, sender=sender, path=msg.path,
                           interface=msg.interface, member=msg.member,
                           signature=msg.signature, body=msg.body, fds=msg.fds,
-                          flags=msg.flags, serial=msg.serial)
+                          flags=msg.flags, serial=msg.serial, state=state)
         try:
             result = entry.method.handler(call)
             if entry.is_coro or (type(result) is not tuple and inspect.isawaitable(result)):

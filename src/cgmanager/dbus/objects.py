@@ -87,17 +87,21 @@ class MethodCall:
     via ``SO_PEERPIDFD``, or ``None``; owned by the connection — ``os.dup`` it to keep it beyond the
     call), ``sender`` (the unique name the connection was given), ``path``, ``interface`` (``None``
     if the caller sent none), ``member``, ``signature``, ``body`` (tuple), ``fds`` (received fds),
-    ``flags``, ``serial``, ``no_reply`` (the caller does not want a success reply).
+    ``flags``, ``serial``, ``no_reply`` (the caller does not want a success reply), ``state``
+    (a dict the handlers may keep facts in for the connection's life; values with a
+    ``close()`` method are closed with the connection).
     """
 
     __slots__ = ("peer", "pidfd", "sender", "path", "interface", "member", "signature", "body",
-                 "fds", "flags", "serial", "_taken")
+                 "fds", "flags", "serial", "state", "_taken")
 
     def __init__(self, *, peer: PeerCredentials, pidfd: int | None, sender: str, path: str,
                  interface: str | None, member: str, signature: str, body: tuple,
-                 fds: list[int], flags: int, serial: int) -> None:
+                 fds: list[int], flags: int, serial: int,
+                 state: dict[str, Any] | None = None) -> None:
         self.peer = peer
         self.pidfd = pidfd
+        self.state = {} if state is None else state
         self.sender = sender
         self.path = path
         self.interface = interface
