@@ -48,9 +48,10 @@ def prepare_socket_dir(sock_path: str) -> None:
 
 
 def raise_fd_limit(limits: Limits) -> None:
-    """Each connection holds a socket, a pidfd and up to ``max_fds_per_message`` pending fds;
-    0.42 raised RLIMIT_NOFILE to 10000 for the same reason."""
-    want = limits.max_connections * (2 + limits.max_fds_per_message) + 1024
+    """Each connection holds a socket, a pidfd, its peer's /proc directory, perhaps its user
+    namespace, and up to ``max_fds_per_message`` pending fds; 0.42 raised RLIMIT_NOFILE to
+    10000 for the same reason."""
+    want = limits.max_connections * (4 + limits.max_fds_per_message) + 1024
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= want:
         return
