@@ -453,6 +453,7 @@ class Manager:
                 f"not permitted to move process {v.pid} into {shown}: it is delegated to uid"
                 f" {req.r.uid_as_seen(directory.uid)}, and the process belongs to another user"
             )
+        v.require_alive()
         try:
             self._kernel(f"move {v.pid} to {shown}", lambda: t.move(target, v.pid))
         except Busy:

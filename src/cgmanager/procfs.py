@@ -131,6 +131,18 @@ def parse_status(text: str) -> Status:
     return Status(tgid, uids, gids, nspids)  # type: ignore[arg-type]
 
 
+def parse_real_uid(text: str) -> int:
+    """The real uid from /proc/<pid>/status, without parsing the other ~55 lines (a victim
+    check needs nothing else, and the full parse costs more than the check)."""
+    start = text.find("\nUid:")
+    if start < 0:
+        raise ValueError("malformed /proc/<pid>/status: no Uid line")
+    fields = text[start + 5 : text.find("\n", start + 5)].split()
+    if len(fields) != 4 or not fields[0].isdigit():
+        raise ValueError("malformed /proc/<pid>/status: Uid needs four fields")
+    return int(fields[0])
+
+
 def parse_starttime(stat_text: str) -> int:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, names a process
     uniquely for the machine's uptime.  The comm field may hold spaces and parentheses, so the
@@ -195,6 +207,9 @@ class ProcDir:
 
     def status(self) -> Status:
         return parse_status(self.read("status"))
+
+    def real_uid(self) -> int:
+        return parse_real_uid(self.read("status"))
 
     def uid_map(self) -> IdMap:
         return IdMap.parse(self.read("uid_map"))

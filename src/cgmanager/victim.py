@@ -37,11 +37,16 @@ class Victim:
             raise NotFound(f"process {pid}: not found") from None
         try:
             with ProcDir(pid, pidfd) as d:
-                status = d.status()
-                return cls(pid, status.uids[0], cgroups_of(d, layout), pidfd)
+                return cls(pid, d.real_uid(), cgroups_of(d, layout), pidfd)
         except BaseException:
             os.close(pidfd)
             raise
+
+    def require_alive(self) -> None:
+        """Right before acting on the pid: the checked process still owns it (the kernel takes
+        a pid, not a pidfd, in cgroup.procs)."""
+        if not self.alive():
+            raise NotFound(f"process {self.pid}: exited")
 
     def alive(self) -> bool:
         try:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cgmanager.procfs import IdMap, parse_cgroup, parse_starttime, parse_status
+from cgmanager.procfs import IdMap, parse_cgroup, parse_real_uid, parse_starttime, parse_status
 
 pytestmark = pytest.mark.t0
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -80,3 +80,21 @@ def test_starttime_survives_parentheses_in_comm():
 def test_status_missing_fields():
     with pytest.raises(ValueError):
         parse_status("Name: x\n")
+
+
+@pytest.mark.parametrize("sample", ["container/status-nspid", "hybrid/self-status"])
+def test_real_uid_agrees_with_the_full_parse(sample):
+    text = (SAMPLES / sample).read_text()
+    assert parse_real_uid(text) == parse_status(text).uids[0]
+
+
+def test_real_uid_is_the_first_of_four_fields():
+    assert parse_real_uid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n") == 1000
+
+
+@pytest.mark.parametrize(
+    "text", ["Name: x\n", "Name: x\nUid:\t1 2\n", "Name: x\nUid:\t-1\t0\t0\t0\n", "Uid:\t1\t1\t1\t1\n"]
+)
+def test_real_uid_refuses_what_it_cannot_read(text):
+    with pytest.raises(ValueError):
+        parse_real_uid(text)
