@@ -8,6 +8,8 @@ there is exactly one place that decides what a hostile spelling means (it means 
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidArgument
 
 #: Linux NAME_MAX and PATH_MAX, in bytes.
@@ -45,11 +47,15 @@ _V1_CORE_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
 _RESERVED = frozenset({".cgm_leaf"})
 
 
+#: NUL and the other control characters: newlines would make /proc/<pid>/cgroup ambiguous
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_text(s: str, what: str) -> None:
-    if "\0" in s:
-        raise InvalidArgument(f"invalid {what}: contains a NUL byte")
-    # Newlines and other control characters would make /proc/<pid>/cgroup ambiguous.
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in s):
+    m = _CONTROL.search(s)
+    if m is not None:
+        if m.group() == "\0" or "\0" in s:
+            raise InvalidArgument(f"invalid {what}: contains a NUL byte")
         raise InvalidArgument(f"invalid {what}: contains a control character")
 
 
