@@ -3,11 +3,13 @@
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 
 import pytest
 from kernel.helpers import snapshot, wait_for
+from support.ns import run_in_ns
 
 pytestmark = pytest.mark.t3
 O_CLOEXEC = 0o2000000
@@ -89,3 +91,159 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
     assert snapshot(place.path("pids")) == before
     assert place.py("Ping", "i", 0).returncode == 0  # and everyone else is still served
     d.stop()
+
+
+# -- pid reuse between the check and the move ----------------------------------------------------
+#
+# The kernel takes a pid number, not a pidfd, in cgroup.procs: between the permission decision
+# and the write, the checked process could exit and its pid go to a newcomer.  In a fresh pid
+# namespace the test decides which pid the next fork gets (/proc/sys/kernel/ns_last_pid), so the
+# recycling is deterministic: the victim is opened and judged, then (right after may_move said
+# yes) it exits, is reaped, and a newcomer of another user, in a cgroup the requestor cannot
+# reach, is forked with its pid.  The move must fail and the newcomer stay where it was.
+
+
+def _fork_waiting(cgroup_dir: str, uid: int | None, cred_to: socket.socket | None = None):
+    """Fork a process that joins *cgroup_dir*, becomes *uid*, optionally sends its own
+    credential on *cred_to*, then waits for a byte on its pipe and exits.  → (pid, go_fd)."""
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+                f.write("0")
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            if cred_to is not None:
+                me = (os.getpid(), os.getuid(), os.getgid())
+                cred_to.sendmsg([b"p"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                                          struct.pack("iII", *me))])
+            os.write(ready_w, b"r")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(go_r), os.close(ready_w)
+    assert os.read(ready_r, 1) == b"r"
+    os.close(ready_r)
+    return pid, go_w
+
+
+def _recycle(pid: int, go_w: int, cgroup_dir: str) -> tuple[int, int]:
+    """Let *pid* exit, reap it, and fork a root process in *cgroup_dir* that gets the same pid
+    (we are pid 1 of a fresh pid namespace: nothing else forks here)."""
+    os.write(go_w, b"x")
+    os.close(go_w)
+    os.waitpid(pid, 0)
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    newcomer, go = _fork_waiting(cgroup_dir, None)
+    if newcomer != pid:
+        raise RuntimeError(f"precondition: the newcomer got pid {newcomer}, not {pid}")
+    return newcomer, go
+
+
+def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str) -> dict:
+    """pid 1 of a fresh pid namespace: judge a victim, recycle its pid, then let the move go
+    on.  *path* is "plain" (the daemon opens the pid) or "scm" (the pidfd came with the
+    victim's SCM_CREDENTIALS, as SO_PASSPIDFD delivers it)."""
+    import asyncio
+
+    from cgmanager import operations
+    from cgmanager.cgroupfs import CgroupTree
+    from cgmanager.daemon.scm_server import SO_PASSPIDFD, ScmServer
+    from cgmanager.errors import CgmError
+    from cgmanager.hierarchy import discover_host
+    from cgmanager.permission import Credentials, Identity
+    from cgmanager.procfs import IdMap
+    from cgmanager.requestor import Party
+
+    layout = discover_host()
+    h = layout.lookup(key)
+    hp = {n: "/" + os.path.relpath(d, h.mountpoint) for n, d in dirs.items()}
+
+    def party(pid: int, u: int, cgroup: str) -> Party:
+        ident = Identity(Credentials(pid, u, u), IdMap.identity(), IdMap.identity(), True, True)
+        return Party(ident, {h.key: cgroup})
+
+    m = operations.Manager(layout, {h.key: CgroupTree(h)}, party(os.getpid(), 0, "/"))
+    req = operations.Request(party(os.getpid(), uid, hp["base"]), party(os.getpid(), uid, hp["base"]))
+
+    def where(pid: int) -> str:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                hid, ctrls, p = line.rstrip("\n").split(":", 2)
+                if (h.version == 2 and hid == "0") or (ctrls and key in ctrls.split(",")):
+                    return p
+        raise LookupError(pid)
+
+    out: dict = {}
+    # control: without the race the very same request moves the victim
+    control, control_go = _fork_waiting(dirs["from"], uid)
+    m.move_pid(req, key, "control", control, absolute=False)
+    out["control"] = where(control)
+    os.write(control_go, b"x")
+    os.waitpid(control, 0)
+
+    pidfd = None
+    if path == "scm":
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        mine.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
+        victim, go = _fork_waiting(dirs["from"], uid, cred_to=theirs)
+        received = asyncio.run(ScmServer()._recv_cred(mine))
+        assert received.cred.pid == victim and received.pidfd is not None
+        pidfd = received.pidfd
+    else:
+        victim, go = _fork_waiting(dirs["from"], uid)
+
+    real = operations.may_move
+    state: dict = {}
+
+    def decide_then_recycle(r, pid, victim_uid):
+        allowed = real(r, pid, victim_uid)
+        if allowed and "newcomer" not in state:
+            state["newcomer"] = _recycle(victim, go, dirs["elsewhere"])[0]
+        return allowed
+
+    operations.may_move = decide_then_recycle
+    try:
+        m.move_pid(req, key, "to", victim, absolute=False, pidfd=pidfd)
+        out["result"] = "moved"
+    except CgmError as e:
+        out["result"] = f"{e.kind}: {e.message}"
+    finally:
+        operations.may_move = real
+    out["recycled"] = state.get("newcomer") == victim
+    out["newcomer"] = where(victim)
+    with open(os.path.join(dirs["to"], "cgroup.procs")) as f:
+        out["to"] = f.read().split()
+    out["hp"] = hp
+    return out
+
+
+@pytest.mark.parametrize("key", ["pids", "unified"])
+@pytest.mark.parametrize("path", ["plain", "scm"])
+def test_pid_reused_between_check_and_move_moves_nobody(cgdir, test_user, key, path):
+    """The permission decision is about the process the pidfd pins; when that process is gone
+    by the time of the write, its recycled pid names a stranger, and the move must fail."""
+    base = cgdir(key)
+    dirs = {"base": base}
+    for name in ("from", "to", "control", "elsewhere"):
+        dirs[name] = os.path.join(base, name)
+        os.mkdir(dirs[name])
+    for name in ("to", "control"):  # handed to the requestor, as a delegation would
+        for f in ("", "cgroup.procs", "tasks"):
+            p = os.path.join(dirs[name], f)
+            if os.path.exists(p):
+                os.chown(p, test_user.uid, test_user.gid)
+    out = run_in_ns(_race_after_the_decision, key, dirs, test_user.uid, path,
+                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    hp = out["hp"]
+    assert out["control"] == hp["control"]  # the seam is real: unraced, the move works
+    assert out["recycled"], out  # the race really happened
+    assert out["result"].startswith("NotFound"), out
+    assert out["newcomer"] == hp["elsewhere"]  # the stranger was not moved
+    assert out["to"] == []
