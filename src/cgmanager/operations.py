@@ -397,7 +397,11 @@ class Manager:
                 except CgmError as e:
                     failures.append(e)
             if not v.alive():
+                # it was alive right before each write, but the kernel takes a pid: had it
+                # died and its pid been recycled in between, the write may have hit another
+                # process, so this is never reported as success
                 log.warning("process %d exited during a move", pid)
+                failures.insert(0, NotFound(f"process {pid}: exited during the move"))
         if failures:
             raise failures[0]
 
@@ -476,27 +480,41 @@ class Manager:
 
     def _make_room(self, req: Request, h: Hierarchy, path: str, shown: str) -> bool:
         """Move the processes of *path* into its leaf so controllers can be enabled for its
-        children.  Only if the requestor may move every one of them; False if none."""
+        children.  Only if the requestor may move every one of them; False if none.
+
+        Each is pinned by a pidfd from its check to its move, must still be in *path* when
+        pinned, and must still be alive right before the write: a pid recycled meanwhile
+        names a stranger, who is never carried into the leaf."""
         t = self.tree(h)
         pids = t.procs(path)
         if not pids:
             return False
-        for pid in pids:
-            try:
-                with Victim.open(pid, self.layout) as v:
-                    if not may_move(req.r, v.pid, v.uid):
-                        raise Busy(
-                            f"{shown} holds processes of other users; controllers cannot be"
-                            " enabled for its children (cgroup v2 allows no processes there)"
-                        )
-            except NotFound:
-                continue
-        leaf = self._leaf(h, path)
-        for pid in pids:
-            try:
-                t.move(leaf, pid)
-            except NotFound:
-                continue  # exited meanwhile
+        victims: list[Victim] = []
+        try:
+            for pid in pids:
+                try:
+                    v = Victim.open(pid, self.layout)
+                except NotFound:
+                    continue
+                victims.append(v)
+                if v.cgroups.get(h.key) != path:
+                    continue  # left, or its pid was recycled: not ours to move
+                if not may_move(req.r, v.pid, v.uid):
+                    raise Busy(
+                        f"{shown} holds processes of other users; controllers cannot be"
+                        " enabled for its children (cgroup v2 allows no processes there)"
+                    )
+            leaf = self._leaf(h, path)
+            for v in victims:
+                if v.cgroups.get(h.key) != path or not v.alive():
+                    continue  # exited meanwhile: its pid may name another process now
+                try:
+                    t.move(leaf, v.pid)
+                except NotFound:
+                    continue
+        finally:
+            for v in victims:
+                v.close()
         log.info("moved %d process(es) of %s:%s into %s", len(pids), h.key, path, V2_LEAF)
         return True
 
@@ -736,6 +754,10 @@ class Manager:
                     v = Victim.open(pid, self.layout)
                 except NotFound:
                     continue  # exited meanwhile
+                where = v.cgroups.get(h.key)
+                if where is None or not names.is_under(where, path):
+                    v.close()  # left, or its pid was recycled: a stranger, not a victim
+                    continue
                 victims.append(v)
                 if not may_move(req.r, v.pid, v.uid):
                     raise NotPermitted(

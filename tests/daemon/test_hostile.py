@@ -145,16 +145,12 @@ def _recycle(pid: int, go_w: int, cgroup_dir: str) -> tuple[int, int]:
     return newcomer, go
 
 
-def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str) -> dict:
-    """pid 1 of a fresh pid namespace: judge a victim, recycle its pid, then let the move go
-    on.  *path* is "plain" (the daemon opens the pid) or "scm" (the pidfd came with the
-    victim's SCM_CREDENTIALS, as SO_PASSPIDFD delivers it)."""
-    import asyncio
-
+def _manager_in_ns(key: str, dirs: dict[str, str], uid: int):
+    """The daemon's operations as they run inside the fresh pid namespace: the daemon bounded
+    by the hierarchy root, the requestor *uid* in ``dirs["base"]``.  → (manager, request,
+    hierarchy paths by name, where(pid))."""
     from cgmanager import operations
     from cgmanager.cgroupfs import CgroupTree
-    from cgmanager.daemon.scm_server import SO_PASSPIDFD, ScmServer
-    from cgmanager.errors import CgmError
     from cgmanager.hierarchy import discover_host
     from cgmanager.permission import Credentials, Identity
     from cgmanager.procfs import IdMap
@@ -164,12 +160,13 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
     h = layout.lookup(key)
     hp = {n: "/" + os.path.relpath(d, h.mountpoint) for n, d in dirs.items()}
 
-    def party(pid: int, u: int, cgroup: str) -> Party:
-        ident = Identity(Credentials(pid, u, u), IdMap.identity(), IdMap.identity(), True, True)
+    def party(u: int, cgroup: str) -> Party:
+        ident = Identity(Credentials(os.getpid(), u, u), IdMap.identity(), IdMap.identity(),
+                         True, True)
         return Party(ident, {h.key: cgroup})
 
-    m = operations.Manager(layout, {h.key: CgroupTree(h)}, party(os.getpid(), 0, "/"))
-    req = operations.Request(party(os.getpid(), uid, hp["base"]), party(os.getpid(), uid, hp["base"]))
+    m = operations.Manager(layout, {h.key: CgroupTree(h)}, party(0, "/"))
+    requestor = party(uid, hp["base"])
 
     def where(pid: int) -> str:
         with open(f"/proc/{pid}/cgroup") as f:
@@ -179,6 +176,44 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
                     return p
         raise LookupError(pid)
 
+    return m, operations.Request(requestor, requestor), hp, where
+
+
+class _RecycleAfterDecision:
+    """Wraps operations.may_move: once it has said yes about *victim*, recycle the victim's
+    pid to a root process in *elsewhere*."""
+
+    def __init__(self, victim: int, go: int, elsewhere: str) -> None:
+        from cgmanager import operations
+
+        self.ops, self.real = operations, operations.may_move
+        self.victim, self.go, self.elsewhere = victim, go, elsewhere
+        self.newcomer: int | None = None
+
+    def __call__(self, r, pid, victim_uid):
+        allowed = self.real(r, pid, victim_uid)
+        if allowed and pid == self.victim and self.newcomer is None:
+            self.newcomer = _recycle(self.victim, self.go, self.elsewhere)[0]
+        return allowed
+
+    def __enter__(self):
+        self.ops.may_move = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ops.may_move = self.real
+
+
+def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str) -> dict:
+    """pid 1 of a fresh pid namespace: judge a victim, recycle its pid, then let the move go
+    on.  *path* is "plain" (the daemon opens the pid) or "scm" (the pidfd came with the
+    victim's SCM_CREDENTIALS, as SO_PASSPIDFD delivers it)."""
+    import asyncio
+
+    from cgmanager.daemon.scm_server import SO_PASSPIDFD, ScmServer
+    from cgmanager.errors import CgmError
+
+    m, req, hp, where = _manager_in_ns(key, dirs, uid)
     out: dict = {}
     # control: without the race the very same request moves the victim
     control, control_go = _fork_waiting(dirs["from"], uid)
@@ -199,24 +234,13 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
     else:
         victim, go = _fork_waiting(dirs["from"], uid)
 
-    real = operations.may_move
-    state: dict = {}
-
-    def decide_then_recycle(r, pid, victim_uid):
-        allowed = real(r, pid, victim_uid)
-        if allowed and "newcomer" not in state:
-            state["newcomer"] = _recycle(victim, go, dirs["elsewhere"])[0]
-        return allowed
-
-    operations.may_move = decide_then_recycle
-    try:
-        m.move_pid(req, key, "to", victim, absolute=False, pidfd=pidfd)
-        out["result"] = "moved"
-    except CgmError as e:
-        out["result"] = f"{e.kind}: {e.message}"
-    finally:
-        operations.may_move = real
-    out["recycled"] = state.get("newcomer") == victim
+    with _RecycleAfterDecision(victim, go, dirs["elsewhere"]) as race:
+        try:
+            m.move_pid(req, key, "to", victim, absolute=False, pidfd=pidfd)
+            out["result"] = "moved"
+        except CgmError as e:
+            out["result"] = f"{e.kind}: {e.message}"
+    out["recycled"] = race.newcomer == victim
     out["newcomer"] = where(victim)
     with open(os.path.join(dirs["to"], "cgroup.procs")) as f:
         out["to"] = f.read().split()
@@ -247,3 +271,98 @@ def test_pid_reused_between_check_and_move_moves_nobody(cgdir, test_user, key, p
     assert out["result"].startswith("NotFound"), out
     assert out["newcomer"] == hp["elsewhere"]  # the stranger was not moved
     assert out["to"] == []
+
+
+def _race_while_making_room(dirs: dict[str, str], uid: int) -> dict:
+    """pid 1 of a fresh pid namespace: the requestor enables hugetlb for the children of its
+    cgroup ``room``, which holds its process; the daemon must move that process into
+    ``room/.cgm_leaf`` first — and the process is recycled right after being judged."""
+    from cgmanager.errors import CgmError
+
+    m, req, hp, where = _manager_in_ns("unified", dirs, uid)
+    victim, go = _fork_waiting(dirs["room"], uid)
+    out: dict = {}
+    with _RecycleAfterDecision(victim, go, dirs["elsewhere"]) as race:
+        try:
+            m.set_value(req, "unified", "room", "cgroup.subtree_control", "+hugetlb")
+            out["result"] = "ok"
+        except CgmError as e:
+            out["result"] = f"{e.kind}: {e.message}"
+    out["recycled"] = race.newcomer == victim
+    out["newcomer"] = where(victim)
+    out["hp"] = hp
+    return out
+
+
+@pytest.fixture
+def hugetlb(hugetlb_enabled, cgroots):
+    """+hugetlb in this run's v2 root (before, and so torn down after, the test's cgdirs)."""
+    root = cgroots.path("unified")
+    with open(f"{root}/cgroup.subtree_control", "w") as f:
+        f.write("+hugetlb")
+    yield
+    with open(f"{root}/cgroup.subtree_control", "w") as f:
+        f.write("-hugetlb")
+
+
+def test_pid_reused_while_making_room_for_controllers_moves_nobody(hugetlb, cgdir, test_user):
+    """cgroup v2's no-internal-process rule makes the daemon move a cgroup's processes into its
+    leaf before enabling a controller: each was judged by pid, and a recycled pid must not
+    carry a stranger into the requestor's cgroup."""
+    base = cgdir("unified")
+    with open(f"{base}/cgroup.subtree_control", "w") as f:
+        f.write("+hugetlb")
+    dirs = {"base": base, "room": f"{base}/room", "elsewhere": f"{base}/elsewhere"}
+    os.mkdir(dirs["room"]), os.mkdir(dirs["elsewhere"])
+    for f in ("", "cgroup.procs", "cgroup.subtree_control"):
+        os.chown(os.path.join(dirs["room"], f), test_user.uid, test_user.gid)
+    out = run_in_ns(_race_while_making_room, dirs, test_user.uid,
+                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    assert out["recycled"], out
+    assert out["newcomer"] == out["hp"]["elsewhere"], out  # the stranger stayed put
+
+
+def _race_in_the_kernel_window(key: str, dirs: dict[str, str], uid: int) -> dict:
+    """pid 1 of a fresh pid namespace: the victim is recycled after the last liveness check,
+    right before the pid is written (the one window no userspace check can close)."""
+    from cgmanager.errors import CgmError
+
+    m, req, hp, where = _manager_in_ns(key, dirs, uid)
+    victim, go = _fork_waiting(dirs["from"], uid)
+    tree = next(iter(m.trees.values()))
+    real_move, state = tree.move, {}
+
+    def recycle_then_move(path: str, pid: int) -> None:
+        if pid == victim and "newcomer" not in state:
+            state["newcomer"] = _recycle(victim, go, dirs["elsewhere"])[0]
+        real_move(path, pid)
+
+    tree.move = recycle_then_move
+    try:
+        m.move_pid(req, key, "to", victim, absolute=False)
+        result = "moved"
+    except CgmError as e:
+        result = f"{e.kind}: {e.message}"
+    return {"result": result, "recycled": state.get("newcomer") == victim,
+            "newcomer": where(victim), "hp": hp}
+
+
+@pytest.mark.parametrize("key", ["pids", "unified"])
+def test_pid_recycled_inside_the_write_is_reported_as_a_failure(cgdir, test_user, key):
+    """The residual limit, stated honestly: cgroup.procs takes a pid, so a victim that dies
+    and is recycled between the last check and the write sends the stranger along (the
+    kernel offers no move by pidfd).  The daemon notices through the pidfd afterwards and
+    reports a failure, never a success (SECURITY.md, "Limits")."""
+    base = cgdir(key)
+    dirs = {"base": base}
+    for name in ("from", "to", "elsewhere"):
+        dirs[name] = os.path.join(base, name)
+        os.mkdir(dirs[name])
+    for f in ("", "cgroup.procs", "tasks"):
+        if os.path.exists(os.path.join(dirs["to"], f)):
+            os.chown(os.path.join(dirs["to"], f), test_user.uid, test_user.gid)
+    out = run_in_ns(_race_in_the_kernel_window, key, dirs, test_user.uid,
+                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    assert out["recycled"], out
+    assert out["result"].startswith("NotFound") and "exited during the move" in out["result"]
+    assert out["newcomer"] == out["hp"]["to"]  # the kernel did move the stranger
