@@ -237,7 +237,7 @@ def test_daemon_not_running_names_the_socket():
 
 
 def test_socket_option_wins_over_environment(tmp_path):
-    sock = str(tmp_path / "other")
+    sock = str(tmp_path / "none" / "other")  # no directory: cgm does not wait for a restart
     for args in (
         ["--socket", sock, "getvalue", "pids", "", "pids.max"],
         ["getvalue", "--socket", sock, "pids", "", "pids.max"],
@@ -273,8 +273,8 @@ def test_stale_socket_nobody_listening(tmp_path):
 
 
 def test_dbus_address_accepted(tmp_path):
-    cp = run("ping", env={"CGM_SOCKET": f"unix:path={tmp_path}/x"})
-    assert cp.returncode == 1 and f"Failed to connect to socket {tmp_path}/x: " in cp.stderr
+    cp = run("ping", env={"CGM_SOCKET": f"unix:path={tmp_path}/none/x"})
+    assert cp.returncode == 1 and f"Failed to connect to socket {tmp_path}/none/x: " in cp.stderr
     cp = run("ping", env={"CGM_SOCKET": "tcp:host=localhost"})
     assert triple(cp) == (
         1,

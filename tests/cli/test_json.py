@@ -94,7 +94,7 @@ def test_failure_is_json_on_stderr(cgm, place):
 
 @pytest.mark.t3
 def test_connection_failure_is_json_on_stderr(cgm, tmp_path):
-    sock = str(tmp_path / "nosock")
+    sock = str(tmp_path / "none" / "sock")  # no directory: cgm does not wait for a restart
     cp = cgm("--json", "--socket", sock, "ping")
     assert (cp.returncode, cp.stdout) == (1, "")
     err = json.loads(cp.stderr)

@@ -305,7 +305,9 @@ Options:
   --json         print results as JSON
 
 Exit status: 0 on success, 1 on any failure.  When the daemon refuses, stderr says
-  call to cgmanager_<function>_sync failed: <what failed and why>"""
+  call to cgmanager_<function>_sync failed: <what failed and why>
+While nothing listens on the socket (cgmanager restarting), connecting is retried for
+  up to 2.5 s; a request is never sent twice."""
 
 
 def text(sub, prog="cgm"):

@@ -25,6 +25,11 @@ INTERFACE1 = "org.linuxcontainers.cgmanager1"
 INT32_MAX = 2147483647
 #: seconds to wait for the daemon (libdbus' default, as 0.42's cgm used)
 TIMEOUT = 25.0
+#: while nothing listens on the socket (a daemon restarting), connecting is retried for this
+#: long, after pauses of RETRY_FIRST_PAUSE seconds doubling up to RETRY_MAX_PAUSE
+RETRY_SECONDS = 2.5
+RETRY_FIRST_PAUSE = 0.02
+RETRY_MAX_PAUSE = 0.2
 
 USAGE = """\
 Usage:
@@ -96,7 +101,9 @@ Usage:
 
 Options (anywhere before a '--'):
   --socket PATH  talk to the cgmanager listening on PATH
-                 (default: $CGM_SOCKET, else {sock})
+                 (default: $CGM_SOCKET, else {sock});
+                 while nothing listens there (a restart), connecting
+                 is retried for up to 2.5 s
   --json         print results as JSON
   -h, --help     this text; '{p} help <subcommand>' or
                  '{p} <subcommand> --help' explains one subcommand
@@ -272,6 +279,8 @@ _CONNECT_ERRORS = {
 
 
 def open_connection(setting, source, json):
+    import time  # already loaded by the client
+
     from ..dbus.client import connect
     from ..dbus.errors import DBusError
 
@@ -290,18 +299,31 @@ def open_connection(setting, source, json):
     else:
         path = setting
         address = setting if setting[:1] in ("/", ".") else "./" + setting
-    try:
-        return connect(address, timeout=TIMEOUT)
-    except DBusError as e:
-        name, detail, errno = e.name, e.message, None
-    except (OSError, ValueError, UnicodeError) as e:  # e.g. a path too long for sun_path
-        name, detail, errno = "org.freedesktop.DBus.Error.Failed", str(e), None
-    # the client folds the reason into its message: ask the kernel again for the errno
-    if path is not None and name == "org.freedesktop.DBus.Error.Disconnected":
-        errno, strerror = _probe(path)
-        if errno is not None:
-            name = _CONNECT_ERRORS.get(errno, "org.freedesktop.DBus.Error.Failed")
-            detail = f"Failed to connect to socket {path}: {strerror}"
+    deadline = None
+    pause = RETRY_FIRST_PAUSE
+    while True:
+        try:
+            return connect(address, timeout=TIMEOUT)
+        except DBusError as e:
+            name, detail, errno = e.name, e.message, None
+        except (OSError, ValueError, UnicodeError) as e:  # e.g. a path too long for sun_path
+            name, detail, errno = "org.freedesktop.DBus.Error.Failed", str(e), None
+        # the client folds the reason into its message: ask the kernel again for the errno
+        if path is not None and name == "org.freedesktop.DBus.Error.Disconnected":
+            errno, strerror = _probe(path)
+            if errno is not None:
+                name = _CONNECT_ERRORS.get(errno, "org.freedesktop.DBus.Error.Failed")
+                detail = f"Failed to connect to socket {path}: {strerror}"
+        # nothing was sent yet (connect() itself failed), so trying again is safe
+        if errno not in (2, 111) or not _may_be_restarting(path):
+            break
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + RETRY_SECONDS
+        if now >= deadline:
+            break
+        time.sleep(min(pause, deadline - now))
+        pause = min(pause * 2, RETRY_MAX_PAUSE)
     shown = path if path is not None else setting
     if errno in (2, 111):
         why = f"cgmanager is not running (nothing listens on {shown}, {source})"
@@ -315,6 +337,20 @@ def open_connection(setting, source, json):
             1, to_json({"error": name, "message": detail, "socket": shown, "reason": why}) + "\n"
         )
     raise Exit(1, f"Failed opening dbus connection: {name}: {detail}\ncgm: {why}; {hint}\n")
+
+
+def _may_be_restarting(path):
+    """A daemon restarting leaves its socket's directory in place (a stale socket after a
+    crash, none after a clean stop): worth waiting for.  No directory: nothing to wait for."""
+    if path.startswith("\0"):
+        return True  # an abstract socket has no directory
+    cut = path.rfind("/")
+    directory = "." if cut < 0 else path[:cut] or "/"
+    try:
+        posix.stat(directory)
+    except OSError:
+        return False
+    return True
 
 
 def _probe(path):
