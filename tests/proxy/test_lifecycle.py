@@ -36,6 +36,30 @@ def test_daemon_restart_is_survived(containers, private_daemon):
     assert "reconnected to cgmanager" in c(ct.proxy_log)
 
 
+def test_daemon_killed_and_restarted_is_survived(containers, private_daemon):
+    """kill -9 (no clean shutdown: the connection just drops, a stale socket stays) twice:
+    meanwhile forwarded calls fail at once with Unavailable and local ones are answered; once
+    a new daemon has replaced the stale socket, the proxy reconnects by itself."""
+    c = containers.new(private_daemon)
+    ok(c(ct.py_call, "Create", "ss", ("pids", "k0")))
+    for i in (1, 2):
+        assert private_daemon.proc is not None
+        assert private_daemon.proc.kill() == -signal.SIGKILL
+        private_daemon.proc = None
+        assert os.path.exists(private_daemon.socket)  # stale: nobody listens
+        t0 = time.monotonic()
+        msg = refused(c(ct.py_call, "GetValue", "sss", ("pids", "k0", "pids.max")), "Unavailable")
+        assert time.monotonic() - t0 < 5
+        assert "host cgmanager unavailable" in msg
+        assert ok(c(ct.py_call, "Ping", "i", (0,))) == ()
+        private_daemon.start()  # replaces the stale socket
+        assert ok(c(ct.py_call, "GetValue", "sss", ("pids", "k0", "pids.max"))) == ("max",)
+        ok(c(ct.py_call, "Create", "ss", ("pids", f"k{i}")))
+        assert os.path.isdir(f"{c.dirs['pids']}/k{i}")
+    assert c(ct.proxy_alive)
+    assert c(ct.proxy_log).count("reconnected to cgmanager") >= 2
+
+
 def test_a_stalled_daemon_blocks_no_one_for_long(containers, private_daemon):
     """Each forwarded call is its own task with a bounded wait: while the daemon does not
     answer, local calls are answered at once and calls of several clients time out together,
