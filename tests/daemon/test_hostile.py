@@ -366,3 +366,38 @@ def test_pid_recycled_inside_the_write_is_reported_as_a_failure(cgdir, test_user
     assert out["recycled"], out
     assert out["result"].startswith("NotFound") and "exited during the move" in out["result"]
     assert out["newcomer"] == out["hp"]["to"]  # the kernel did move the stranger
+
+
+class _OneDatagram:
+    """A socket stand-in that delivers one datagram with the given ancillary data."""
+
+    def __init__(self, anc):
+        self.anc = anc
+
+    def recvmsg(self, *args):
+        return b"p", self.anc, 0, None
+
+
+def test_a_credential_whose_pidfd_the_kernel_could_not_make_is_refused():
+    """Kernels that cannot make a pidfd of a reaped process put a negative errno in SCM_PIDFD.
+    That process is gone and its pid may be recycled: the credential must be refused, never
+    fall back to reading /proc by pid (as if the kernel had no SO_PASSPIDFD at all)."""
+    import asyncio
+
+    from cgmanager import scm
+    from cgmanager.daemon.scm_server import SCM_PIDFD, ScmServer
+    from cgmanager.errors import NotPermitted
+
+    srv = ScmServer()
+    cred = (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(4242, 0, 0))
+    esrch = (socket.SOL_SOCKET, SCM_PIDFD, (-3).to_bytes(4, sys.byteorder, signed=True))
+    gone = asyncio.run(srv._recv_cred(_OneDatagram([cred, esrch])))
+    assert gone.gone and gone.pidfd is None
+    plain = asyncio.run(srv._recv_cred(_OneDatagram([cred])))  # a kernel without SO_PASSPIDFD
+    assert not plain.gone and plain.pidfd is None
+    move = scm.BY_NAME["MovePidScm"]
+    srv._check_known(plain, plain, move)
+    with pytest.raises(NotPermitted):
+        srv._check_known(gone, None, scm.BY_NAME["CreateScm"])  # as the requestor
+    with pytest.raises(NotPermitted):
+        srv._check_known(plain, gone, move)  # as the victim

@@ -43,6 +43,10 @@ class Received:
 
     cred: Credentials
     pidfd: int | None
+    #: SCM_PIDFD carried a negative errno instead of a pidfd: the kernel could not make one,
+    #: because the process was reaped before the daemon received its credential (kernels that
+    #: cannot make pidfds of reaped processes); its pid may name another process by now
+    gone: bool = False
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -148,6 +152,8 @@ class ScmServer:
 
     def _check_known(self, r: Received, second: Received | None, method: scm.ScmMethod) -> None:
         """pid 0 (not visible to the daemon) and the overflow ids (unmapped) are "unknown"."""
+        if r.gone or (second is not None and second.gone):
+            raise NotPermitted("the process named in a credential has exited")
         if r.cred.pid <= 0 or r.cred.uid == self._overflow_uid or r.cred.gid == self._overflow_gid:
             raise NotPermitted(
                 "the requestor is unknown to the daemon (invisible pid or unmapped id)"
@@ -209,7 +215,9 @@ class ScmServer:
             if pidfd is not None and pidfd >= 0:
                 os.close(pidfd)
             raise ProtocolAbort("expected one datagram with exactly one credential")
-        return Received(cred, pidfd if pidfd is not None and pidfd >= 0 else None)
+        if pidfd is not None and pidfd < 0:
+            return Received(cred, None, gone=True)
+        return Received(cred, pidfd)
 
     async def _send(self, sock: socket.socket, data: bytes, anc: list | None = None) -> None:
         while True:
