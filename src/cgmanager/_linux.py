@@ -55,10 +55,20 @@ def _raise(what: str, path: str | None = None) -> None:
     raise OSError(e, os.strerror(e), path) if path else OSError(e, f"{what}: {os.strerror(e)}")
 
 
+#: the few (flags, mode, resolve) combinations in use, each built once: a new structure per
+#: call cost more than the system call's own work
+_hows: dict[tuple[int, int, int], ctypes._Pointer] = {}
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); raises OSError (ENOSYS where the kernel lacks it)."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
+    key = (flags, mode, resolve)
+    how = _hows.get(key)
+    if how is None:
+        if len(_hows) > 64:
+            _hows.clear()
+        how = _hows[key] = ctypes.pointer(_OpenHow(flags | os.O_CLOEXEC, mode, resolve))
+    fd = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), how, _HOW_SIZE)
     if fd < 0:
         _raise("openat2", path)
     return int(fd)

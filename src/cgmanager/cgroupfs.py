@@ -13,8 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import names
@@ -74,6 +72,10 @@ class CgroupTree:
         #: the file listing the member processes (0.42 listed v1 threads from ``tasks``)
         self.procs_file = "cgroup.procs"
         self.threads_file = "cgroup.threads" if self.v2 else "tasks"
+        #: resolved paths (pure function of the path; bounded)
+        self._rels: dict[str, str] = {}
+        #: while holding (see :meth:`hold`): path -> O_PATH fd resolved once for the request
+        self._held: dict[str, int] | None = None
 
     def close(self) -> None:
         if self.root_fd >= 0:
@@ -86,7 +88,17 @@ class CgroupTree:
     # -- resolution -----------------------------------------------------------------------
 
     def _rel(self, path: str) -> str:
-        """Hierarchy path → path relative to the mount (which may show a subtree).
+        """Hierarchy path → path relative to the mount (which may show a subtree)."""
+        rel = self._rels.get(path)
+        if rel is None:
+            rel = self._resolve_rel(path)
+            if len(self._rels) >= 4096:
+                self._rels.clear()
+            self._rels[path] = rel
+        return rel
+
+    def _resolve_rel(self, path: str) -> str:
+        """The uncached :meth:`_rel`.
 
         Re-validates the components (defence in depth: the kernel's cgroupfs accepts names
         longer than NAME_MAX, and '..' must never reach a system call)."""
@@ -119,19 +131,42 @@ class CgroupTree:
                 ) from None
             raise from_oserror(exc, f"cgroup {self._what(path)}") from None
 
-    @contextmanager
-    def dirfd(self, path: str, flags: int = _DIR) -> Iterator[int]:
-        """An fd of the cgroup directory, closed on exit."""
-        fd = self._open(path, flags)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+    def dirfd(self, path: str, flags: int = _DIR) -> _Dirfd:
+        """An fd of the cgroup directory for a ``with`` block (closed at its end, unless it
+        is held for the request)."""
+        held = self._held
+        if held is not None and flags == _PATH_DIR:
+            fd = held.get(path)
+            if fd is None:
+                fd = held[path] = self._open(path, flags)
+            return _Dirfd(fd, False)
+        return _Dirfd(self._open(path, flags), True)
+
+    def hold(self) -> None:
+        """Until :meth:`release`, resolve each cgroup path once: one request's checks and its
+        action then concern the same directory, and repeated ``openat2`` calls are saved.
+        Only for the duration of one synchronous request (never across an ``await``)."""
+        if self._held is None:
+            self._held = {}
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            for fd in held.values():
+                os.close(fd)
+
+    def _forget(self, path: str) -> None:
+        """*path* and its descendants were removed: resolve them afresh if asked again."""
+        held = self._held
+        if held:
+            prefix = path.rstrip("/") + "/"
+            for p in [p for p in held if p == path or p.startswith(prefix)]:
+                os.close(held.pop(p))
 
     def exists(self, path: str) -> bool:
         try:
-            os.close(self._open(path, _PATH_DIR))
-            return True
+            with self.dirfd(path, _PATH_DIR):
+                return True
         except NotFound:
             return False
 
@@ -222,6 +257,7 @@ class CgroupTree:
                 os.rmdir(parts[-1], dir_fd=pfd)
             except OSError as exc:
                 raise from_oserror(exc, f"remove {self._what(path)}") from None
+        self._forget(path)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         """Remove a cgroup (and with *recursive*, its descendants, bottom-up).
@@ -422,6 +458,24 @@ class CgroupTree:
             raise from_oserror(exc, f"chmod {self._what(path, key)}") from None
         finally:
             os.close(kfd)
+
+
+class _Dirfd:
+    """``with tree.dirfd(path) as fd``: cheaper than a generator-based context manager, which
+    matters at several per request."""
+
+    __slots__ = ("fd", "owned")
+
+    def __init__(self, fd: int, owned: bool) -> None:
+        self.fd = fd
+        self.owned = owned
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            os.close(self.fd)
 
 
 def _child_names(fd: int) -> list[str]:

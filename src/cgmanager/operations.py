@@ -109,6 +109,8 @@ class Manager:
     ) -> None:
         self.layout = layout
         self.trees = dict(trees)
+        #: trees holding resolved cgroups for the request in progress (see :meth:`holding`)
+        self._holding: list[CgroupTree] | None = None
         self.daemon = daemon
         self.max_depth = max_depth
         self.reaper = reaper
@@ -122,7 +124,16 @@ class Manager:
     # -- helpers ----------------------------------------------------------------------------
 
     def tree(self, h: Hierarchy) -> CgroupTree:
-        return self.trees[h.key]
+        t = self.trees[h.key]
+        if self._holding is not None and t._held is None:
+            t.hold()
+            self._holding.append(t)
+        return t
+
+    def holding(self) -> _Holding:
+        """``with manager.holding():`` around one synchronous request: each cgroup it names is
+        resolved once (see :meth:`CgroupTree.hold`), released at the end."""
+        return _Holding(self)
 
     def base(self, h: Hierarchy) -> str:
         """The daemon's own cgroup: the bound of everything it does in *h*."""
@@ -875,6 +886,23 @@ class Manager:
         if self.reaper is None:
             raise Unsupported("remove-on-empty is not available in this process")
         return self.reaper
+
+
+class _Holding:
+    __slots__ = ("m",)
+
+    def __init__(self, m: Manager) -> None:
+        self.m = m
+
+    def __enter__(self) -> None:
+        if self.m._holding is not None:
+            raise RuntimeError("internal: nested request scopes")
+        self.m._holding = []
+
+    def __exit__(self, *exc: object) -> None:
+        trees, self.m._holding = self.m._holding, None
+        for t in trees or ():
+            t.release()
 
 
 def open_trees(layout: Layout) -> dict[str, CgroupTree]:

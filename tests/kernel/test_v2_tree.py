@@ -255,3 +255,29 @@ class TestHostileInput:
         with pytest.raises(OSError):
             os.symlink("/etc", base + "/evil")
         assert not os.path.lexists(base + "/evil")
+
+
+def test_a_held_cgroup_is_resolved_once_and_forgotten_when_removed(v2):
+    """Within one request (hold … release) a path names the directory first resolved; a
+    removal drops it (and its descendants) so a re-created cgroup is seen afresh, and release
+    closes every fd held."""
+    t, base, hp = v2
+    t.create(hp + "/h/k")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    t.hold()
+    try:
+        first = t.stat(hp + "/h")
+        os.rmdir(base + "/h/k")
+        os.rmdir(base + "/h")
+        os.mkdir(base + "/h")  # replaced behind the layer's back: the held directory stays
+        assert t.stat(hp + "/h").st_ino == first.st_ino
+        t.rmdir(hp + "/h")  # removed through the layer: forgotten
+        assert not t.exists(hp + "/h")
+        t.mkdir(hp + "/h")
+        assert t.stat(hp + "/h").st_ino != first.st_ino
+    finally:
+        t.release()
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+    t.hold()
+    t.release()
+    assert t.stat(hp + "/h").st_ino == os.stat(base + "/h").st_ino

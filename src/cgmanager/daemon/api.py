@@ -244,7 +244,8 @@ class Service:
             def op(m: scm.ScmMethod, r: Received, second: Received | None) -> tuple:
                 try:
                     requestor = identify(r.cred, self.layout, self.ns, r.pidfd)
-                    reply = self._scm_op(m, Request(requestor, proxy), tuple(args), second)
+                    with self.m.holding():
+                        reply = self._scm_op(m, Request(requestor, proxy), tuple(args), second)
                 except CgmError as e:
                     if mutating:
                         _audit_scm(call, m.name, r, args, f"refused ({e.kind}: {e.message})")
@@ -332,9 +333,12 @@ class Service:
 
             return async_handler
 
+        holding = self.m.holding
+
         def handler(call: MethodCall) -> tuple:
             try:
-                return finish(call, fn(call, *call.body))
+                with holding():
+                    return finish(call, fn(call, *call.body))
             except CgmError as e:
                 raise refuse(call, e) from None
 
