@@ -1,10 +1,13 @@
 """One accepted client connection: SASL, then messages, with fds, under hard limits.
 
 Why raw ``recvmsg``/``sendmsg`` with ``loop.add_reader`` and not asyncio streams: streams cannot
-carry SCM_RIGHTS fds.  Why one task per connection processing its messages strictly in order: a
-coroutine handler delays only its own client, replies keep request order (so the reply to
-``Hello`` is the first message a client gets — sd-bus insists), and while a handler runs the
-kernel socket buffer applies back-pressure to that client alone.
+carry SCM_RIGHTS fds.  Messages are processed strictly in order per connection: replies keep
+request order (so the reply to ``Hello`` is the first message a client gets — sd-bus insists),
+and while a coroutine handler runs, reading from that client pauses, so the kernel socket
+buffer applies back-pressure to it alone.  Why callbacks after the handshake rather than a
+coroutine reading in a loop: the reader stays registered for the connection's life and each
+readable event is handled in place — no epoll registration, future or task switch per message,
+which cost more than a typical request's work (see docs/PERFORMANCE.md).
 
 Every way a client can misbehave ends that client's connection and nothing else:
 
@@ -99,7 +102,12 @@ class Connection:
         self._out_size = 0
         self._writer_registered = False
         self._pending_fds: list[int] = []
-        self._unyielded = 0
+        # message phase (after the handshake)
+        self._buf = bytearray()
+        self._reading = False  # the message-phase reader is registered
+        self._busy: asyncio.Future | None = None  # a coroutine handler's reply is awaited
+        self._partial: asyncio.TimerHandle | None = None  # deadline of a started message
+        self._done = self._loop.create_future()  # resolved at teardown: ends run()
         #: what handlers learnt about this connection's peer (MethodCall.state)
         self.state: dict[str, Any] = {}
 
@@ -114,25 +122,35 @@ class Connection:
         """Serve the connection until the client leaves, misbehaves or the server closes."""
         try:
             leftover = await self._handshake()
-            await self._messages(leftover)
-        except _Drop as exc:
+            self._buf += leftover
+            self._resume()
+            await self._done
+        except asyncio.CancelledError:
+            pass  # server shutdown or abort(); teardown below
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._teardown()
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the connection because of *exc*, with a reason saying why."""
+        if isinstance(exc, _Drop):
             self.close_reason = str(exc)
             log.info("dropping %r: %s", self, exc)
-        except ProtocolError as exc:
+        elif isinstance(exc, ProtocolError):
             self.close_reason = f"protocol error: {exc}"
             log.info("dropping %r: protocol error: %s", self, exc)
-        except (ConnectionError, EOFError):
+        elif isinstance(exc, (ConnectionError, EOFError)):
             self.close_reason = self.close_reason or "disconnected"
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             if not self.closed:
                 self.close_reason = f"socket error: {exc}"
                 log.info("%r: socket error: %s", self, exc)
-        except asyncio.CancelledError:
-            pass  # server shutdown or abort(); teardown below
-        except Exception:  # a bug here must not take the daemon down
-            log.exception("unexpected failure serving %r", self)
-        finally:
-            self._teardown()
+        elif isinstance(exc, Exception):  # a bug here must not take the daemon down
+            log.error("unexpected failure serving %r", self, exc_info=exc)
+        else:
+            raise exc
+        self._teardown()
 
     def abort(self, reason: str) -> None:
         """Close the connection now (from any context); the run task ends soon after."""
@@ -154,6 +172,13 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
+        if self._busy is not None and not self._busy.done():
+            self._busy.cancel()
+        if not self._done.done():
+            self._done.set_result(None)
         try:
             self._loop.remove_reader(self._fd)
             if self._writer_registered:
@@ -188,7 +213,6 @@ class Connection:
     # reading
 
     async def _readable(self, timeout: float | None) -> None:
-        self._unyielded = 0
         fut = self._loop.create_future()
         self._loop.add_reader(self._fd, _wake, fut)
         try:
@@ -205,29 +229,31 @@ class Connection:
                 self._loop.remove_reader(self._fd)
 
     async def _recv(self, timeout: float | None = None) -> bytes:
-        """Receive some bytes; fds that come with them are appended to ``_pending_fds``."""
+        """Receive some bytes (handshake phase); fds that come with them are appended to
+        ``_pending_fds``."""
         while True:
             if self.closed:
                 raise EOFError
             try:
-                data, anc, flags, _addr = self._sock.recvmsg(
-                    _RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC
-                )
+                return self._recv_now()
             except (BlockingIOError, InterruptedError):
                 await self._readable(timeout)
-                continue
-            if anc:
-                fds = fds_from_ancdata(anc)
-                if fds:
-                    self._pending_fds.extend(fds)
-                    limit = self._limits.max_fds_per_message
-                    if len(self._pending_fds) > limit:
-                        raise _Drop(f"more than {limit} fds pending")
-            if flags & MSG_CTRUNC:
-                raise _Drop("ancillary data truncated")
-            if not data:
-                raise EOFError
-            return data
+
+    def _recv_now(self) -> bytes:
+        """One ``recvmsg``: the bytes, with their fds kept in ``_pending_fds`` (bounded)."""
+        data, anc, flags, _addr = self._sock.recvmsg(_RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
+        if anc:
+            fds = fds_from_ancdata(anc)
+            if fds:
+                self._pending_fds.extend(fds)
+                limit = self._limits.max_fds_per_message
+                if len(self._pending_fds) > limit:
+                    raise _Drop(f"more than {limit} fds pending")
+        if flags & MSG_CTRUNC:
+            raise _Drop("ancillary data truncated")
+        if not data:
+            raise EOFError
+        return data
 
     async def _handshake(self) -> bytes:
         sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=self._limits.max_sasl_line)
@@ -253,56 +279,120 @@ class Connection:
         )
         return step.leftover
 
-    async def _messages(self, leftover: bytes) -> None:
-        buf = bytearray(leftover)
+    def _on_readable(self) -> None:
+        try:
+            data = self._recv_now()
+        except (BlockingIOError, InterruptedError):
+            return
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self._buf += data
+        self._process()
+
+    def _resume(self) -> None:
+        """Handle what is buffered, then (unless paused again) wait for more."""
+        if self.closed:
+            return
+        self._process()
+        if (not self.closed and self._busy is None and not self._reading
+                and not self._complete_message_buffered()):
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    def _complete_message_buffered(self) -> bool:
+        buf = self._buf
+        return len(buf) >= 16 and len(buf) >= message_size(buf, self._limits.max_message_size)
+
+    def _process(self) -> None:
+        try:
+            self._process_messages()
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _process_messages(self) -> None:
+        """Dispatch every complete buffered message, in order: a coroutine handler pauses the
+        connection until its reply is sent; after ``_FAIRNESS_BATCH`` messages the rest waits
+        for the next loop iteration so that no client monopolises the daemon."""
+        buf = self._buf
         pending = self._pending_fds
         max_size = self._limits.max_message_size
-        timeout = self._limits.message_timeout
-        dispatch = self._dispatcher.handle
-        peer = self.peer
-        name = self.unique_name
-        state = self.state
-        while True:
+        handled = 0
+        while not self.closed:
             if pending and not self.unix_fd:
                 raise _Drop("fds sent without NEGOTIATE_UNIX_FD")
-            need = 16
-            while len(buf) >= 16:
-                size = message_size(buf, max_size)
-                blen = len(buf)
-                if blen < size:
-                    need = size
-                    break
-                self._unyielded += 1
-                if self._unyielded >= _FAIRNESS_BATCH:  # before any fd leaves ``pending``
-                    self._unyielded = 0
-                    await asyncio.sleep(0)
-                    if self.closed:
-                        return
-                if blen == size:
-                    raw = bytes(buf)
-                    buf.clear()
-                else:
-                    raw = bytes(buf[:size])
-                    del buf[:size]
-                msg = parse_message(raw, pending)
-                if msg.fds:
-                    del pending[: len(msg.fds)]
-                if msg.type != METHOD_CALL:
-                    close_fds(msg.fds)  # replies, errors, signals: nothing to do here
-                    continue
-                reply = dispatch(msg, peer, self.pidfd, name, state)
-                if reply is not None and type(reply) is not Message:
-                    reply = await reply
-                if self.closed:
-                    if reply is not None:
-                        self._discard(reply)
-                    return
+            if len(buf) < 16:
+                break
+            size = message_size(buf, max_size)
+            blen = len(buf)
+            if blen < size:
+                break
+            if handled >= _FAIRNESS_BATCH:  # before any fd leaves ``pending``
+                self._pause()
+                self._loop.call_soon(self._resume)
+                break
+            handled += 1
+            if blen == size:
+                raw = bytes(buf)
+                buf.clear()
+            else:
+                raw = bytes(buf[:size])
+                del buf[:size]
+            msg = parse_message(raw, pending)
+            if msg.fds:
+                del pending[: len(msg.fds)]
+            if msg.type != METHOD_CALL:
+                close_fds(msg.fds)  # replies, errors, signals: nothing to do here
+                continue
+            reply = self._dispatcher.handle(msg, self.peer, self.pidfd, self.unique_name,
+                                            self.state)
+            if reply is not None and type(reply) is not Message:
+                self._pause()
+                self._busy = asyncio.ensure_future(reply)
+                self._busy.add_done_callback(self._replied)
+                break
+            if self.closed:
                 if reply is not None:
-                    self._send(reply)
-                    if self.closed:
-                        return
-            while len(buf) < need:
-                buf += await self._recv(timeout if buf else None)
+                    self._discard(reply)
+                return
+            if reply is not None:
+                self._send(reply)
+        if self.closed:
+            return
+        if handled and self._partial is not None:  # progress: the deadline starts again
+            self._partial.cancel()
+            self._partial = None
+        timeout = self._limits.message_timeout
+        if buf and self._partial is None and timeout is not None and self._busy is None:
+            self._partial = self._loop.call_later(timeout, self._stalled)
+
+    def _replied(self, fut: asyncio.Future) -> None:
+        """A coroutine handler finished: send its reply, then carry on with the connection."""
+        self._busy = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self._fail(exc)
+            return
+        reply = fut.result()
+        if self.closed:
+            if reply is not None:
+                self._discard(reply)
+            return
+        if reply is not None:
+            self._send(reply)
+        self._resume()
+
+    def _stalled(self) -> None:
+        self._partial = None
+        if not self.closed and self._buf and self._busy is None:
+            self._fail(_Drop("message not completed in time"))
 
     # ----------------------------------------------------------------------------------------
     # writing
