@@ -401,3 +401,149 @@ def test_a_credential_whose_pidfd_the_kernel_could_not_make_is_refused():
         srv._check_known(gone, None, scm.BY_NAME["CreateScm"])  # as the requestor
     with pytest.raises(NotPermitted):
         srv._check_known(plain, gone, move)  # as the victim
+
+
+# -- the same, end to end: a live daemon in a fresh pid namespace ---------------------------------
+
+
+def _stop(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+
+
+def _scm_start(address: str, member: str, args: tuple):
+    """Start an Scm call and wait for its first kick → (connection, our end)."""
+    from cgmanager import scm
+    from cgmanager.dbus.client import connect
+
+    conn = connect(address, timeout=10)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for s in (mine, theirs):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    mine.settimeout(10)
+    sig = scm.BY_NAME[member].signature
+    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", member, sig,
+              (*args, theirs.fileno()))
+    theirs.close()
+    assert mine.recv(16) == scm.KICK
+    return conn, mine
+
+
+def _live_daemon_in_fresh_pidns(argv: list[str], address: str, dirs: dict[str, str],
+                                uid: int) -> dict:
+    """pid 1 of a fresh pid namespace: run cgmanager here, so that this namespace's pids are
+    the daemon's and the test can recycle them; then send Scm credentials whose processes
+    are recycled before the (stopped) daemon reads them."""
+    from cgmanager import scm, scm_client
+    from cgmanager.dbus.client import connect
+
+    daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {}
+    try:
+        assert wait_for(lambda: _connectable(address), timeout=20)
+        with open(os.path.join(dirs["base"], "cgroup.procs"), "w") as f:
+            f.write("0")  # the requestor (and proxy) lives in base
+        me = (os.getpid(), 0, 0)
+        # controls: unraced, the same requests succeed
+        control, control_go = _fork_waiting(dirs["from"], None)
+        with connect(address, timeout=10) as c:
+            out["control_move"] = scm_client.call(c, "MovePidScm", ("pids", "control"), me,
+                                                  (control, 0, 0))
+        out["control_where"] = _where_pids(control)
+        os.write(control_go, b"x"), os.waitpid(control, 0)
+        conn, mine = _scm_start(address, "CreateScm", ("pids", "made"))
+        r, r_go = _fork_waiting(dirs["user"], uid, cred_to=mine)
+        out["control_create"] = scm.decode_status(mine.recv(16))
+        os.write(r_go, b"x"), os.waitpid(r, 0)
+        conn.close(), mine.close()
+
+        # the victim's credential is sent, then the victim recycled, then the daemon reads it
+        victim, go = _fork_waiting(dirs["from"], None)
+        conn, mine = _scm_start(address, "MovePidScm", ("pids", "to"))
+        scm_client.send_cred(mine, me)
+        assert mine.recv(16) == scm.KICK
+        _stop(daemon.pid)
+        scm_client.send_cred(mine, (victim, 0, 0))
+        newcomer, _ = _recycle(victim, go, dirs["elsewhere"])
+        os.kill(daemon.pid, signal.SIGCONT)
+        out["victim_result"] = scm.decode_status(mine.recv(16))
+        out["newcomer"] = _where_pids(newcomer)
+        conn.close(), mine.close()
+
+        # the requestor's credential is sent, then the requestor recycled (as root, in a cgroup
+        # where the user could create: judged by the newcomer's /proc, the request would pass)
+        conn, mine = _scm_start(address, "CreateScm", ("pids", "escaped"))
+        _stop(daemon.pid)
+        r, r_go = _fork_waiting(dirs["user"], uid, cred_to=mine)
+        newcomer2, _ = _recycle(r, r_go, dirs["open"])
+        os.kill(daemon.pid, signal.SIGCONT)
+        out["requestor_result"] = scm.decode_status(mine.recv(16))
+        out["newcomer2"] = _where_pids(newcomer2)
+        conn.close(), mine.close()
+        out["alive"] = daemon.poll() is None
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    return out
+
+
+def _connectable(address: str) -> bool:
+    from cgmanager.dbus.client import connect
+
+    try:
+        connect(address, timeout=2).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _where_pids(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "pids" in ctrls.split(","):
+                return path
+    raise LookupError(pid)
+
+
+def test_scm_credentials_of_recycled_processes_are_refused_end_to_end(cgroots, cgdir, test_user,
+                                                                      tmp_path):
+    """A live daemon whose pid namespace the test controls: credentials (requestor and victim)
+    are stated for processes that are then reaped and whose pids go to root processes in other
+    cgroups before the daemon reads them.  SO_PASSPIDFD pins each credential to the process
+    that sent it: both requests fail, and nothing moves or appears."""
+    from daemon.conftest import VENV_BIN, served_and_skipped
+
+    base = cgdir("pids")
+    dirs = {"base": base}
+    for name in ("from", "to", "control", "elsewhere", "user", "open"):
+        dirs[name] = os.path.join(base, name)
+        os.mkdir(dirs[name])
+    for name in ("user", "open"):
+        for f in ("", "cgroup.procs", "tasks"):
+            os.chown(os.path.join(dirs[name], f), test_user.uid, test_user.gid)
+    os.chmod(tmp_path, 0o755)
+    sock = f"{tmp_path}/sock"
+    _served, skipped = served_and_skipped(cgroots)
+    argv = [f"{VENV_BIN}/cgmanager", "--socket", sock, "--fs-dir", f"{tmp_path}/fs",
+            "--log-level", "debug"]
+    if skipped:
+        argv += ["--skip", ",".join(skipped)]
+    before = snapshot(base)
+    out = run_in_ns(_live_daemon_in_fresh_pidns, argv, f"unix:path={sock}", dirs, test_user.uid,
+                    pidns=True, mountns=True, mount_proc=True, timeout=60)
+    hp = "/" + os.path.relpath(base, cgroots.mount("pids"))
+    from cgmanager import scm
+
+    assert out["control_move"] is None and out["control_where"] == hp + "/control", out
+    assert out["control_create"] == scm.OK, out
+    assert out["victim_result"] == scm.FAILED, out
+    assert out["newcomer"] == hp + "/elsewhere"
+    assert out["requestor_result"] == scm.FAILED, out
+    assert out["newcomer2"] == hp + "/open"
+    assert out["alive"]
+    assert not [d for d, _, _ in os.walk(base) if d.endswith("/escaped")]
+    after = snapshot(base)
+    assert set(after) - set(before) == {p for p in after if p.startswith("user/made")}
+    with open(f"{dirs['to']}/cgroup.procs") as f:
+        assert f.read() == ""
