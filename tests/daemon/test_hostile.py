@@ -1,5 +1,6 @@
 """Hostile cases from the threat model that need a live daemon (the start of issue 7's suite)."""
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,8 @@ import sys
 import pytest
 from kernel.helpers import snapshot, wait_for
 from support.ns import run_in_ns
+
+from .replies import ok
 
 pytestmark = pytest.mark.t3
 O_CLOEXEC = 0o2000000
@@ -91,6 +94,262 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
     assert snapshot(place.path("pids")) == before
     assert place.py("Ping", "i", 0).returncode == 0  # and everyone else is still served
     d.stop()
+
+
+
+# -- the kernel side, and a client that tries many things ---------------------------------------
+
+#: files whose *contents* a refused request must leave unchanged (besides every owner and mode)
+WATCHED = ("cgroup.procs", "tasks", "cgroup.threads", "notify_on_release", "cgroup.clone_children",
+           "pids.max", "cgroup.subtree_control", "cgroup.max.descendants", "cgroup.max.depth",
+           "cgroup.type", "cgroup.freeze", "freezer.state", "cpuset.cpus", "cpuset.mems")
+
+
+def kernel_state(*dirs: str) -> dict:
+    """Owners and modes of every cgroup and file below *dirs*, the contents of the WATCHED
+    files, and every v1 hierarchy's host-global ``release_agent``."""
+    out: dict = {}
+    for d in dirs:
+        out.update({(d, k): v for k, v in snapshot(d).items()})
+        for dirpath, _dirs, files in os.walk(d):
+            for f in files:
+                if f in WATCHED:
+                    with open(os.path.join(dirpath, f)) as fh:
+                        out[(dirpath, f, "content")] = fh.read()
+    for mount in ("pids", "freezer", "cpuset", "cpu", "devices", "blkio", "systemd"):
+        agent = f"/sys/fs/cgroup/{mount}/release_agent"
+        if os.path.exists(agent):
+            with open(agent) as fh:
+                out[("release_agent", mount)] = fh.read()
+    return out
+
+
+def cgroups_of(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f.read()
+
+
+ATTEMPTS = r"""
+import json, os, sys
+from cgmanager.dbus.client import connect
+from cgmanager.dbus.errors import DBusError
+O, I = '/org/linuxcontainers/cgmanager', 'org.linuxcontainers.cgmanager0_0'
+addr, enter, attempts = json.loads(sys.argv[1])
+c = connect(addr)
+if enter:  # first move ourselves into a cgroup below where we were placed
+    c.call(O, I, 'MovePid', 'ssi', (enter[0], enter[1], os.getpid()))
+out = []
+for method, sig, args in attempts:
+    args = [os.getpid() if a == 'SELF' else a for a in args]
+    try:
+        out.append(['ok', repr(c.call(O, I, method, sig, tuple(args)))])
+    except DBusError as e:
+        out.append([e.name, e.message])
+print(json.dumps(out))
+"""
+
+
+def attempt(place, attempts, user=None, enter=None) -> list[list[str]]:
+    """Run each (method, signature, args) in one client placed like the others → one
+    [outcome, message] per attempt ("ok" or the D-Bus error name)."""
+    cp = place.run([sys.executable, "-c", ATTEMPTS,
+                    json.dumps([place.daemon.address, enter, attempts])], user=user)
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)
+
+
+def all_refused(attempts, results, kind=None) -> None:
+    bad = [(a, r) for a, r in zip(attempts, results, strict=True)
+           if not r[0].startswith(ERR) or (kind and r[0] != ERR + kind)]
+    assert bad == [], bad
+
+
+ERR = "org.linuxcontainers.cgmanager.Error."
+
+
+# -- as an unprivileged host user ----------------------------------------------------------------
+
+
+@pytest.fixture
+def delegated(place, test_user):
+    """The place's pids cgroup X holds d (handed to the user, as a delegation would) and d2
+    (also the user's: a sibling whose name extends d's, reachable by no spelling from d)."""
+    for name in ("d", "d2"):
+        ok(place.py("Create", "ss", "pids", name))
+        ok(place.py("Chown", "ssii", "pids", name, test_user.uid, test_user.gid))
+    return place
+
+
+def test_user_path_spellings_that_escape_change_nothing(delegated, test_user):
+    """CVE-2014-1425, CVE-2015-1342, 0.42's 9c41660: from X/d the user reaches nothing of X/d2,
+    whatever the spelling, though it owns d2 (only the subtree bound stands in the way)."""
+    place = delegated
+    x = place.hp("pids")
+    before = kernel_state(place.path("pids"))
+    attempts = []
+    for spelling in (f"{x}/d2", f"/{x}/d2", f"{x}//d2", f"{x}/d2/", f"{x}/d/../d2", f"{x}/d2/.",
+                     x, "/", "//"):
+        attempts += [["GetValue", "sss", ["pids", spelling, "pids.max"]],
+                     ["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
+                     ["ListChildren", "ss", ["pids", spelling]],
+                     ["ListKeys", "ss", ["pids", spelling]],
+                     ["GetTasks", "ss", ["pids", spelling]]]
+    for spelling in ("..", "../d2", "..//d2", "/../d2", "x/../../d2", ".", "./x", "d2\n", "\x01"):
+        attempts += [["Create", "ss", ["pids", spelling]],
+                     ["Remove", "ssi", ["pids", spelling, 1]],
+                     ["Chmod", "sssi", ["pids", spelling, "", 0o777]],
+                     ["MovePid", "ssi", ["pids", spelling, "SELF"]],
+                     ["RemoveOnEmpty", "ss", ["pids", spelling]],
+                     ["Prune", "ss", ["pids", spelling]]]
+    # names of kernel files are never cgroup names, in any method
+    for name in ("tasks", "cgroup.procs", "notify_on_release", "release_agent",
+                 "cgroup.clone_children", "pids.max", "cgroup.kill"):
+        attempts += [["Create", "ss", ["pids", name]], ["Remove", "ssi", ["pids", name, 0]]]
+    attempts += [["Chown", "ssii", ["pids", "", test_user.uid, test_user.gid]],
+                 ["Chown", "ssii", ["pids", "", 0, 0]]]
+    results = attempt(place, attempts, user=test_user, enter=["pids", "d"])
+    all_refused(attempts, results)
+    by_kind = {r[0].removeprefix(ERR) for r in results}
+    assert by_kind <= {"NotFound", "InvalidArgument", "NotPermitted"}, by_kind
+    assert kernel_state(place.path("pids")) == before  # the client itself has exited
+    # ... and the same requests from X/d2 itself reach d2 (the refusals above were the bound)
+    assert attempt(place, [["GetValue", "sss", ["pids", f"{x}/d2", "pids.max"]]],
+                   user=test_user, enter=["pids", "d2"])[0][0] == "ok"
+
+
+
+FORBIDDEN_KEYS = ("release_agent", "notify_on_release", "cgroup.clone_children", "tasks",
+                  "cgroup.procs", "cgroup.threads", "../release_agent", "../../release_agent",
+                  "../../../release_agent", "/etc/passwd", "..", ".", "own/pids.max",
+                  "cgroup.sane_behavior")
+
+
+def test_user_keys_outside_the_allowlist_change_nothing(delegated, test_user):
+    """§15.4.1 and CVE-2022-0492: the user owns every file of d/own — notify_on_release and
+    cgroup.clone_children included — yet SetValue writes none of them, nor tasks/cgroup.procs
+    (which would move root's process past MovePid's checks), nor anything outside by traversal."""
+    place = delegated
+    ok(place.py("Create", "ss", "pids", "d/own", user=test_user))
+    own = place.path("pids") + "/d/own"
+    assert os.stat(f"{own}/notify_on_release").st_uid == test_user.uid  # the file would allow it
+    root_proc = place.spawn(["sleep", "100"])
+    where = cgroups_of(root_proc.pid)
+    before = kernel_state(place.path("pids"))
+    attempts = []
+    for key in FORBIDDEN_KEYS:
+        for value in ("1", str(root_proc.pid), "/tmp/pwn"):
+            attempts.append(["SetValue", "ssss", ["pids", "d/own", key, value]])
+        attempts.append(["Chmod", "sssi", ["pids", "d/own", key, 0o777]]
+                        if "/" in key or key in (".", "..") else
+                        ["GetValue", "sss", ["pids", "d/own", "../" + key]])
+    results = attempt(place, attempts, user=test_user)
+    all_refused(attempts, results)
+    assert kernel_state(place.path("pids")) == before
+    assert cgroups_of(root_proc.pid) == where
+    # a key of the allowlist on the same cgroup works: the refusals above were the allowlist
+    assert attempt(place, [["SetValue", "ssss", ["pids", "d/own", "pids.max", "5"]]],
+                   user=test_user)[0][0] == "ok"
+
+
+@pytest.fixture
+def no_cpus(place, test_user):
+    """X/nocpus in the cpuset hierarchy, the user's, with no cpus: the kernel refuses every move
+    into it (ENOSPC).  A safety net: should the daemon ever wrongly agree to move pid 1 or the
+    daemon, the kernel still refuses, and nothing of this machine moves."""
+    path = place.path("cpuset") + "/nocpus"
+    os.mkdir(path)
+    with open(f"{path}/cpuset.cpus") as f:
+        assert f.read().strip() == ""
+    for f in ("", "tasks", "cgroup.procs"):
+        os.chown(os.path.join(path, f), test_user.uid, test_user.gid)
+    yield path
+    os.rmdir(path)
+
+
+def test_user_cannot_move_pid_1_the_daemon_or_another_users_process(place, test_user,
+                                                                     make_test_user, no_cpus):
+    """CVE-2015-1344 class.  Refused by the daemon (NotPermitted, not the kernel's ENOSPC),
+    with every victim's cgroups unchanged."""
+    other = make_test_user()
+    others = place.spawn(["sleep", "100"], user=other)
+    mine = place.spawn(["sleep", "100"], user=test_user)
+    victims = [1, place.daemon.popen.pid, others.pid]
+    before = {pid: cgroups_of(pid) for pid in victims}
+    state = kernel_state(place.path("cpuset"), place.path("pids"))
+    x = place.hp("cpuset")
+    attempts = []
+    for pid in victims:
+        attempts += [["MovePid", "ssi", ["cpuset", "nocpus", pid]],
+                     ["MovePidAbs", "ssi", ["cpuset", f"{x}/nocpus", pid]],
+                     ["MovePid", "ssi", ["pids", "", pid]]]
+    results = attempt(place, attempts, user=test_user)
+    all_refused(attempts, results, "NotPermitted")
+    assert {pid: cgroups_of(pid) for pid in victims} == before
+    assert kernel_state(place.path("cpuset"), place.path("pids")) == state
+    # the user's own process is judged, and refused only by the kernel (no cpus)
+    res = attempt(place, [["MovePid", "ssi", ["cpuset", "nocpus", mine.pid]]], user=test_user)
+    assert res[0][0] == ERR + "KernelRejected" and "No space left" in res[0][1], res
+
+
+def test_pids_from_another_pid_namespace_name_nothing(place, test_user, no_cpus):
+    """A plain pid means something only in the daemon's pid namespace: from a namespace of its
+    own, the user's "1" is its own init, and the daemon must not read it as the host's pid 1."""
+    code = ATTEMPTS
+    attempts = [["MovePid", "ssi", ["cpuset", "nocpus", 1]],
+                ["MovePidAbs", "ssi", ["cpuset", place.hp("cpuset") + "/nocpus", 1]],
+                ["GetPidCgroup", "si", ["pids", 1]],
+                ["MovePid", "ssi", ["cpuset", "nocpus", "SELF"]]]
+    before = cgroups_of(1)
+    cp = place.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+                    sys.executable, "-c", code,
+                    json.dumps([place.daemon.address, None, attempts])], user=test_user)
+    assert cp.returncode == 0, cp.stderr
+    results = json.loads(cp.stdout)
+    all_refused(attempts, results, "NotPermitted")
+    assert all("different pid namespace" in r[1] for r in results), results
+    assert cgroups_of(1) == before
+
+
+def test_a_uid_claimed_in_the_handshake_is_not_an_identity(place, test_user):
+    """SASL EXTERNAL may carry any uid (dbus-daemon checks it; a peer-to-peer server need not):
+    the daemon's identity is SO_PEERCRED's, so a user claiming uid 0 is still the user."""
+    code = (
+        "import socket, sys\n"
+        "from cgmanager.dbus.client import Connection\n"
+        "from cgmanager.dbus.errors import DBusError\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({place.daemon.socket!r})\n"
+        "s.sendall(b'\\0AUTH EXTERNAL 30\\r\\n')\n"  # hex of "0"
+        "assert s.recv(4096).startswith(b'OK ')\n"
+        "s.sendall(b'BEGIN\\r\\n')\n"
+        "c = Connection(s, False, 10)\n"
+        "try:\n"
+        "    c.call('/org/linuxcontainers/cgmanager', 'org.linuxcontainers.cgmanager0_0',"
+        " 'Create', 'ss', ('pids', 'claimed'))\n"
+        "except DBusError as e:\n"
+        "    print(e.name)\n"
+    )
+    before = kernel_state(place.path("pids"))
+    cp = place.run([sys.executable, "-c", code], user=test_user)
+    assert cp.stdout.strip() == ERR + "NotPermitted", cp.stdout + cp.stderr
+    assert kernel_state(place.path("pids")) == before
+
+
+@pytest.mark.parametrize("key", ["pids", "unified"])
+def test_symlinks_cannot_be_planted_in_a_delegated_subtree(place, test_user, key):
+    """LXC CVE-2015-1335 style swaps need a symlink inside the tree the daemon resolves: the
+    owner of a delegated cgroup cannot make one (cgroupfs has no symlinks, v1 or v2); the
+    resolver refuses them anyway (tests/kernel/test_resolution.py, on a tmpfs)."""
+    ok(place.py("Create", "ss", key, "mine"))
+    ok(place.py("Chown", "ssii", key, "mine", test_user.uid, test_user.gid))
+    mine = place.path(key) + "/mine"
+    before = snapshot(mine)
+    for target, name in (("/etc", "evil"), ("..", "up"), ("cgroup.procs", "procs_link")):
+        cp = test_user.run(["ln", "-s", target, f"{mine}/{name}"])
+        assert cp.returncode != 0
+        cp = place.run(["ln", "-s", target, f"{mine}/{name}"])  # not even as root
+        assert cp.returncode != 0
+    assert snapshot(mine) == before
 
 
 # -- pid reuse between the check and the move ----------------------------------------------------
