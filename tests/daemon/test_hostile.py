@@ -352,6 +352,31 @@ def test_symlinks_cannot_be_planted_in_a_delegated_subtree(place, test_user, key
     assert snapshot(mine) == before
 
 
+
+# -- as host root (where refusing is the design: its own subtree bounds it too) -----------------
+
+
+def test_host_root_is_bounded_by_its_own_cgroup_and_the_allowlist(place):
+    """Root of the host, placed in X/d, reaches nothing of X/d2 or above through the lookup
+    methods, and writes no key outside the allowlist — not even on its own cgroups."""
+    for name in ("d", "d2", "d/k"):
+        ok(place.py("Create", "ss", "pids", name))
+    x = place.hp("pids")
+    root_proc = place.spawn(["sleep", "100"])
+    where = cgroups_of(root_proc.pid)
+    before = kernel_state(place.path("pids"))
+    attempts = []
+    for spelling in (f"{x}/d2", f"/{x}/d2", f"{x}//d2", f"{x}/d/../d2", x, "/"):
+        attempts += [["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
+                     ["ListKeys", "ss", ["pids", spelling]]]
+    for key in FORBIDDEN_KEYS:
+        attempts.append(["SetValue", "ssss", ["pids", "k", key, str(root_proc.pid)]])
+    results = attempt(place, attempts, enter=["pids", "d"])
+    all_refused(attempts, results)
+    assert kernel_state(place.path("pids")) == before
+    assert cgroups_of(root_proc.pid) == where
+
+
 # -- pid reuse between the check and the move ----------------------------------------------------
 #
 # The kernel takes a pid number, not a pidfd, in cgroup.procs: between the permission decision
