@@ -1,10 +1,21 @@
 """``python -m bench``: benchmarks of the cgmanager daemon against the kernel floor.
 
-    python -m bench                    full run; results to bench/results/<stamp>.json, latest.json
-    python -m bench --smoke            a few hundred calls, < 20 s (CI): fails only if the daemon
-                                       or a call fails, never because of a timing; saves nothing
+    python -m bench                    full run of every suite; results to
+                                       bench/results/<stamp>.json (and latest.json with core)
+    python -m bench --suite S[,S…]     only these suites (core, concurrency, scale, startup)
+    python -m bench --smoke            tiny versions of every suite, < 40 s (CI): fails only if
+                                       the daemon or a call fails, never because of a timing;
+                                       saves nothing
     python -m bench --profile          profile the daemon on the costliest operations (py-spy if
                                        found, and cProfile); summary to stdout and the JSON
+
+Suites (each on a fresh daemon, in the same run root; see each module's docstring):
+
+    core          daemon CPU and latency per request against the floor; one-shot processes
+    concurrency   up to 1,000 clients at once: throughput, p50/p99/max, daemon RSS (bench/concurrency.py)
+    scale         10,000 cgroups: ListChildren, GetTasksRecursive, Remove, Prune (bench/scale.py)
+    startup       connect + authenticate + first call vs a persistent connection; round trips
+                  (bench/startup.py)
 
 Root only: it runs cgmanager on a private socket and works in a marked cgtest-<random> cgroup in
 the pids and v2 hierarchies, all removed at exit (also on SIGTERM / Ctrl-C).
@@ -21,8 +32,22 @@ from typing import Any
 
 from cgmanager.dbus.errors import DBusError
 
-from . import daemon_runs, floor, oneshot, report
+from . import concurrency, daemon_runs, floor, oneshot, report, scale, startup
 from .harness import CPU, BenchError, Fixture, Harness
+
+#: suite name -> (run(h, args, log) -> JSON-able dict, print_summary(dict)); run in this order.
+#: bench/reliability.py is a standalone script for now; to run it here, give it these two
+#: functions and add ``"reliability": (reliability.run, reliability.print_summary)``.
+SUITES: dict[str, tuple[Any, Any]] = {
+    "core": (None, None),  # timing_run / print_core below (its keys stay at the top level)
+    "concurrency": (concurrency.run, concurrency.print_summary),
+    "scale": (scale.run, scale.print_summary),
+    "startup": (startup.run, startup.print_summary),
+}
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
 
 
 def log(msg: str) -> None:
@@ -63,7 +88,40 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--py-spy", default=None, help="py-spy binary (default: PATH, /tmp/pyspy)")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    p.add_argument(
+        "--suite",
+        default=",".join(SUITES),
+        help=f"comma-separated suites to run (default: all of {','.join(SUITES)})",
+    )
+    g = p.add_argument_group("concurrency")
+    g.add_argument("--conc-levels", type=ints, help="connections per level (default 1,10,100,1000)")
+    g.add_argument("--conc-calls", type=int, help="calls per op and level (default 20000)")
+    g.add_argument("--conc-procs", type=int, help="client processes at most (default 4)")
+    g = p.add_argument_group("scale")
+    g.add_argument("--scale-sizes", type=ints, help="child cgroups (default 100,1000,10000)")
+    g.add_argument("--scale-items", type=int,
+                   help="cgroups listed per round and op: calls = this / N (default 10000)")
+    g.add_argument("--scale-rounds", type=int, help="interleaved rounds (default 3)")
+    g.add_argument("--scale-removals", type=int,
+                   help="cgroups removed per op: removals = this / N, at least 1 (default 1000)")
+    g = p.add_argument_group("startup")
+    g.add_argument("--startup-calls", type=int, help="iterations per batch (default 300)")
+    g.add_argument("--startup-rounds", type=int, help="interleaved rounds (default 5)")
     a = p.parse_args(argv)
+    smoke = a.smoke
+    a.suites = tuple(x for x in a.suite.split(",") if x)
+    bad = set(a.suites) - set(SUITES)
+    if bad:
+        p.error(f"unknown suites {sorted(bad)}; choose from {list(SUITES)}")
+    a.conc_levels = a.conc_levels or ((1, 50) if smoke else (1, 10, 100, 1000))
+    a.conc_calls = a.conc_calls or (100 if smoke else 20000)
+    a.conc_procs = a.conc_procs or (2 if smoke else 4)
+    a.scale_sizes = a.scale_sizes or ((10, 100) if smoke else (100, 1000, 10000))
+    a.scale_items = a.scale_items or (200 if smoke else 10000)
+    a.scale_rounds = a.scale_rounds or (1 if smoke else 3)
+    a.scale_removals = a.scale_removals or (10 if smoke else 1000)
+    a.startup_calls = a.startup_calls or (10 if smoke else 300)
+    a.startup_rounds = a.startup_rounds or (1 if smoke else 5)
     a.calls = a.calls or (50 if a.smoke else 3000)
     a.rounds = a.rounds or (2 if a.smoke else 7)
     a.oneshot = a.oneshot if a.oneshot is not None else (2 if a.smoke else 30)
@@ -95,9 +153,6 @@ def timing_run(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
         rss = next((line.split(":", 1)[1].strip() for line in f if line.startswith("VmRSS")), "")
     h.stop_daemon(daemon)
     return {
-        "kind": "smoke" if a.smoke else "full",
-        "machine": report.machine(),
-        "source": report.source(),
         "settings": {
             "calls_per_batch": a.calls,
             "rounds": a.rounds,
@@ -123,11 +178,28 @@ def timing_run(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
 def print_results(doc: dict[str, Any]) -> None:
     m = doc["machine"]
     print(
-        f"cgmanager benchmarks ({doc['kind']}): {m['date']}  kernel {m['kernel']}, "
-        f"{m['cpu_model']} ×{m['nproc']}, Python {m['python']}, load {m['loadavg']}; "
-        f"daemon and client pinned to "
-        f"CPU {m['pinned_cpu']}; {doc['settings']['rounds']} rounds × "
-        f"{doc['settings']['calls_per_batch']} calls"
+        f"cgmanager benchmarks ({doc['kind']}; suites {','.join(doc['suites'])}): {m['date']}  "
+        f"kernel {m['kernel']}, {m['cpu_model']} ×{m['nproc']}, Python {m['python']}, "
+        f"load {m['loadavg']} at the start (this machine is shared: other load shows up as noise)"
+    )
+    if "operations" in doc:
+        print_core(doc)
+    for name in doc["suites"]:
+        show = SUITES[name][1]
+        if show is not None and name in doc:
+            print()
+            show(doc[name])
+    src = doc["source"]
+    print(
+        f"\nmeasured: {src['package']} at {src['revision'] or '?'}"
+        f"{' (+ uncommitted changes)' if src['dirty'] else ''}"
+    )
+
+
+def print_core(doc: dict[str, Any]) -> None:
+    print(
+        f"\nCore: daemon and client pinned to CPU {doc['settings']['pinned_cpu']}; "
+        f"{doc['settings']['rounds']} rounds × {doc['settings']['calls_per_batch']} calls"
     )
     print()
     print(report.table(doc["operations"]))
@@ -139,11 +211,27 @@ def print_results(doc: dict[str, Any]) -> None:
         if not doc["oneshot_client_bytecode_cached"]:
             print("  (the client's modules have no .pyc: each one-shot client compiled them)")
     print(f"\ndaemon VmRSS at the end: {doc['daemon_vmrss_after']}")
-    src = doc["source"]
-    print(
-        f"measured: {src['package']} at {src['revision'] or '?'}"
-        f"{' (+ uncommitted changes)' if src['dirty'] else ''}"
-    )
+
+
+def run_suites(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "kind": "smoke" if a.smoke else "full",
+        "suites": list(a.suites),
+        "machine": report.machine(),
+        "source": report.source(),
+    }
+    for name in SUITES:  # fixed order: core first, as before
+        if name not in a.suites:
+            continue
+        t0 = time.monotonic()
+        log(f"suite {name} …")
+        if name == "core":
+            doc.update(timing_run(h, a))
+        else:
+            doc[name] = SUITES[name][0](h, a, log)
+        doc.setdefault("suite_seconds", {})[name] = round(time.monotonic() - t0, 1)
+        log(f"suite {name} took {time.monotonic() - t0:.1f} s")
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 doc = profile.run(h, a, log)
                 profile.print_summary(doc)
             else:
-                doc = timing_run(h, a)
+                doc = run_suites(h, a)
                 print_results(doc)
     except (BenchError, DBusError, OSError) as e:
         log(f"FAILED: {type(e).__name__}: {e}")
@@ -173,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     if left:
         return 1
     if not a.no_save and not a.smoke:
-        path = report.save(doc, latest=not a.profile, prefix="profile-" if a.profile else "")
+        # latest.json is what --profile reads (the core operations): only a run with core
+        path = report.save(
+            doc,
+            latest=not a.profile and "core" in a.suites,
+            prefix="profile-" if a.profile else "",
+        )
         log(f"results written to {path}")
     return 0
 

@@ -59,6 +59,17 @@ def cpu_ns(pid: int | str) -> int:
     return total
 
 
+def proc_status(pid: int | str, fields: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[str, int]:
+    """Fields of /proc/<pid>/status in kB (VmRSS: resident now; VmHWM: the peak so far)."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in fields:
+                out[key] = int(value.split()[0])
+    return out
+
+
 def starttime(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat (None if gone): with the pid, an identity."""
     try:
@@ -283,10 +294,12 @@ class Harness:
             write_file(self.path("pids", f"{rel}/cgroup.procs"), str(child.pid))
         return child
 
-    def start_daemon(self, wrapper: tuple[str, ...] = (), label: str = "d") -> Daemon:
+    def start_daemon(
+        self, wrapper: tuple[str, ...] = (), label: str = "d", options: tuple[str, ...] = ()
+    ) -> Daemon:
         """Start cgmanager on a private socket, pinned to CPU 0 (taskset execs it: same pid).
         It starts in our original cgroups (as a system daemon would sit at the root), not in
-        the run root."""
+        the run root.  *options* are added to its command line (e.g. connection limits)."""
         d = os.path.join(self.tmp, f"{label}{len(self.started)}")
         os.mkdir(d)
         sock, log = os.path.join(d, "sock"), os.path.join(d, "daemon.log")
@@ -304,6 +317,7 @@ class Harness:
             SKIP,
             "--log-level",
             "warning",
+            *options,
         ]
         if wrapper:  # e.g. python -m cProfile -o F -m: the module, not the script
             argv[argv.index(f"{VENV_BIN}/cgmanager")] = "cgmanager.daemon.main"
