@@ -12,23 +12,10 @@ import pytest
 from kernel.helpers import snapshot, wait_for
 from support.ns import run_in_ns
 
+from .hostile_helpers import FORBIDDEN_KEYS, O_CLOEXEC, cgroups_of, fd_flags, kernel_state
 from .replies import ok
 
 pytestmark = pytest.mark.t3
-O_CLOEXEC = 0o2000000
-
-
-def fd_flags(pid: int) -> dict[int, int]:
-    flags = {}
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                for line in f:
-                    if line.startswith("flags:"):
-                        flags[int(fd)] = int(line.split()[1], 8)
-        except FileNotFoundError:
-            continue
-    return flags
 
 
 def test_every_daemon_fd_is_cloexec(start_daemon, place):
@@ -98,36 +85,6 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
 
 
 # -- the kernel side, and a client that tries many things ---------------------------------------
-
-#: files whose *contents* a refused request must leave unchanged (besides every owner and mode)
-WATCHED = ("cgroup.procs", "tasks", "cgroup.threads", "notify_on_release", "cgroup.clone_children",
-           "pids.max", "cgroup.subtree_control", "cgroup.max.descendants", "cgroup.max.depth",
-           "cgroup.type", "cgroup.freeze", "freezer.state", "cpuset.cpus", "cpuset.mems")
-
-
-def kernel_state(*dirs: str) -> dict:
-    """Owners and modes of every cgroup and file below *dirs*, the contents of the WATCHED
-    files, and every v1 hierarchy's host-global ``release_agent``."""
-    out: dict = {}
-    for d in dirs:
-        out.update({(d, k): v for k, v in snapshot(d).items()})
-        for dirpath, _dirs, files in os.walk(d):
-            for f in files:
-                if f in WATCHED:
-                    with open(os.path.join(dirpath, f)) as fh:
-                        out[(dirpath, f, "content")] = fh.read()
-    for mount in ("pids", "freezer", "cpuset", "cpu", "devices", "blkio", "systemd"):
-        agent = f"/sys/fs/cgroup/{mount}/release_agent"
-        if os.path.exists(agent):
-            with open(agent) as fh:
-                out[("release_agent", mount)] = fh.read()
-    return out
-
-
-def cgroups_of(pid: int) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        return f.read()
-
 
 ATTEMPTS = r"""
 import json, os, sys
@@ -216,12 +173,6 @@ def test_user_path_spellings_that_escape_change_nothing(delegated, test_user):
     assert attempt(place, [["GetValue", "sss", ["pids", f"{x}/d2", "pids.max"]]],
                    user=test_user, enter=["pids", "d2"])[0][0] == "ok"
 
-
-
-FORBIDDEN_KEYS = ("release_agent", "notify_on_release", "cgroup.clone_children", "tasks",
-                  "cgroup.procs", "cgroup.threads", "../release_agent", "../../release_agent",
-                  "../../../release_agent", "/etc/passwd", "..", ".", "own/pids.max",
-                  "cgroup.sane_behavior")
 
 
 def test_user_keys_outside_the_allowlist_change_nothing(delegated, test_user):
