@@ -7,7 +7,8 @@ batches, A B … then reversed): per iteration wall time, the daemon's CPU (sche
 client's CPU, for
 
 * the blocking client (``cgmanager.dbus.client``): ``connect()`` + ``close()``; ``connect()`` +
-  Ping / GetValue + ``close()``; Ping / GetValue on one persistent connection;
+  Ping / GetValue + ``close()``; the same with a ``Hello`` first (what bus clients send: our
+  client does not); Ping / GetValue on one persistent connection;
 * the asyncio client (``cgmanager.dbus.aio_client``): connect + Ping + close, and persistent Ping
   (one event loop per batch, so loop creation is not counted);
 * a one-round-trip prototype (here, not in src/): the same handshake bytes and the first call
@@ -53,6 +54,8 @@ from .stats import median, percentile
 REL = "startup"
 #: a burst: what one side sends with no gap longer than this (s)
 BURST_GAP = 0.005
+#: what bus clients (sd-bus, libdbus in bus mode) send first; the daemon answers it
+HELLO = ("/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello")
 #: 0.42 per its author and the spec (§16): "4 round trips per connection"
 C_ROUND_TRIPS = 4
 
@@ -245,6 +248,11 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
         with connect(addr, timeout=10) as c:
             expect(c.call(OBJ, IFACE, "Ping", "i", (0,)) == (), "Ping via relay")
 
+    def with_hello(addr: str) -> None:
+        with connect(addr, timeout=10) as c:
+            c.call(*HELLO)
+            expect(c.call(OBJ, IFACE, "Ping", "i", (0,)) == (), "Ping after Hello via relay")
+
     def aio(addr: str) -> None:
         async def go() -> None:
             c = await aio_client.connect(addr, timeout=10)
@@ -268,6 +276,7 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
 
     clients = {
         "blocking client (cgmanager.dbus.client)": blocking,
+        "blocking client sending Hello first (as bus clients do)": with_hello,
         "asyncio client (cgmanager.dbus.aio_client)": aio,
         "one-write prototype (bench/startup.py)": prototype,
         "dbus-send (libdbus)": dbus_send,
@@ -312,9 +321,11 @@ def variants(daemon: Daemon, gv: str) -> dict[str, Callable[[int], object]]:
             return out
         return run
 
-    def fresh(args: tuple | None) -> Callable[[], object]:
+    def fresh(args: tuple | None, hello: bool = False) -> Callable[[], object]:
         def op() -> object:
             with connect(address, timeout=10) as c:
+                if hello:
+                    c.call(*HELLO)
                 return c.call(*args) if args else None
         return op
 
@@ -344,6 +355,7 @@ def variants(daemon: Daemon, gv: str) -> dict[str, Callable[[int], object]]:
     return {
         "connect + close (no call)": loop(fresh(None)),
         "connect + Ping + close": loop(fresh(ping)),
+        "connect + Hello + Ping + close": loop(fresh(ping, hello=True)),
         "persistent Ping": loop(lambda: persistent.call(*ping)),
         "connect + GetValue + close": loop(fresh(getv)),
         "persistent GetValue": loop(lambda: persistent.call(*getv)),
