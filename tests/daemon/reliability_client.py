@@ -15,7 +15,8 @@ reliability bench: run as a script, as root or as a test user, inside a test's p
     Loops Create / SetValue / Chown / MovePid / Remove in ``TAG`` (below its own cgroup in
     pids), journaling each request before it is sent and each reply after it came (see
     :func:`work`).  When the connection is lost it reconnects and goes on for AFTER more
-    rounds (AFTER 0: exit at once); ``stop`` on stdin ends it after the current round.
+    rounds (AFTER 0: exit at once; -1: reconnect every time); ``stop`` on stdin ends it
+    after the current round.  :func:`check_kernel` compares the journals with cgroupfs.
 """
 
 from __future__ import annotations
@@ -209,13 +210,23 @@ class Journal:
         os.write(self.fd, (json.dumps(event) + "\n").encode())
 
 
+def _die_with_parent() -> None:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1  # noqa: N806
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9)  # SIGKILL
+
+
 def work(address: str, journal: str, tag: str, uid: int, gid: int, after: int) -> int:
     """Each round n (cgroup TAG/e<epoch>c<n>, pids): Create, SetValue pids.max 100+n, Chown to
     uid:gid, MovePid of a sleeper of that uid into it, Remove (not recursive) of the round
     before's cgroup, which the sleeper has just left.  A lost connection starts a new epoch
-    (an unacknowledged request leaves its round's cgroups to whatever the daemon did)."""
+    (an unacknowledged request leaves its round's cgroups to whatever the daemon did).
+    ``after``: rounds after a reconnection, then stop; 0: stop when the connection is lost;
+    -1: reconnect every time, until ``stop``."""
     j = Journal(journal)
-    sleeper = subprocess.Popen(["sleep", "3600"], user=uid, group=gid, extra_groups=[])
+    sleeper = subprocess.Popen(["sleep", "3600"], user=uid, group=gid, extra_groups=[],
+                               preexec_fn=_die_with_parent)  # noqa: PLW1509 - single-threaded
     j.write(ev="sleeper", pid=sleeper.pid)
     conn = connect(address, timeout=10)
     stop = False
@@ -248,7 +259,8 @@ def work(address: str, journal: str, tag: str, uid: int, gid: int, after: int) -
                 if after == 0 or rounds_left is not None:
                     return 0
                 conn = reconnect(address, j)
-                epoch, n, prev, rounds_left = epoch + 1, 0, None, after
+                epoch, n, prev = epoch + 1, 0, None
+                rounds_left = after if after > 0 else None
                 continue
             if rounds_left is not None:
                 rounds_left -= 1
@@ -283,6 +295,78 @@ def reconnect(address: str, j: Journal, timeout: float = 60.0) -> Connection:
             continue
         j.write(ev="reconnected", attempts=attempts, t=time.time())
         return c
+
+
+# ------------------------------------------------------------------- checking the journals
+
+
+def read_journal(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.endswith("\n")]
+    except FileNotFoundError:  # the client has not started yet
+        return []
+
+
+def allowed_states(events: list[dict]) -> tuple[dict[str, dict[str, set]], set[str], int]:
+    """What the kernel may hold after these journal events: per cgroup the possible values of
+    exists/pids.max/owner, and the possible cgroups of the sleeper.  An acknowledged request
+    fixes a value; the request in flight when the connection was lost allows old or new.
+    -> (states, sleeper cgroups, requests in flight)"""
+    done = {e["seq"] for e in events if e["ev"] == "ok"}
+    states: dict[str, dict[str, set]] = {}
+    sleeper: set[str] = {""}
+    inflight = 0
+    for e in events:
+        if e["ev"] != "send":
+            continue
+        cg, op, ok = e["cg"], e["op"], e["seq"] in done
+        inflight += not ok
+        st = states.setdefault(cg, {"exists": {False}, "max": {"max"}, "uid": {0}})
+        new = {"create": ("exists", True), "remove": ("exists", False),
+               "set": ("max", str(e["arg"])), "chown": ("uid", e["arg"])}.get(op)
+        if new is not None:
+            key, value = new
+            st[key] = {value} if ok else st[key] | {value}
+        elif op == "move":
+            sleeper = {cg} if ok else sleeper | {cg}
+    return states, sleeper, inflight
+
+
+def check_kernel(base: str, hpath: str, journals: list[str], sleepers: bool) -> int:
+    """The kernel holds exactly what the work clients were told (see allowed_states): every
+    cgroup acknowledged as created still exists with its acknowledged pids.max and owner (on
+    the directory and its delegated files alike), every acknowledged removal is gone, there is
+    no cgroup no client asked for, and (``sleepers``) each sleeper is where it was last moved.
+    ``base``: the clients' cgroup in pids (host path), ``hpath``: the same as a hierarchy path.
+    Raises AssertionError on a difference.  -> requests in flight"""
+    total_inflight = 0
+    for path in journals:
+        events = read_journal(path)
+        states, sleeper, inflight = allowed_states(events)
+        total_inflight += inflight
+        for cg, st in states.items():
+            d = os.path.join(base, cg)
+            exists = os.path.isdir(d)
+            assert exists in st["exists"], (path, cg, st)
+            if not exists or "/" not in cg:
+                continue
+            with open(f"{d}/pids.max") as f:
+                assert f.read().strip() in st["max"], (path, cg, st)
+            for name in ("", "tasks", "cgroup.procs"):
+                assert os.stat(os.path.join(d, name)).st_uid in st["uid"], (path, cg, name, st)
+        for tag in {cg for cg in states if "/" not in cg}:
+            for child in os.listdir(os.path.join(base, tag)):
+                full = os.path.join(base, tag, child)
+                if os.path.isdir(full):
+                    assert True in states.get(f"{tag}/{child}", {}).get("exists", set()), full
+        if sleepers:
+            pid = next(e["pid"] for e in events if e["ev"] == "sleeper")
+            with open(f"/proc/{pid}/cgroup") as f:
+                line = next(ln for ln in f if "pids" in ln.split(":")[1].split(","))
+            where = os.path.relpath(line.strip().split(":", 2)[2], hpath)
+            assert ("" if where == "." else where) in sleeper, (path, where, sleeper)
+    return total_inflight
 
 
 def main(argv: list[str]) -> int:

@@ -241,76 +241,16 @@ def start_workers(place, address: str, tmp: str, owner, n: int, after: int) -> l
 
 
 def journal(path: str) -> list[dict]:
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.endswith("\n")]
-    except FileNotFoundError:  # the client has not started yet
-        return []
+    return rc.read_journal(path)
 
 
 def acked(path: str) -> int:
     return sum(e["ev"] == "ok" for e in journal(path))
 
 
-def allowed_states(events: list[dict]) -> tuple[dict[str, dict[str, set]], set[str], int]:
-    """What the kernel may hold after these journal events: per cgroup the possible values of
-    exists/pids.max/owner, and the possible cgroups of the sleeper.  An acknowledged request
-    fixes a value; the request in flight when the connection was lost allows old or new.
-    -> (states, sleeper cgroups, requests in flight)"""
-    done = {e["seq"] for e in events if e["ev"] == "ok"}
-    states: dict[str, dict[str, set]] = {}
-    sleeper: set[str] = {""}
-    inflight = 0
-    for e in events:
-        if e["ev"] != "send":
-            continue
-        cg, op, ok = e["cg"], e["op"], e["seq"] in done
-        inflight += not ok
-        st = states.setdefault(cg, {"exists": {False}, "max": {"max"}, "uid": {0}})
-        new = {"create": ("exists", True), "remove": ("exists", False),
-               "set": ("max", str(e["arg"])), "chown": ("uid", e["arg"])}.get(op)
-        if new is not None:
-            key, value = new
-            st[key] = {value} if ok else st[key] | {value}
-        elif op == "move":
-            sleeper = {cg} if ok else sleeper | {cg}
-    return states, sleeper, inflight
-
-
 def check_kernel(place, journals: list[str], sleepers: bool) -> int:
-    """The kernel holds exactly what the clients were told (see allowed_states): every cgroup
-    acknowledged as created still exists with its acknowledged pids.max and owner (on the
-    directory and its delegated files alike), every acknowledged removal is gone, and there is
-    no cgroup no client asked for.  -> requests in flight"""
-    base = place.path("pids")
-    total_inflight = 0
-    for path in journals:
-        events = journal(path)
-        states, sleeper, inflight = allowed_states(events)
-        total_inflight += inflight
-        for cg, st in states.items():
-            d = os.path.join(base, cg)
-            exists = os.path.isdir(d)
-            assert exists in st["exists"], (path, cg, st)
-            if not exists or "/" not in cg:
-                continue
-            with open(f"{d}/pids.max") as f:
-                assert f.read().strip() in st["max"], (path, cg, st)
-            for name in ("", "tasks", "cgroup.procs"):
-                assert os.stat(os.path.join(d, name)).st_uid in st["uid"], (path, cg, name, st)
-        tags = {cg for cg in states if "/" not in cg}
-        for tag in tags:
-            for child in os.listdir(os.path.join(base, tag)):
-                full = os.path.join(base, tag, child)
-                if os.path.isdir(full):
-                    assert True in states.get(f"{tag}/{child}", {}).get("exists", set()), full
-        if sleepers:
-            pid = next(e["pid"] for e in events if e["ev"] == "sleeper")
-            with open(f"/proc/{pid}/cgroup") as f:
-                line = next(ln for ln in f if "pids" in ln.split(":")[1].split(","))
-            where = os.path.relpath(line.strip().split(":", 2)[2], place.hp("pids"))
-            assert ("" if where == "." else where) in sleeper, (path, where, sleeper)
-    return total_inflight
+    """cgroupfs holds exactly what the clients were told (rc.check_kernel)."""
+    return rc.check_kernel(place.path("pids"), place.hp("pids"), journals, sleepers)
 
 
 def wait_journals(journals: list[str], pred, what: str, timeout: float = 30.0) -> None:
