@@ -212,17 +212,21 @@ def cpu_busy() -> dict[int, tuple[int, int]]:
     return out
 
 
-def busy_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict[str, float]:
-    out = {}
+def busy_share(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
+) -> dict[str, float | None]:
+    """Share of each CPU's time spent busy between two :func:`cpu_busy` readings (None when
+    less than a jiffy passed)."""
+    out: dict[str, float | None] = {}
     for cpu in after:
         db = after[cpu][0] - before[cpu][0]
         dt = after[cpu][1] - before[cpu][1]
-        out[str(cpu)] = db / dt if dt else float("nan")
+        out[str(cpu)] = db / dt if dt else None
     return out
 
 
-def _summarise(phases: list[dict[str, Any]], daemon_cpu_ns: int, busy: dict[str, float],
-               c: int) -> dict[str, Any]:
+def _summarise(phases: list[dict[str, Any]], daemon_cpu_ns: int,
+               busy: dict[str, float | None], c: int) -> dict[str, Any]:
     lat = sorted(x for p in phases for x in p["latencies_ns"])
     done = sorted(x for p in phases for x in p["done_ns"])
     calls = len(lat)
@@ -237,7 +241,7 @@ def _summarise(phases: list[dict[str, Any]], daemon_cpu_ns: int, busy: dict[str,
     client_cpu = sum(p["client_cpu_ns"] for p in phases) / 1e9
     daemon_util = daemon_cpu_ns / 1e9 / wall if wall else float("nan")
     client_util = client_cpu / wall if wall else float("nan")
-    cpu0 = busy.get("0", float("nan"))
+    cpu0 = busy.get("0") or 0.0
     if daemon_util >= 0.85:
         limit = "daemon CPU"
     elif client_util >= 0.85:
@@ -404,6 +408,10 @@ def _load(event: dict[str, Any]) -> dict[str, Any]:
 # report
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
 def _mb(kb: int) -> str:
     return f"{kb / 1024:.1f}"
 
@@ -424,7 +432,7 @@ def print_summary(doc: dict[str, Any]) -> None:
             f"{r['daemon_cpu_us_per_call']:.1f}", f"{r['daemon_ceiling_per_s']:.0f}",
             f"{r['daemon_busy']:.0%}", f"{r['client_cpu_us_per_call']:.1f}",
             f"{r['client_busy']:.0%}",
-            f"{r['cpu_busy'].get('0', 0):.0%}/{r['cpu_busy'].get('1', 0):.0%}", r["limited_by"],
+            f"{_pct(r['cpu_busy'].get('0'))}/{_pct(r['cpu_busy'].get('1'))}", r["limited_by"],
         ))
     print(_table(rows))
     print("  limited by: daemon/client CPU = that process ≥ 85 % busy; 'CPU 0 shared' = CPU 0 was "

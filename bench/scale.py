@@ -180,11 +180,11 @@ def growth(rows: list[dict[str, Any]], op: str) -> dict[str, Any]:
     for lo, hi in zip(rows, rows[1:], strict=False):
         marginal[f"{lo['n']}-{hi['n']}"] = (hi["us"][op] - lo["us"][op]) / (hi["n"] - lo["n"])
     m = list(marginal.values())
-    ratio = m[-1] / m[0] if len(m) >= 2 and m[0] > 0 else float("nan")
-    verdict = (
-        "linear" if 0.67 <= ratio <= 1.5 else "superlinear" if ratio > 1.5 else
-        "sublinear" if ratio < 0.67 else "–"
-    )
+    ratio = m[-1] / m[0] if len(m) >= 2 and m[0] > 0 else None
+    if ratio is None:
+        verdict = "–"
+    else:
+        verdict = "linear" if 0.67 <= ratio <= 1.5 else "superlinear" if ratio > 1.5 else "sublinear"
     return {"per_cgroup_us": per, "marginal_us": marginal, "marginal_ratio": ratio,
             "verdict": verdict}
 
@@ -242,7 +242,7 @@ def print_summary(doc: dict[str, Any]) -> None:
             if floor:
                 f = t["us"][floor]
                 row += [f"{f / 1000:.2f}", f"{t['us'][op] / f:.1f}",
-                        f"{t['daemon_cpu_us'].get(op, float('nan')) / 1000:.2f}"]
+                        f"{t['daemon_cpu_us'][op] / 1000:.2f}"]
             else:
                 row += ["–", "–", "–"]
             g = doc["growth"].get(key, {}).get(op)

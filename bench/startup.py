@@ -38,7 +38,13 @@ from collections.abc import Callable
 from typing import Any
 
 from cgmanager.dbus import aio_client
-from cgmanager.dbus.client import HandshakeReader, connect, handshake_request, method_call
+from cgmanager.dbus.client import (
+    Connection,
+    HandshakeReader,
+    connect,
+    handshake_request,
+    method_call,
+)
 from cgmanager.dbus.codec import (
     ERROR,
     METHOD_CALL,
@@ -303,8 +309,11 @@ def _have(prog: str) -> bool:
 # timing
 
 
-def variants(daemon: Daemon, gv: str) -> dict[str, Callable[[int], object]]:
-    """name -> a batch runner ``run(n) -> list of per-iteration ns``."""
+def variants(
+    daemon: Daemon, gv: str
+) -> tuple[dict[str, Callable[[int], list[int]]], Connection]:
+    """(name -> a batch runner ``run(n) -> list of per-iteration ns``, the persistent
+    connection the runners share)."""
     address, path = daemon.address, daemon.socket
     ping = (OBJ, IFACE, "Ping", "i", (0,))
     getv = (OBJ, IFACE, "GetValue", "sss", ("pids", gv, "pids.max"))
@@ -364,7 +373,7 @@ def variants(daemon: Daemon, gv: str) -> dict[str, Callable[[int], object]]:
             lambda: pipelined_call(path, *getv[2:])),
         "aio: connect + Ping + close": aio_batch(False),
         "aio: persistent Ping": aio_batch(True),
-    }
+    }, persistent
 
 
 def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -375,7 +384,7 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     expect(pipelined_call(daemon.socket, "GetValue", "sss", ("pids", gv, "pids.max")) == ("max",),
            "one-write prototype GetValue")
     trips = count_round_trips(h, daemon, gv)
-    vs = variants(daemon, gv)
+    vs, persistent = variants(daemon, gv)
     for fn in vs.values():  # warm-up
         fn(min(20, a.startup_calls))
     lat: dict[str, list[int]] = {k: [] for k in vs}
@@ -394,6 +403,7 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
             dcpu[name].append((d1 - d0) / n / 1000)
             ccpu[name].append((c1 - c0) / n / 1000)
         log(f"startup: round {r + 1}/{a.startup_rounds} done")
+    persistent.close()
     daemon.check_alive()
     h.stop_daemon(daemon)
     results = {}
