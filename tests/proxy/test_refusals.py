@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 import pytest
+from daemon.hostile_helpers import FORBIDDEN_KEYS, O_CLOEXEC, cgroups_of, fd_flags, kernel_state
 
 from proxy import container as ct
 from proxy.helpers import host_cgroup, hpath, in_box, ok, refused, snapshot
@@ -227,3 +229,146 @@ def test_host_processes_cannot_use_a_containers_proxy(box):
             c.call(ct.OBJ, ct.IFACE, "Create", "ss", ("pids", "fromhost"))
     assert "outside this proxy's pid or user namespace" in str(exc.value)
     assert not os.path.exists(f"{box.dirs['pids']}/fromhost")
+
+
+# -- the threat model's classes, as root (and a user) of a user-namespaced container -------------
+
+
+def _box_state(box) -> dict:
+    return kernel_state(*box.dirs.values())
+
+
+def test_keys_outside_the_allowlist_change_nothing(box):
+    """§15.4.1 / CVE-2022-0492 through the proxy: container root owns every file of its own
+    cgroup k, yet no key outside the allowlist is written, nothing is reached by traversal,
+    and no host-global release_agent changes."""
+    ok(box(ct.py_call, "Create", "ss", ("pids", "k")))
+    sleeper = box(ct.spawn_sleeper)
+    host = in_box(box, sleeper)
+    where = cgroups_of(host)
+    before = _box_state(box)
+    for key in FORBIDDEN_KEYS:
+        for value in ("1", str(sleeper), "/tmp/pwn"):
+            res = box(ct.py_call, "SetValue", "ssss", ("pids", "k", key, value))
+            assert res[0] == "err", (key, value, res)
+        res = box(ct.py_call, "GetValue", "sss", ("pids", "k", "../" + key))
+        assert res[0] == "err", (key, res)
+    assert _box_state(box) == before
+    assert cgroups_of(host) == where
+    ok(box(ct.py_call, "SetValue", "ssss", ("pids", "k", "pids.max", "5")))  # the allowlist works
+
+
+def test_a_sibling_whose_name_extends_ours_is_unreachable(box, cgroots):
+    """0.42's 9c41660 from a container: the host sibling C2 of the container's cgroup C is
+    handed to the container's root too, so only the subtree bound (with its "/" boundary)
+    stands between them; names of kernel files are no cgroup names either."""
+    mine = box.dirs["pids"]
+    sib = mine + "2"
+    os.mkdir(sib)
+    try:
+        for f in ("", "cgroup.procs", "tasks", "pids.max"):
+            os.chown(os.path.join(sib, f), 100000, 100000)
+        host_spelling = hpath(cgroots, "pids", sib)
+        name = os.path.basename(sib)
+        before = _box_state(box) | kernel_state(sib)
+        attempts = []
+        for spelling in (host_spelling, "/" + host_spelling, f"/../{name}", f"../{name}",
+                         f"..//{name}", f"//..//{name}", "/..", "//"):
+            attempts += [("GetValue", "sss", ("pids", spelling, "pids.max")),
+                         ("SetValue", "ssss", ("pids", spelling, "pids.max", "1")),
+                         ("ListKeys", "ss", ("pids", spelling)),
+                         ("GetTasks", "ss", ("pids", spelling))]
+            if ".." in spelling:  # the relative methods read "/a" as "a" below their cgroup
+                attempts += [("Create", "ss", ("pids", spelling + "/x")),
+                             ("Chmod", "sssi", ("pids", spelling, "", 0o777))]
+        for kernel_file in ("cgroup.procs", "tasks", "pids.max", "release_agent",
+                            "notify_on_release", "cgroup.clone_children"):
+            attempts.append(("Create", "ss", ("pids", kernel_file)))
+        for method, sig, args in attempts:
+            res = box(ct.py_call, method, sig, args)
+            assert res[0] == "err", (method, args, res)
+        assert _box_state(box) | kernel_state(sib) == before
+    finally:
+        os.rmdir(sib)
+
+
+def test_a_container_user_cannot_move_the_containers_init_or_root_processes(box):
+    """CVE-2015-1344 from inside: uid 1000 of the container owns a cgroup, but pid 1 there is
+    the container's init (root's), and the host's pid 1 cannot even be named."""
+    ok(box(ct.py_call, "Create", "ss", ("pids", "u")))
+    ok(box(ct.py_call, "Chown", "ssii", ("pids", "u", 1000, 1000)))
+    root_sleeper = box(ct.spawn_sleeper)
+    victims = [1, root_sleeper]
+    hosts = [box.child.inner_pid, in_box(box, root_sleeper), 1]
+    before = {p: cgroups_of(p) for p in hosts}
+    state = _box_state(box)
+    for pid in victims:
+        for method, cg in (("MovePid", "u"), ("MovePidAbs", "/u")):
+            refused(box(ct.py_call, method, "ssi", ("pids", cg, pid), uid=1000))
+        res = box(ct.scm_call, "MovePidScm", ("pids", "u"), None, (pid, 1000, 1000), uid=1000)
+        assert res[0] != "ok", res
+    assert {p: cgroups_of(p) for p in hosts} == before
+    assert _box_state(box) == state
+
+
+def _start_lingering_client() -> None:
+    """inside: a client connected to the proxy, waiting for a line before it sends Create
+    and exits without waiting for the reply."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from cgmanager.dbus.client import connect, method_call\n"
+        f"c = connect({ct.PROXY_ADDRESS!r}, timeout=10)\n"
+        f"c.call({ct.OBJ!r}, {ct.IFACE!r}, 'Ping', 'i', (0,))\n"
+        "sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()\n"
+        f"c.send(method_call({ct.OBJ!r}, {ct.IFACE!r}, 'Create', 'ss', ('pids', 'ghost'),"
+        " None, False))\n"
+        "os._exit(0)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    ct.STATE["lingering"] = p
+
+
+def _release_lingering_client() -> int:
+    p = ct.STATE.pop("lingering")
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    return p.wait(10)
+
+
+def _proxy_pid() -> int:
+    return ct.STATE["proxy"].pid
+
+
+def test_a_client_that_exits_before_the_proxy_looks_is_refused(box):
+    """CVE-2021-3560 through the proxy: the request arrives from a process that is gone; the
+    proxy cannot state its credential (the kernel refuses a dead pid), so nothing is done —
+    and the proxy keeps serving."""
+    proxy = in_box(box, box(_proxy_pid))
+    before = _box_state(box)
+    box(_start_lingering_client)
+    os.kill(proxy, signal.SIGSTOP)
+    try:
+        assert box(_release_lingering_client) == 0  # sent, and gone
+    finally:
+        os.kill(proxy, signal.SIGCONT)
+    assert box(ct.py_call, "Ping", "i", (0,))[0] == "ok"  # the proxy has caught up
+    assert not os.path.exists(f"{box.dirs['pids']}/ghost")
+    assert _box_state(box) == before
+    assert ok(box(ct.py_call, "Create", "ss", ("pids", "alive"))) == (-1,)
+    assert "Create('pids', 'ghost'): refused" in box(ct.proxy_log)
+
+
+def test_every_proxy_fd_is_cloexec(box):
+    """CVE-2024-21626 class for cgproxy: with a client connected and an Scm request pending,
+    no fd of the proxy would survive an exec."""
+    box(ct.stall_scm_client)
+    ok(box(ct.py_call, "Create", "ss", ("pids", "fds")))
+    flags = fd_flags(in_box(box, box(_proxy_pid)))
+    leaking = {fd: oct(f) for fd, f in flags.items() if fd > 2 and not f & O_CLOEXEC}
+    assert leaking == {}
+    assert len(flags) > 6  # listeners, the upstream connection, the stalled client and its fd
