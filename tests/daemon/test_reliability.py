@@ -35,7 +35,7 @@ pytestmark = pytest.mark.t3
 CLIENT = rc.__file__
 CGM = f"{VENV_BIN}/cgm"
 #: the documented bound for a well-behaved client's connect + two calls + close while 300
-#: idle or half-open connections are open (the median is about a millisecond; see the notes)
+#: idle or half-open connections are open (the median is under a millisecond here; see the notes)
 LATENCY_BOUND = 2.0
 #: the documented bound for a clean shutdown under load
 SHUTDOWN_BOUND = 10.0
@@ -264,6 +264,10 @@ def wait_journals(journals: list[str], pred, what: str, timeout: float = 30.0) -
 def test_kill_9_under_load_loses_nothing_and_clients_reconnect(
     cgroots, procs, place, test_user, tmp_path
 ):
+    """SIGKILL while 3 clients loop Create/SetValue/Chown/MovePid/Remove: cgroupfs holds every
+    change a client got a reply for (and the request in flight whole or not at all); a new
+    daemon replaces the stale socket, a cgm started meanwhile waits for it, and the clients
+    reconnect and go on."""
     sock = os.path.join(socket_dir(), "sock")
     try:
         d1, first_start = launch(cgroots, procs, sock)
