@@ -265,7 +265,8 @@ def test_kill_9_under_load_loses_nothing_and_clients_reconnect(
     cgroots, procs, place, test_user, tmp_path
 ):
     """SIGKILL while 3 clients loop Create/SetValue/Chown/MovePid/Remove: cgroupfs holds every
-    change a client got a reply for (and the request in flight whole or not at all); a new
+    change a client got a reply for (each value touched by the request in flight is old or
+    new: a Chown is several chown() calls, which SIGKILL can split); a new
     daemon replaces the stale socket, a cgm started meanwhile waits for it, and the clients
     reconnect and go on."""
     sock = os.path.join(socket_dir(), "sock")
