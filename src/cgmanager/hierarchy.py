@@ -19,12 +19,13 @@ Naming, as clients see it (0.42 §3.1 plus what v2 needs):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from .errors import InvalidArgument, NotFound, Unsupported
-from .procfs import CgroupLine
+from .procfs import CgroupLine, parse_cgroup
 
 V2_NAME = "unified"
 
@@ -181,6 +182,9 @@ class Layout:
     _by_name: dict[str, Hierarchy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _memo: dict[str, Mapping[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for h in self.hierarchies:
@@ -248,6 +252,19 @@ class Layout:
                 f"controller {arg!r} names {len(hs)} hierarchies; this method takes one"
             )
         return hs[0]
+
+    def cgroups_in(self, proc_cgroup: str) -> Mapping[str, str]:
+        """{hierarchy key: path} from the text of a /proc/<pid>/cgroup, leaving out the lines
+        outside the reader's cgroup namespace.  Memoised (a pure function of the text; most
+        processes share a few texts); the result is read-only."""
+        result = self._memo.get(proc_cgroup)
+        if result is None:
+            lines = [ln for ln in parse_cgroup(proc_cgroup) if not ln.outside_namespace]
+            result = MappingProxyType({h.key: p for h, p in self.for_lines(lines).items()})
+            if len(self._memo) >= 1024:
+                self._memo.clear()
+            self._memo[proc_cgroup] = result
+        return result
 
     def for_lines(self, lines: Iterable[CgroupLine]) -> dict[Hierarchy, str]:
         """Map /proc/<pid>/cgroup lines to the served hierarchies they describe."""

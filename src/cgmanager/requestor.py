@@ -9,12 +9,13 @@ exited is never mistaken for anyone, cf. CVE-2021-3560).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import NotFound
 from .hierarchy import Hierarchy, Layout
 from .permission import Credentials, Identity
-from .procfs import CgroupLine, IdMap, ProcDir, parse_cgroup
+from .procfs import IdMap, ProcDir
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Party:
     (only cgroups inside the daemon's cgroup namespace are recorded)."""
 
     identity: Identity
-    cgroups: dict[str, str] = field(default_factory=dict)
+    cgroups: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cred(self) -> Credentials:
@@ -49,15 +50,8 @@ class Namespaces:
             return cls(d.namespace("pid"), d.namespace("user"))
 
 
-def cgroups_of(d: ProcDir, layout: Layout) -> dict[str, str]:
-    return _cgroups_from(d.cgroups(), layout)
-
-
-def _cgroups_from(lines: list[CgroupLine], layout: Layout) -> dict[str, str]:
-    return {
-        h.key: path
-        for h, path in layout.for_lines(line for line in lines if not line.outside_namespace).items()
-    }
+def cgroups_of(d: ProcDir, layout: Layout) -> Mapping[str, str]:
+    return layout.cgroups_in(d.read("cgroup"))
 
 
 def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
@@ -127,11 +121,7 @@ class Peer:
             maps = self._pin_maps(userns)
         identity = Identity(self.cred, maps[0], maps[1], same_pidns=self.same_pidns,
                             same_userns=userns == self.ns.user)
-        if party is not None and text == self._cgroup_text:
-            cgroups = party.cgroups
-        else:
-            cgroups = _cgroups_from(parse_cgroup(text), self.layout)
-        party = Party(identity, cgroups)
+        party = Party(identity, self.layout.cgroups_in(text))
         if self._userns == userns:  # maps pinned: the whole party may be reused
             self._party, self._cgroup_text = party, text
         return party

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
@@ -22,7 +23,7 @@ from .requestor import cgroups_of
 class Victim:
     pid: int
     uid: int  # real uid, as 0.42 used for victim checks
-    cgroups: dict[str, str]
+    cgroups: Mapping[str, str]
     pidfd: int
 
     @classmethod

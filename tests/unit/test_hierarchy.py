@@ -60,6 +60,19 @@ class TestHybridThisMachine:
         assert paths["memory"].startswith("/process_api/")
         assert len(paths) == 10
 
+    def test_proc_text_maps_like_its_lines_and_is_memoised_read_only(self):
+        L = layout_of("hybrid")
+        text = (SAMPLES / "hybrid/self-cgroup").read_text()
+        want = {h.key: p for h, p in L.for_lines(parse_cgroup(text)).items()}
+        got = L.cgroups_in(text)
+        assert dict(got) == want
+        assert L.cgroups_in(text) is got
+        with pytest.raises(TypeError):
+            got["pids"] = "/elsewhere"  # type: ignore[index]
+        # a line outside the reader's cgroup namespace names nothing it can reach
+        outside = text.replace("0::/", "0::/../x")
+        assert "unified" not in L.cgroups_in(outside) and len(L.cgroups_in(outside)) == 9
+
 
 class TestUnified:
     def test_pure_v2_host(self):
