@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .. import scm
-from ..errors import CgmError, LimitExceeded, NotPermitted
+from ..errors import CgmError, InvalidArgument, LimitExceeded, NotPermitted
 from ..permission import Credentials
 from ..procfs import overflow_id
 
@@ -86,19 +86,19 @@ class ScmServer:
             sock = socket.socket(fileno=fd)
         except OSError:
             os.close(fd)
-            raise CgmError("sockfd must be a unix datagram socket") from None
+            raise InvalidArgument("sockfd must be a unix datagram socket") from None
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
             if sock.type != socket.SOCK_DGRAM or sock.family != socket.AF_UNIX:
-                raise CgmError("sockfd must be a unix datagram socket")
+                raise InvalidArgument("sockfd must be a unix datagram socket")
         except (OSError, CgmError) as e:
             sock.close()
             if isinstance(e, CgmError):
                 raise
-            raise CgmError(f"cannot use the passed socket: {e}") from None
+            raise InvalidArgument(f"cannot use the passed socket: {e}") from None
         self._per_conn[connection] = self._per_conn.get(connection, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run(sock, method, op))
         self._tasks.add(task)
