@@ -101,7 +101,8 @@ class Service:
         self.layout = layout
         self.ns = ns
         self.daemon = daemon
-        self.scm = scm_server or ScmServer()
+        # (an idle ScmServer is falsy: it has a length)
+        self.scm = scm_server if scm_server is not None else ScmServer()
 
     # -- who asks ----------------------------------------------------------------------------
 

@@ -73,7 +73,8 @@ class ProxyService:
     def __init__(self, upstream: Upstream, ns: Namespaces, relay: ScmServer | None = None) -> None:
         self.upstream = upstream
         self.ns = ns
-        self.relay = relay or ScmServer(timeout=upstream.timeout)
+        # (an idle ScmServer is falsy: it has a length)
+        self.relay = relay if relay is not None else ScmServer(timeout=upstream.timeout)
         self.euid, self.egid = os.geteuid(), os.getegid()
         self._overflow_uid = overflow_id("overflowuid")
         self._overflow_gid = overflow_id("overflowgid")
