@@ -61,6 +61,8 @@ V2_LEAF = ".cgm_leaf"
 
 #: largest value SetValue writes (cgroup files take far less; this bounds memory per request)
 MAX_VALUE = 1 << 20
+#: most values, and most pids, one Setup request may carry
+SETUP_MAX_ITEMS = 256
 
 
 @dataclass(frozen=True)
@@ -415,6 +417,97 @@ class Manager:
                 failures.insert(0, NotFound(f"process {pid}: exited during the move"))
         if failures:
             raise failures[0]
+
+    def setup(
+        self,
+        req: Request,
+        controllers: str,
+        cgroup: str,
+        uid: int,
+        gid: int,
+        values: Mapping[str, str],
+        pids: Sequence[int],
+    ) -> list[str]:
+        """A container's set-up in one request: create *cgroup* (new, below the requestor's
+        cgroup) in every hierarchy of *controllers*, chown it to uid:gid (-1, -1: keep the
+        requestor's), write *values* in order (``file`` → the hierarchy of its prefix, or
+        ``controller:file``), move *pids* into it.  Each step is checked exactly like its
+        single-method twin.  All or nothing: if a step fails, the processes moved go back and
+        every cgroup created is removed before the error is returned.  Returns the cgroups
+        made, as ``hierarchy:path`` relative to the caller's cgroup."""
+        parts = self._relative(cgroup)
+        if not parts:
+            raise InvalidArgument("invalid cgroup: Setup needs a name below your own cgroup")
+        hs = self.layout.resolve(controllers)
+        if (uid == -1) != (gid == -1):
+            raise InvalidArgument("invalid owner: give both uid and gid, or -1 for both")
+        if len(values) > SETUP_MAX_ITEMS or len(pids) > SETUP_MAX_ITEMS:
+            raise InvalidArgument(f"invalid Setup: at most {SETUP_MAX_ITEMS} values and pids")
+        writes = [(self._setup_hierarchy(spec, hs), spec, v) for spec, v in values.items()]
+        for pid in pids:
+            if pid <= 0:
+                raise InvalidArgument(f"invalid pid {pid}")
+        targets = {h.key: self._below(req.requestor, h, parts) for h in hs}
+        for h in hs:
+            _, target, shown = targets[h.key]
+            if self.tree(h).exists(target):
+                raise Busy(f"{shown}: already exists (Setup makes new cgroups only)")
+        undo = _Rollback()
+        step = "create"
+        try:
+            for h in hs:
+                t, (_, target, shown) = self.tree(h), targets[h.key]
+                absent = [p for p in _prefixes(target) if not t.exists(p)]
+                undo.remove(t, absent[0])
+                wanted = [c for c in controllers.split(",") if h.version == 2 and c in h.controllers]
+                self._create_one(req, h, parts, wanted)
+            if uid != -1:
+                step = "chown"
+                self.chown(req, ",".join(h.key for h in hs), cgroup, uid, gid)
+            for h, spec, value in writes:
+                step = f"write {spec}"
+                key = spec.partition(":")[2] or spec
+                self.set_value(req, h.key, cgroup, key, value)
+            for pid in pids:
+                step = f"move {pid}"
+                with Victim.open(pid, self.layout) as v:
+                    if not may_move(req.r, v.pid, v.uid):
+                        raise NotPermitted(
+                            f"not permitted to move process {pid}: it belongs to another user"
+                        )
+                    for h in hs:
+                        was = v.cgroups.get(h.key)
+                        self._move_one(req, h, parts, v, False)
+                        if was is not None:
+                            undo.move_back(self.tree(h), was, v)
+                    if not v.alive():
+                        raise NotFound(f"process {pid}: exited during the move")
+        except CgmError as e:
+            left = undo.run()
+            tail = f"; not undone: {'; '.join(left)}" if left else "; nothing was changed"
+            raise type(e)(f"Setup failed at {step}: {e.message}{tail}", reason=e.reason) from None
+        undo.discard()
+        return [targets[h.key][2] for h in hs]
+
+    def _setup_hierarchy(self, spec: str, hs: Sequence[Hierarchy]) -> Hierarchy:
+        """The hierarchy a Setup value is for: ``controller:file``, or the file's prefix."""
+        controller, sep, key = spec.partition(":")
+        if not sep:
+            key = spec
+            controller = spec.partition(".")[0]
+        names.check_key(key)
+        try:
+            h = self.layout.resolve_one(controller)
+        except CgmError:
+            raise InvalidArgument(
+                f"invalid value name {spec!r}: no hierarchy {controller!r} here"
+                " (name one as controller:file)"
+            ) from None
+        if h not in hs:
+            raise InvalidArgument(
+                f"invalid value name {spec!r}: {h.key} is not among the controllers set up"
+            )
+        return h
 
     def _no_foreign_processes(
         self, h: Hierarchy, path: str, shown: str, uid: int, requestor: int
@@ -886,6 +979,64 @@ class Manager:
         if self.reaper is None:
             raise Unsupported("remove-on-empty is not available in this process")
         return self.reaper
+
+
+def _prefixes(path: str) -> list[str]:
+    """``/a/b/c`` → ``/a``, ``/a/b``, ``/a/b/c``."""
+    parts = names.components(path)
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+class _Rollback:
+    """What a failed Setup must undo, newest first.  Undoing is done as the daemon, without
+    permission checks: it only returns processes and cgroupfs to how they were before the
+    request."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+        self._victims: list[Victim] = []
+
+    def remove(self, t: CgroupTree, top: str) -> None:
+        """*top* and everything below it was made by this request."""
+
+        def undo() -> None:
+            try:
+                made = t.walk(top)
+            except NotFound:
+                return  # the failure came before it was made
+            for p in reversed(made):
+                t.rmdir(p)
+
+        self._steps.append((f"remove {t.hierarchy.key}:{top}", undo))
+
+    def move_back(self, t: CgroupTree, was: str, v: Victim) -> None:
+        pidfd = os.dup(v.pidfd)
+        back = Victim(v.pid, v.uid, v.cgroups, pidfd)
+        self._victims.append(back)
+
+        def undo() -> None:
+            back.require_alive()
+            t.move(was, back.pid)
+
+        self._steps.append((f"move {v.pid} back to {t.hierarchy.key}:{was}", undo))
+
+    def run(self) -> list[str]:
+        """Undo everything; the steps that failed, described."""
+        left = []
+        for what, step in reversed(self._steps):
+            try:
+                step()
+            except (CgmError, OSError) as e:
+                log.error("Setup rollback: %s failed: %s", what, e)
+                left.append(what)
+        self.discard()
+        return left
+
+    def discard(self) -> None:
+        self._steps.clear()
+        for v in self._victims:
+            v.close()
+        self._victims.clear()
 
 
 class _Holding:

@@ -79,7 +79,18 @@ EXTRA_METHODS: tuple[Spec, ...] = (
     Spec("Kill", (_C, _G), (("killed", "i"),), True),
     Spec("GetEvents", (_C, _G), (("events", "a{sx}"),), False),
     Spec("GetStat", (_C, _G), (("stat", "a{sx}"),), False),
+    Spec(
+        "Setup",
+        (("controllers", "s"), _G, ("uid", "i"), ("gid", "i"), ("values", "a{ss}"),
+         ("pids", "ai")),
+        (("created", "as"),),
+        True,
+    ),
 )
+
+
+#: methods that touch no cgroup
+NO_CGROUP_METHODS = frozenset({"Ping", "ListControllers"})
 
 
 def to_dbus_error(e: CgmError) -> DBusError:
@@ -228,6 +239,23 @@ class Service:
     def GetStat(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
         return (self.m.stat(self.plain(call), controller, cgroup),)
 
+    def Setup(
+        self,
+        call: MethodCall,
+        controllers: str,
+        cgroup: str,
+        uid: int,
+        gid: int,
+        values: dict[str, str],
+        pids: list[int],
+    ) -> tuple:
+        req = self.plain(call)
+        if uid != -1 or gid != -1:
+            require_same_userns(req.r, "Setup with an owner")  # as Chown
+        if pids:
+            require_same_pidns(req.r, "Setup with pids")  # as MovePid
+        return (self.m.setup(req, controllers, cgroup, uid, gid, values, pids),)
+
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
     def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
@@ -334,10 +362,13 @@ class Service:
 
             return async_handler
 
-        if not any(arg == "controller" for arg, _ in spec.in_args):  # Ping, ListControllers
+        if name in NO_CGROUP_METHODS:  # no request scope to set up
 
             def light_handler(call: MethodCall) -> tuple:
-                return finish(call, fn(call, *call.body))
+                try:
+                    return finish(call, fn(call, *call.body))
+                except CgmError as e:
+                    raise refuse(call, e) from None
 
             return light_handler
 

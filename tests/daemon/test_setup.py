@@ -1,0 +1,144 @@
+"""org.linuxcontainers.cgmanager1.Setup: a container's set-up in one request, all or nothing.
+
+Each case checks the kernel: what a success made (directories, owner, values, where the
+processes are) and that a failure at any step left cgroupfs and every process as before.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from cgmanager.daemon.api import INTERFACE1
+
+from .hostile_helpers import kernel_state as _kernel_state
+from .replies import ok, refused
+
+pytestmark = pytest.mark.t3
+
+SIG = "ssiia{ss}ai"
+
+
+def kernel_state(*dirs):
+    """The hostile suite's snapshot, with member lists as sets: a process moved out and back
+    is listed in another order."""
+    return {
+        k: sorted(v.split()) if k[-1] == "content" and k[-2] in ("cgroup.procs", "cgroup.threads",
+                                                                   "tasks") else v
+        for k, v in _kernel_state(*dirs).items()
+    }
+
+
+def setup(place, controllers, cgroup, uid=-1, gid=-1, values=None, pids=(), user=None):
+    return place.py(
+        "Setup", SIG, controllers, cgroup, uid, gid, dict(values or {}), list(pids),
+        user=user, iface=INTERFACE1,
+    )
+
+
+def cgroup_of(pid: int, key: str, place) -> str:
+    """The process's cgroup in hierarchy *key*, relative to the place's cgroup."""
+    want = place.hp(key)
+    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+        hid, ctrls, path = line.split(":", 2)
+        names = set(ctrls.split(",")) if ctrls else {"unified"}
+        if key in names or (key == "unified" and hid == "0"):
+            return os.path.relpath(path, want)
+    raise AssertionError(f"{pid} not in {key}")
+
+
+def test_setup_creates_chowns_writes_and_moves_in_one_request(place, test_user):
+    kid = place.spawn(["sleep", "100"], user=test_user)
+    created = ok(setup(
+        place, "pids,freezer,unified", "ct/one", test_user.uid, test_user.gid,
+        {"pids.max": "10", "unified:cgroup.max.descendants": "5"}, [kid.pid],
+    ))
+    assert created == (["pids:ct/one", "freezer:ct/one", "unified:ct/one"],)
+    for key in ("pids", "freezer", "unified"):
+        d = f"{place.path(key)}/ct/one"
+        st = os.stat(d)
+        assert (st.st_uid, st.st_gid) == (test_user.uid, test_user.gid), key
+        assert os.stat(f"{d}/cgroup.procs").st_uid == test_user.uid
+        assert cgroup_of(kid.pid, key, place) == "ct/one"
+    assert open(f"{place.path('pids')}/ct/one/pids.max").read().strip() == "10"
+    assert open(f"{place.path('unified')}/ct/one/cgroup.max.descendants").read().strip() == "5"
+
+
+@pytest.mark.parametrize(
+    "values, pids, kind, step",
+    [
+        ({"pids.max": "10", "unified:cgroup.max.depth": "not-a-number"}, (), "KernelRejected",
+         "write unified:cgroup.max.depth"),
+        ({"pids.max": "10"}, ("dead",), "NotFound", "move"),
+        ({"pids.max": "10"}, ("root's",), "NotPermitted", "move"),
+    ],
+)
+def test_a_failing_step_undoes_everything(place, test_user, values, pids, kind, step):
+    kid = place.spawn(["sleep", "100"], user=test_user)
+    ok(place.py("Create", "ss", "pids", "keep"))  # a sibling that must stay as it is
+    moved = [kid.pid]
+    for p in pids:
+        if p == "dead":
+            gone = subprocess.Popen(["true"])
+            gone.wait()
+            moved.append(gone.pid)
+        else:
+            moved.append(place.spawn(["sleep", "100"]).pid)
+    before = kernel_state(*place.dirs.values())
+    where = {key: cgroup_of(kid.pid, key, place) for key in ("pids", "unified")}
+    cp = setup(place, "pids,unified", "ct", test_user.uid, test_user.gid, values, moved)
+    refused(cp, kind)
+    assert f"Setup failed at {step}" in cp.stdout and "nothing was changed" in cp.stdout
+    assert kernel_state(*place.dirs.values()) == before
+    for key in ("pids", "unified"):
+        assert not os.path.exists(f"{place.path(key)}/ct")
+        assert cgroup_of(kid.pid, key, place) == where[key]  # moved, then moved back
+
+
+@pytest.mark.parametrize(
+    "controllers, cgroup, uid, gid, values, pids, kind",
+    [
+        ("pids", "", -1, -1, {}, [], "InvalidArgument"),
+        ("pids", "../x", -1, -1, {}, [], "InvalidArgument"),
+        ("pids", "ct", 1000, -1, {}, [], "InvalidArgument"),
+        ("pids", "ct", -1, -1, {"freezer.state": "FROZEN"}, [], "InvalidArgument"),
+        ("pids", "ct", -1, -1, {"cgroup.max.depth": "1"}, [], "InvalidArgument"),
+        ("pids", "ct", -1, -1, {"pids:../pids.max": "1"}, [], "InvalidArgument"),
+        ("pids", "ct", -1, -1, {"pids:tasks": "1"}, [], "NotPermitted"),
+        ("pids", "ct", -1, -1, {}, [0], "InvalidArgument"),
+        ("nosuch", "ct", -1, -1, {}, [], "NotFound"),
+        ("pids", "exists", -1, -1, {}, [], "Busy"),
+    ],
+)
+def test_bad_requests_change_nothing(place, controllers, cgroup, uid, gid, values, pids, kind):
+    ok(place.py("Create", "ss", "pids", "exists"))
+    before = kernel_state(*place.dirs.values())
+    refused(setup(place, controllers, cgroup, uid, gid, values, pids), kind)
+    assert kernel_state(*place.dirs.values()) == before
+
+
+def test_an_unprivileged_user_sets_up_below_its_delegation(place, test_user):
+    ok(place.py("Create", "ss", "pids", "mine"))
+    ok(place.py("Chown", "ssii", "pids", "mine", test_user.uid, test_user.gid))
+    kid = place.spawn(["sleep", "100"], user=test_user)
+    user_place_rel = "mine/job"
+    # relative to the caller's cgroup: the user's client runs in the place's cgroup
+    assert ok(setup(place, "pids", user_place_rel, values={"pids.max": "3"}, pids=[kid.pid],
+                    user=test_user)) == (["pids:mine/job"],)
+    assert open(f"{place.path('pids')}/mine/job/pids.max").read().strip() == "3"
+    assert cgroup_of(kid.pid, "pids", place) == "mine/job"
+    # handing it to someone else is root's business: refused, and the new cgroup is gone
+    before = kernel_state(*place.dirs.values())
+    refused(setup(place, "pids", "mine/other", 0, 0, user=test_user), "NotPermitted")
+    assert kernel_state(*place.dirs.values()) == before
+
+
+def test_dbus_send_can_call_setup(place):
+    cp = place.run([
+        "dbus-send", f"--address={place.daemon.address}", "--print-reply", "--type=method_call",
+        "/org/linuxcontainers/cgmanager", f"{INTERFACE1}.Setup", "string:pids", "string:ds",
+        "int32:-1", "int32:-1", "dict:string:string:pids.max,7", "array:int32:",
+    ])
+    assert cp.returncode == 0, cp.stderr
+    assert '"pids:ds"' in cp.stdout
+    assert open(f"{place.path('pids')}/ds/pids.max").read().strip() == "7"
