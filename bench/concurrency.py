@@ -40,8 +40,8 @@ from .harness import IFACE, OBJ, BenchError, Child, Daemon, Harness, cpu_ns, exp
 from .stats import percentile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: the clients' CPU (the daemon is pinned to harness.CPU, 0)
-CLIENT_CPU = 1
+#: the clients' CPU (the daemon is pinned to harness.CPU, 0); the same one on a 1-CPU machine
+CLIENT_CPU = 1 if (os.cpu_count() or 1) > 1 else 0
 #: seconds a worker may take for one command before the run is declared broken
 WORKER_TIMEOUT = 300.0
 REL = "conc"
