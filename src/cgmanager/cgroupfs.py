@@ -28,6 +28,10 @@ V1_DELEGATE_FILES = ("tasks", "cgroup.procs")
 #: used when /sys/kernel/cgroup/delegate cannot be read (kernels < 4.15 lack it)
 V2_DEFAULT_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 
+#: cgroup directories one request keeps resolved (see CgroupTree.hold): a request names one or
+#: two cgroups and their parents; walks over whole subtrees open the rest as they go
+MAX_HELD = 16
+
 #: Upper bound on what one read returns; cgroup files are far smaller (cgroup.procs of a
 #: cgroup with every pid of a 4M-pid machine is ~32 MiB, so this is not a functional limit).
 MAX_READ = 64 << 20
@@ -137,15 +141,19 @@ class CgroupTree:
         held = self._held
         if held is not None and flags == _PATH_DIR:
             fd = held.get(path)
-            if fd is None:
+            if fd is not None:
+                return _Dirfd(fd, False)
+            if len(held) < MAX_HELD:
                 fd = held[path] = self._open(path, flags)
-            return _Dirfd(fd, False)
+                return _Dirfd(fd, False)
         return _Dirfd(self._open(path, flags), True)
 
     def hold(self) -> None:
         """Until :meth:`release`, resolve each cgroup path once: one request's checks and its
         action then concern the same directory, and repeated ``openat2`` calls are saved.
-        Only for the duration of one synchronous request (never across an ``await``)."""
+        Only the first ``MAX_HELD`` paths are held (a request walking 10,000 cgroups must not
+        hold 10,000 fds).  Only for the duration of one synchronous request (never across an
+        ``await``)."""
         if self._held is None:
             self._held = {}
 

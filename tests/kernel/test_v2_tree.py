@@ -281,3 +281,24 @@ def test_a_held_cgroup_is_resolved_once_and_forgotten_when_removed(v2):
     t.hold()
     t.release()
     assert t.stat(hp + "/h").st_ino == os.stat(base + "/h").st_ino
+
+
+def test_holding_is_bounded_for_requests_that_walk_subtrees(v2):
+    """A request over a big subtree must not hold an fd per cgroup (EMFILE at ~20,000)."""
+    from cgmanager.cgroupfs import MAX_HELD
+
+    t, base, hp = v2
+    for i in range(MAX_HELD * 3):
+        t.mkdir(hp + f"/w{i}")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    t.hold()
+    try:
+        for i in range(MAX_HELD * 3):
+            assert t.stat(hp + f"/w{i}").st_nlink >= 2
+        assert len(os.listdir("/proc/self/fd")) - fds_before <= MAX_HELD + 1
+        for i in range(MAX_HELD * 3):
+            t.rmdir(hp + f"/w{i}")
+        assert t.children(hp) == []
+    finally:
+        t.release()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
