@@ -8,7 +8,7 @@
 
 _cgm_subcommands="ping create chown chmod chmodfile remove getpidcgroup getpidcgroupabs
 movepid movepidabs getvalue setvalue gettasks gettasksrecursive listchildren removeonempty
-prune listcontrollers listkeys apiversion tree freeze thaw kill events stat help"
+prune listcontrollers listkeys apiversion tree freeze thaw kill events stat setup help"
 
 _cgm()
 {
@@ -78,7 +78,7 @@ _cgm()
         done
         case $sub in
             create|chown|chmod|chmodfile|remove|movepid|movepidabs|removeonempty|prune|\
-            gettasksrecursive) list+=(all) ;;
+            gettasksrecursive|setup) list+=(all) ;;
         esac
         mapfile -t COMPREPLY < <(compgen -W "${list[*]}" -- "$cur")
         return 0
@@ -108,6 +108,12 @@ _cgm()
         fi
         children=$("$cgm" "${sock[@]}" listchildren "$ctrl" "$dir" 2>/dev/null) || return 0
         mapfile -t COMPREPLY < <(compgen -P "$prefix" -S / -W "$children" -- "$base")
+        compopt -o nospace 2>/dev/null
+        return 0
+    fi
+
+    if ((pos >= 2)) && [[ $sub == setup ]]; then  # the new cgroup has no files yet: the items
+        mapfile -t COMPREPLY < <(compgen -W "owner= pid=" -- "$cur")
         compopt -o nospace 2>/dev/null
         return 0
     fi

@@ -6,6 +6,7 @@ processes are) and that a failure at any step left cgroupfs and every process as
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -142,3 +143,15 @@ def test_dbus_send_can_call_setup(place):
     assert cp.returncode == 0, cp.stderr
     assert '"pids:ds"' in cp.stdout
     assert open(f"{place.path('pids')}/ds/pids.max").read().strip() == "7"
+
+
+def test_the_python_client_helper(place):
+    code = (
+        "from cgmanager.dbus.client import connect\n"
+        "from cgmanager import client\n"
+        f"with connect({place.daemon.address!r}) as c:\n"
+        "    print(client.setup(c, 'pids', 'py', values={'pids.max': '4'}))\n"
+    )
+    cp = place.run([sys.executable, "-c", code])
+    assert (cp.returncode, cp.stdout) == (0, "['pids:py']\n"), cp.stderr
+    assert open(f"{place.path('pids')}/py/pids.max").read().strip() == "4"

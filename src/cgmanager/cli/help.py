@@ -241,6 +241,28 @@ _HELP = {
         ["{p} tree pids", "{p} tree freezer build", "{p} --json tree pids | jq ."],
         "ListChildren and GetTasks for every cgroup of the subtree",
     ),
+    "setup": (
+        "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",
+        "A container's set-up in one request: create <cgroup> (which must not exist yet)\n"
+        "in every hierarchy named, hand it to uid:gid, write each file=value in the\n"
+        "order given, move each pid into it.  Each step is checked exactly like create,\n"
+        "chown, setvalue and movepid.  All or nothing: if a step fails, the processes\n"
+        "already moved go back and the cgroups made are removed; the error says which\n"
+        "step failed.  Prints the cgroups made, one per hierarchy.",
+        _MULTI + "\n" + _CGROUP + "\n"
+        "  owner=uid:gid chown the new cgroups (root only, as chown).\n"
+        "  file=value    write value to file; the file's prefix names its hierarchy\n"
+        "                (pids.max: pids), or say controller:file (unified:cgroup.max.depth).\n"
+        "  pid=pid       move that process in (repeat for more).",
+        "hierarchy:cgroup lines, e.g. pids:ct1.",
+        [
+            "sudo {p} setup pids,freezer,unified ct1 owner=100000:100000 pids.max=500 "
+            "unified:cgroup.max.descendants=100 pid=4242",
+            "{p} setup pids build/job2 pids.max=64 pid=$$",
+        ],
+        "org.linuxcontainers.cgmanager1.Setup(controllers, cgroup, uid, gid, a{ss} values,"
+        " ai pids) -> as (new: not in 0.42)",
+    ),
     "freeze": (
         "<controller> <cgroup>",
         "Freeze every process of <cgroup> and its descendants; returns once the kernel\n"

@@ -86,12 +86,14 @@ Usage:
 
 {p} stat <controller> [cgroup]
 
+{p} setup <controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...
+
 {p} help [subcommand]
 
  Replace '<controller>' with the desired controller, i.e.
  memory, and '<cgroup>' with the desired cgroup, i.e. x1.
  For create, chown, chmod, remove, prune, removeonempty,
- gettasksrecursive and movepid, <controller> may be "all" or a
+ gettasksrecursive, movepid and setup, <controller> may be "all" or a
  comma-separated set of controllers.
  Remove by default is recursive.  Adding '0' as the last argument
  will perform non-recursive deletion.  Adding '1' is supported
@@ -138,6 +140,8 @@ COMMANDS = {
     "kill": (2, 2, "<controller> <cgroup>", "kill"),
     "events": (1, 2, "<controller> [cgroup]", "events"),
     "stat": (1, 2, "<controller> [cgroup]", "stat"),
+    "setup": (2, None, "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",
+              "setup"),
     "help": (0, 1, "[subcommand]", "help"),
 }
 
@@ -608,6 +612,41 @@ def do_stat(ctx, args):
     return _flat(ctx, "cgmanager_get_stat_sync", "GetStat", args)
 
 
+def do_setup(ctx, args):
+    """``owner=`` and ``pid=`` are words without a dot; every cgroup file name a value can be
+    written to has one (``pids.max``, ``unified:cgroup.max.depth``)."""
+    controllers, cgroup, items = args[0], args[1], args[2:]
+    uid = gid = -1
+    values, pids = {}, []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            bad_value(ctx, "setup", f"{item!r} is not owner=uid:gid, file=value or pid=pid")
+        if name == "owner":
+            u, colon, g = value.partition(":")
+            if not colon:
+                bad_value(ctx, "setup", f"owner={value!r}: give uid:gid")
+            uid, gid = parse_id(u), parse_id(g)
+            if uid is None or gid is None:
+                bad_value(ctx, "setup", f"owner={value!r}: uid and gid are decimal numbers")
+        elif name == "pid":
+            pid = parse_pid(value)
+            if pid is None or pid == 0:
+                bad_value(ctx, "setup", f"pid={value!r}: not a process id")
+            pids.append(pid)
+        elif "." in name:
+            if name in values:
+                bad_value(ctx, "setup", f"{name} given twice")
+            values[name] = value
+        else:
+            bad_value(ctx, "setup", f"{item!r}: unknown item {name!r} (owner=, pid= or a file)")
+    (created,) = ctx.call(
+        "cgmanager_setup_sync", "Setup", "ssiia{ss}ai",
+        (controllers, cgroup, uid, gid, values, pids), INTERFACE1,
+    )
+    return _lines(ctx, created)
+
+
 def do_tree(ctx, args):
     from .tree import tree
 
@@ -714,7 +753,10 @@ def run(argv, prog):
         return 0, subcommand_help(ctx, sub if sub != "help" or not args else args[0]), ""
     lo, hi, synopsis, handler = spec
     if len(args) < lo or (hi is not None and len(args) > hi):
-        want = f"{lo}" if lo == hi else f"{lo} or {hi}" if hi == lo + 1 else f"{lo} to {hi}"
+        if hi is None:
+            want = f"at least {lo}"
+        else:
+            want = f"{lo}" if lo == hi else f"{lo} or {hi}" if hi == lo + 1 else f"{lo} to {hi}"
         err = (
             f"cgm: {sub} takes {want} arguments ({synopsis}), got {len(args)}\n"
             f"Usage: {prog} {sub} {synopsis}\n"
