@@ -2,7 +2,8 @@
 
     python -m bench                    full run of every suite; results to
                                        bench/results/<stamp>.json (and latest.json with core)
-    python -m bench --suite S[,S…]     only these suites (core, concurrency, scale, startup)
+    python -m bench --suite S[,S…]     only these suites (core, batch, concurrency, scale,
+                                       startup, reliability)
     python -m bench --smoke            tiny versions of every suite, < 40 s (CI): fails only if
                                        the daemon or a call fails, never because of a timing;
                                        saves nothing
@@ -12,10 +13,14 @@
 Suites (each on a fresh daemon, in the same run root; see each module's docstring):
 
     core          daemon CPU and latency per request against the floor; one-shot processes
+    batch         a container's set-up: one Setup call vs separate calls vs direct writes
+                  (bench/batch.py)
     concurrency   up to 1,000 clients at once: throughput, p50/p99/max, daemon RSS (bench/concurrency.py)
     scale         10,000 cgroups: ListChildren, GetTasksRecursive, Remove, Prune (bench/scale.py)
     startup       connect + authenticate + first call vs a persistent connection; round trips
                   (bench/startup.py)
+    reliability   1,000 connections held, latency with 300 idle/half-open connections, restart
+                  after kill -9, SIGTERM under load (bench/reliability.py; also standalone)
 
 Root only: it runs cgmanager on a private socket and works in a marked cgtest-<random> cgroup in
 the pids and v2 hierarchies, all removed at exit (also on SIGTERM / Ctrl-C).
@@ -32,17 +37,17 @@ from typing import Any
 
 from cgmanager.dbus.errors import DBusError
 
-from . import concurrency, daemon_runs, floor, oneshot, report, scale, startup
+from . import batch, concurrency, daemon_runs, floor, oneshot, reliability, report, scale, startup
 from .harness import CPU, BenchError, Fixture, Harness
 
 #: suite name -> (run(h, args, log) -> JSON-able dict, print_summary(dict)); run in this order.
-#: bench/reliability.py is a standalone script for now; to run it here, give it these two
-#: functions and add ``"reliability": (reliability.run, reliability.print_summary)``.
 SUITES: dict[str, tuple[Any, Any]] = {
     "core": (None, None),  # timing_run / print_core below (its keys stay at the top level)
+    "batch": (batch.run, batch.print_summary),
     "concurrency": (concurrency.run, concurrency.print_summary),
     "scale": (scale.run, scale.print_summary),
     "startup": (startup.run, startup.print_summary),
+    "reliability": (reliability.run, reliability.print_summary),
 }
 
 
@@ -104,6 +109,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--scale-rounds", type=int, help="interleaved rounds (default 3)")
     g.add_argument("--scale-removals", type=int,
                    help="cgroups removed per op: removals = this / N, at least 1 (default 1000)")
+    g = p.add_argument_group("batch")
+    g.add_argument("--batch-calls", type=int, help="set-ups per variant and round (default 300)")
+    g.add_argument("--batch-rounds", type=int, help="interleaved rounds (default 5)")
     g = p.add_argument_group("startup")
     g.add_argument("--startup-calls", type=int, help="iterations per batch (default 300)")
     g.add_argument("--startup-rounds", type=int, help="interleaved rounds (default 5)")
@@ -120,6 +128,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.scale_items = a.scale_items or (200 if smoke else 10000)
     a.scale_rounds = a.scale_rounds or (1 if smoke else 3)
     a.scale_removals = a.scale_removals or (10 if smoke else 1000)
+    a.batch_calls = a.batch_calls or (5 if smoke else 300)
+    a.batch_rounds = a.batch_rounds or (1 if smoke else 5)
     a.startup_calls = a.startup_calls or (10 if smoke else 300)
     a.startup_rounds = a.startup_rounds or (1 if smoke else 5)
     a.calls = a.calls or (50 if a.smoke else 3000)

@@ -120,15 +120,18 @@ class Hierarchy:
     hierarchy_id: int = 0
     #: extra names (v1 aliases) this v2 hierarchy answers to on this host
     aliases: tuple[str, ...] = ()
+    #: the canonical client-facing name: ``cpu,cpuacct``, ``name=systemd``, ``unified``
+    #: (computed once: it is asked for many times per request)
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """The canonical client-facing name: ``cpu,cpuacct``, ``name=systemd``, ``unified``."""
+    def __post_init__(self) -> None:
         if self.version == 2:
-            return V2_NAME
-        if self.name is not None:
-            return f"name={self.name}"
-        return ",".join(self.controllers)
+            key = V2_NAME
+        elif self.name is not None:
+            key = f"name={self.name}"
+        else:
+            key = ",".join(self.controllers)
+        object.__setattr__(self, "key", key)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -283,11 +283,17 @@ class Manager:
         return 1 if any(existed) else -1
 
     def _create_one(
-        self, req: Request, h: Hierarchy, parts: tuple[str, ...], wanted: Sequence[str] = ()
+        self,
+        req: Request,
+        h: Hierarchy,
+        parts: tuple[str, ...],
+        wanted: Sequence[str] = (),
+        made: list[str] | None = None,
     ) -> bool:
         """Create the components below the requestor's cgroup; on v2, *wanted* controllers
         (the v2 controllers the client named, e.g. ``memory``) are enabled top-down from the
-        requestor's own cgroup so the new cgroup has them — never above it."""
+        requestor's own cgroup so the new cgroup has them — never above it.  The cgroups it
+        makes are appended to *made* as soon as they exist."""
         t, r = self.tree(h), req.r
         base, target, _ = self._below(req.requestor, h, parts)
         depth = names.depth(target) - names.depth(self.base(h))
@@ -310,6 +316,8 @@ class Manager:
                     r, self._stat(h, cur, None, parent_shown), Access.READ_WRITE, parent_shown
                 )
                 if self._kernel(f"create {shown}", lambda p=nxt: t.mkdir(p)):
+                    if made is not None:
+                        made.append(nxt)
                     self._inherit_cpuset(t, cur, nxt)
                     if r.uid != 0 or r.gid != 0:
                         try:
@@ -456,11 +464,10 @@ class Manager:
         step = "create"
         try:
             for h in hs:
-                t, (_, target, shown) = self.tree(h), targets[h.key]
-                absent = [p for p in _prefixes(target) if not t.exists(p)]
-                undo.remove(t, absent[0])
+                made: list[str] = []
+                undo.remove(self.tree(h), made)
                 wanted = [c for c in controllers.split(",") if h.version == 2 and c in h.controllers]
-                self._create_one(req, h, parts, wanted)
+                self._create_one(req, h, parts, wanted, made)
             if uid != -1:
                 step = "chown"
                 self.chown(req, ",".join(h.key for h in hs), cgroup, uid, gid)
@@ -981,12 +988,6 @@ class Manager:
         return self.reaper
 
 
-def _prefixes(path: str) -> list[str]:
-    """``/a/b/c`` → ``/a``, ``/a/b``, ``/a/b/c``."""
-    parts = names.components(path)
-    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
 class _Rollback:
     """What a failed Setup must undo, newest first.  Undoing is done as the daemon, without
     permission checks: it only returns processes and cgroupfs to how they were before the
@@ -996,18 +997,16 @@ class _Rollback:
         self._steps: list[tuple[str, Callable[[], None]]] = []
         self._victims: list[Victim] = []
 
-    def remove(self, t: CgroupTree, top: str) -> None:
-        """*top* and everything below it was made by this request."""
+    def remove(self, t: CgroupTree, made: list[str]) -> None:
+        """The cgroups in *made* (filled in as they are made, parents first) and anything
+        below them were made by this request."""
 
         def undo() -> None:
-            try:
-                made = t.walk(top)
-            except NotFound:
-                return  # the failure came before it was made
-            for p in reversed(made):
-                t.rmdir(p)
+            if made:
+                for p in reversed(t.walk(made[0])):
+                    t.rmdir(p)
 
-        self._steps.append((f"remove {t.hierarchy.key}:{top}", undo))
+        self._steps.append((f"remove the new cgroups in {t.hierarchy.key}", undo))
 
     def move_back(self, t: CgroupTree, was: str, v: Victim) -> None:
         pidfd = os.dup(v.pidfd)
