@@ -407,7 +407,7 @@ class Manager:
         parts = self._relative(cgroup)
         hs = self.layout.resolve(controller)
         with Victim.open(pid, self.layout, pidfd) as v:
-            if not may_move(req.r, v.pid, v.uid):
+            if not may_move(req.r, v.pid, lambda: v.uid):
                 raise NotPermitted(
                     f"not permitted to move process {pid}: it belongs to another user"
                 )
@@ -478,7 +478,7 @@ class Manager:
             for pid in pids:
                 step = f"move {pid}"
                 with Victim.open(pid, self.layout) as v:
-                    if not may_move(req.r, v.pid, v.uid):
+                    if not may_move(req.r, v.pid, lambda: v.uid):
                         raise NotPermitted(
                             f"not permitted to move process {pid}: it belongs to another user"
                         )
@@ -610,7 +610,7 @@ class Manager:
                 victims.append(v)
                 if v.cgroups.get(h.key) != path:
                     continue  # left, or its pid was recycled: not ours to move
-                if not may_move(req.r, v.pid, v.uid):
+                if not may_move(req.r, v.pid, lambda v=v: v.uid):
                     raise Busy(
                         f"{shown} holds processes of other users; controllers cannot be"
                         " enabled for its children (cgroup v2 allows no processes there)"
@@ -870,7 +870,7 @@ class Manager:
                     v.close()  # left, or its pid was recycled: a stranger, not a victim
                     continue
                 victims.append(v)
-                if not may_move(req.r, v.pid, v.uid):
+                if not may_move(req.r, v.pid, lambda v=v: v.uid):
                     raise NotPermitted(
                         f"not permitted: process {pid} in {h.key}:{path} belongs to another user"
                     )
@@ -1010,7 +1010,7 @@ class _Rollback:
 
     def move_back(self, t: CgroupTree, was: str, v: Victim) -> None:
         pidfd = os.dup(v.pidfd)
-        back = Victim(v.pid, v.uid, v.cgroups, pidfd)
+        back = Victim(v.pid, None, v.cgroups, pidfd)  # only its pid and liveness are needed
         self._victims.append(back)
 
         def undo() -> None:

@@ -21,6 +21,7 @@ Model (0.42 §4, with its open holes fixed):
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import names
@@ -117,14 +118,13 @@ def may_access(who: Identity, f: FileOwner, want: Access) -> bool:
     return (bits & int(want)) == int(want)
 
 
-def may_move(who: Identity, victim_pid: int, victim_uid: int) -> bool:
-    """Whether *who* may move the process *victim_pid* (whose real uid is *victim_uid*)."""
-    return (
-        who.pid == victim_pid
-        or who.is_host_root
-        or who.uid == victim_uid
-        or (who.root_in_userns and who.maps_uid(victim_uid))
-    )
+def may_move(who: Identity, victim_pid: int, victim_uid: int | Callable[[], int]) -> bool:
+    """Whether *who* may move the process *victim_pid* (whose real uid is *victim_uid*, or
+    what it returns: learning it costs a /proc read that most moves do not need)."""
+    if who.pid == victim_pid or who.is_host_root:
+        return True
+    uid = victim_uid() if callable(victim_uid) else victim_uid
+    return who.uid == uid or (who.root_in_userns and who.maps_uid(uid))
 
 
 def may_chown(who: Identity) -> bool:

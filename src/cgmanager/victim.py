@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Self
 
 from .errors import NotFound
@@ -19,12 +18,20 @@ from .procfs import ProcDir
 from .requestor import cgroups_of
 
 
-@dataclass
 class Victim:
-    pid: int
-    uid: int  # real uid, as 0.42 used for victim checks
-    cgroups: Mapping[str, str]
-    pidfd: int
+    """A process pinned by a pidfd, with its cgroups; its real uid (what 0.42 judged victims
+    by) is read through the same pinned /proc directory only when a check needs it — host
+    root's moves never do."""
+
+    __slots__ = ("pid", "cgroups", "pidfd", "_uid", "_proc")
+
+    def __init__(self, pid: int, uid: int | None, cgroups: Mapping[str, str], pidfd: int,
+                 proc: ProcDir | None = None) -> None:
+        self.pid = pid
+        self.cgroups = cgroups
+        self.pidfd = pidfd
+        self._uid = uid
+        self._proc = proc
 
     @classmethod
     def open(cls, pid: int, layout: Layout, pidfd: int | None = None) -> Victim:
@@ -36,12 +43,24 @@ class Victim:
             pidfd = os.dup(pidfd) if pidfd is not None else os.pidfd_open(pid)
         except (ProcessLookupError, OSError):
             raise NotFound(f"process {pid}: not found") from None
+        d = None
         try:
-            with ProcDir(pid, pidfd) as d:
-                return cls(pid, d.real_uid(), cgroups_of(d, layout), pidfd)
+            d = ProcDir(pid, pidfd)
+            return cls(pid, None, cgroups_of(d, layout), pidfd, d)
         except BaseException:
+            if d is not None:
+                d.close()
             os.close(pidfd)
             raise
+
+    @property
+    def uid(self) -> int:
+        """The real uid (fails with NotFound once the process has exited)."""
+        if self._uid is None:
+            if self._proc is None:
+                raise NotFound(f"process {self.pid}: exited")
+            self._uid = self._proc.real_uid()
+        return self._uid
 
     def require_alive(self) -> None:
         """Right before acting on the pid: the checked process still owns it (the kernel takes
@@ -57,6 +76,9 @@ class Victim:
             return False
 
     def close(self) -> None:
+        if self._proc is not None:
+            self._proc.close()
+            self._proc = None
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1

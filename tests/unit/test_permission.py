@@ -104,6 +104,11 @@ def test_may_access(identity, file, want, allowed):
 )
 def test_may_move(identity, victim_pid, victim_uid, allowed):
     assert may_move(identity, victim_pid, victim_uid) is allowed
+    # the uid may be given lazily: same answer, and asked for only when it decides
+    asked = []
+    assert may_move(identity, victim_pid, lambda: asked.append(1) or victim_uid) is allowed
+    decided_without_uid = identity.pid == victim_pid or identity.is_host_root
+    assert asked == ([] if decided_without_uid else [1])
 
 
 def test_may_chown():
