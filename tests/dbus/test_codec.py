@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import examples
 
 from cgmanager.dbus import codec
 from cgmanager.dbus.codec import (
@@ -203,7 +204,7 @@ def test_split_signature():
 # ------------------------------------------------------------------------------------------
 # fuzzing: random bytes must only ever produce ProtocolError, quickly
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes(data):
     try:
@@ -217,7 +218,7 @@ def test_fuzz_random_bytes(data):
     assert size is None or size >= 16
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SAMPLES), st.data())
 def test_fuzz_mutated_valid_messages(sample, data):
     raw = bytearray(serialise_message(call(*sample), 1)[0])
@@ -232,7 +233,7 @@ def test_fuzz_mutated_valid_messages(sample, data):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet="ybnqiuxtdhsogva(){}", max_size=40), st.binary(max_size=200))
 def test_fuzz_signatures_and_bodies(signature, body):
     try:
@@ -268,7 +269,7 @@ def _values_for(sig_strategy_depth: int = 2):
     return st.recursive(basic, extend, max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_values_for(), max_size=4))
 def test_fuzz_round_trip_against_jeepney(pairs):
     signature = "".join(s for s, _ in pairs)

@@ -13,6 +13,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import examples
 
 from cgmanager.dbus.client import connect
 from cgmanager.dbus.codec import Message, serialise_message
@@ -437,7 +438,7 @@ def test_close_leaves_a_replacement_socket_alone(make_server, tmp_path):
 # ------------------------------------------------------------------------------------------
 # random bytes after a successful handshake, over the socket
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.binary(min_size=1, max_size=400))
 def test_fuzz_bytes_after_begin(toy, data):

@@ -197,6 +197,7 @@ def test_guid_validated():
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from support.fuzz import examples  # noqa: E402
 
 _REPLY_WORDS = (b"OK", b"REJECTED", b"DATA", b"ERROR", b"AGREE_UNIX_FD")
 
@@ -224,7 +225,7 @@ def _drive(chunks: list[bytes]) -> None:
             return
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=20))
 def test_fuzz_random_bytes(chunks):
     _drive(chunks)
@@ -239,7 +240,7 @@ _LINES = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.booleans(), st.lists(_LINES, max_size=25), st.binary(max_size=30),
        st.integers(1, 7))
 def test_fuzz_command_sequences(nul, lines, tail, split):
