@@ -89,6 +89,7 @@ _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.ENOSPC: KernelRejected,  # e.g. cpuset without cpus/mems
     _errno.EINVAL: KernelRejected,
     _errno.ERANGE: KernelRejected,
+    _errno.E2BIG: KernelRejected,  # a value longer than the kernel file takes (v1: 4 KiB)
     _errno.EOPNOTSUPP: Unsupported,
     _errno.ENAMETOOLONG: InvalidArgument,
     _errno.EXDEV: InvalidArgument,  # crossed a mount while resolving beneath a root
