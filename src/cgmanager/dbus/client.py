@@ -161,21 +161,44 @@ class Connection:
 
     def __init__(self, sock, unix_fd: bool, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self._sock = sock
-        self.unix_fd = unix_fd
+        self._unix_fd = unix_fd
         self.timeout = timeout
         self._serial = 0
         self._buf = bytearray()
         self._fds: list[int] = []
+        #: the server's handshake replies not read yet (see :meth:`connect`): (reader, path)
+        self._handshake: tuple[HandshakeReader, str] | None = None
+        #: what was sent before the handshake was confirmed, to resend after a fallback
+        self._unconfirmed: list[bytes] = []
+
+    @property
+    def unix_fd(self) -> bool:
+        """Whether the server agreed to fd passing (reads its handshake replies if needed)."""
+        if self._handshake is not None:
+            self._finish_handshake(self._deadline(self.timeout))
+        return self._unix_fd
+
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
 
     @classmethod
     def connect(cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
                 unix_fd: bool = True) -> Connection:
-        """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected)."""
+        """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected).
+
+        The handshake's replies are read with the first reply: the first call goes out in the
+        same round trip as the handshake, as the D-Bus specification allows after ``BEGIN``
+        (one round trip for a one-shot client instead of two).  A call carrying fds waits
+        for the server's agreement to fd passing first; if the server rejects ``EXTERNAL``,
+        the connection is made again with ``ANONYMOUS`` and what was sent is sent again (the
+        server never read it as messages)."""
         last: Exception | None = None
         for path in parse_address(address):
             for mechanism in ("EXTERNAL", "ANONYMOUS"):
                 try:
-                    return cls._connect_one(path, mechanism, timeout, unix_fd)
+                    return cls._connect_one(path, mechanism, timeout, unix_fd,
+                                            defer=mechanism == "EXTERNAL")
                 except _Rejected as exc:
                     last = exc.error
                     continue
@@ -188,13 +211,17 @@ class Connection:
 
     @classmethod
     def _connect_one(cls, path: str, mechanism: str, timeout: float | None,
-                     unix_fd: bool) -> Connection:
+                     unix_fd: bool, defer: bool = False) -> Connection:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(handshake_request(mechanism, unix_fd))
             reader = HandshakeReader(mechanism, unix_fd)
+            if defer:
+                conn = cls(sock, unix_fd, timeout)
+                conn._handshake = (reader, path)
+                return conn
             while True:
                 data = sock.recv(4096)
                 if not data:
@@ -245,8 +272,10 @@ class Connection:
             raise DBusError(errors.DISCONNECTED, "connection closed")
         self._serial += 1
         data, fds = serialise_message(msg, self._serial)
-        if fds and not self.unix_fd:
+        if fds and not self.unix_fd:  # (waits for the server's answer to NEGOTIATE_UNIX_FD)
             raise DBusError(errors.FAILED, "the server did not agree to fd passing")
+        if self._handshake is not None:
+            self._unconfirmed.append(data)
         try:
             if fds:
                 sent = self._sock.sendmsg([data], rights(fds))
@@ -273,7 +302,56 @@ class Connection:
                 return msg
             close_fds(msg.fds)
 
+    def _finish_handshake(self, deadline: float | None) -> None:
+        """Read the server's handshake replies (sent with the connection's first bytes)."""
+        assert self._handshake is not None
+        reader, path = self._handshake
+        while True:
+            try:
+                done = reader.feed(self._take_buffered() or self._recv_raw(deadline))
+            except DBusError:
+                self._handshake = None
+                if not reader.rejected:
+                    self.close()
+                    raise
+                self._fall_back(path)
+                return
+            if done is not None:
+                break
+        self._handshake = None
+        self._unix_fd = done[0]
+        self._buf += done[1]
+        self._unconfirmed.clear()
+
+    def _take_buffered(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def _recv_raw(self, deadline: float | None) -> bytes:
+        self._recv(deadline)
+        return self._take_buffered()
+
+    def _fall_back(self, path: str) -> None:
+        """``EXTERNAL`` was rejected: connect again with ``ANONYMOUS`` and send again what
+        the server discarded with the rejected handshake."""
+        resend, self._unconfirmed = self._unconfirmed, []
+        self.close()
+        try:
+            other = self._connect_one(path, "ANONYMOUS", self.timeout, True)
+        except _Rejected as exc:
+            raise exc.error from None
+        except OSError as exc:
+            raise DBusError(errors.DISCONNECTED, f"cannot connect to {path}: {exc}") from None
+        self._sock, other._sock = other._sock, None
+        self._unix_fd = other._unix_fd
+        self._buf += other._buf
+        for data in resend:
+            self._sock.sendall(data)
+
     def _next_message(self, deadline: float | None) -> Message:
+        if self._handshake is not None:
+            self._finish_handshake(deadline)
         buf = self._buf
         while True:
             if len(buf) >= 16:
