@@ -199,6 +199,19 @@ LONG = ["n" * 255, "n" * 256, "ü" * 128, "/".join(["d"] * 17), "/".join(["d"] *
         "x" * 4097, "a/" * 2000, "/" * 5000]
 
 
+#: (controller, key, value) that belong together, for GetValue/SetValue-like methods
+KNOBS = [("pids", "pids.max", "5"), ("pids", "pids.max", "max"), ("pids", "pids.current", "1"),
+         ("freezer", "freezer.state", "FROZEN"), ("freezer", "freezer.state", "THAWED"),
+         ("unified", "cgroup.freeze", "1"), ("unified", "cgroup.freeze", "0"),
+         ("unified", "cgroup.max.depth", "3"), ("unified", "cgroup.subtree_control", "+hugetlb"),
+         ("unified", "cgroup.type", "threaded"), ("cpuset", "cpuset.cpus", "0"),
+         ("cpu", "cpu.shares", "512"), ("cpu", "cpu.cfs_quota_us", "50000"),
+         ("devices", "devices.deny", "c 1:3 rwm"), ("blkio", "blkio.weight", "500"),
+         ("pids", "tasks", "1"), ("pids", "cgroup.procs", "1"), ("pids", "release_agent", "/x"),
+         ("pids", "notify_on_release", "1"), ("cpuset", "cgroup.clone_children", "1"),
+         ("pids", "memory.limit_in_bytes", "1M"), ("unified", "memory.max", "1M")]
+
+
 def weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
     """A choice between strategies in the given proportions (``one_of`` and ``integers``
     favour their first and constant branches), so that plausible arguments come often enough
@@ -324,7 +337,7 @@ class Context:
         table: dict[tuple[str, str], list] = {
             ("controller", "s"): ["pids", "freezer", "unified", "cpuset", "all", "pids,freezer"],
             ("controllers", "s"): ["pids", "freezer", "all", "pids,freezer"],
-            ("cgroup", "s"): ["a", "b", "fz", "a/b", "n", "a/n"],
+            ("cgroup", "s"): ["a", "b", "fz", "a/b", "n", "a/n", *(hp + "/a" for hp in self.hps)],
             ("key", "s"): ["pids.max", "freezer.state", "cgroup.freeze", "cgroup.procs", "tasks",
                            "cgroup.subtree_control", "cpuset.cpus"],
             ("file", "s"): ["", "tasks", "cgroup.procs", "pids.max"],
@@ -371,8 +384,14 @@ class Context:
         (iface, member), args = item
         sig = "".join(t for _, t in args)
         names = [n for n, _ in args]
-        return st.tuples(*[self.arg(member, n, t) for n, t in args]).map(
-            lambda vals: Call(iface, member, sig, list(vals), names))
+        independent = st.tuples(*[self.arg(member, n, t) for n, t in args])
+        if {"controller", "key"} <= set(names):
+            # a knob only exists in its own hierarchy: sometimes draw the three together
+            coherent = st.tuples(independent, st.sampled_from(KNOBS)).map(
+                lambda vk: tuple(dict(zip(("controller", "key", "value"), vk[1])).get(n, v)
+                                 for n, v in zip(names, vk[0], strict=True)))
+            independent = weighted((2, independent), (1, coherent))
+        return independent.map(lambda vals: Call(iface, member, sig, list(vals), names))
 
     def wrong_calls(self, methods: dict) -> st.SearchStrategy[Call]:
         """Calls of every method with random signatures, and of methods that do not exist."""
@@ -512,7 +531,8 @@ class Fuzzer:
                 return "fz"  # never freeze, kill, limit or re-own the client's own cgroup
             if call.member == "MovePidAbs" and self.root:
                 # root may move processes anywhere: keep it inside the place
-                return self.place.hp(hierarchy or sorted(self.place.dirs)[0]) + "/" + a
+                hp = self.place.hp(hierarchy or sorted(self.place.dirs)[0])
+                return a if a.startswith(hp + "/") else hp + "/" + a
             return a
 
         args = [fix(n, a) for n, a in zip(call.names, call.args, strict=True)]
