@@ -88,6 +88,8 @@ def calls_on(conns: list[Connection]) -> dict:
 
 def hold(address: str, n: int) -> int:
     conns = [connect(address, timeout=30) for _ in range(n)]
+    for c in conns:  # the client reads the handshake's replies lazily: wait for all of them
+        assert c.unix_fd
     print(f"open {len(conns)}", flush=True)
     for line in sys.stdin:
         cmd, *arg = line.split()
