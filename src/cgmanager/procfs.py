@@ -187,7 +187,10 @@ class ProcDir:
                 os.close(self.fd)
                 raise NotFound(f"process {pid}: exited") from None
 
-    def read(self, name: str) -> str:
+    def read(self, name: str, whole: bool = False) -> str:
+        """The text of ``/proc/<pid>/<name>``.  *whole*: the file is generated in one piece
+        (``single_open`` in the kernel: ``cgroup``, ``status``), so a read that does not fill
+        the buffer has returned all of it — one ``read`` instead of two."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
         except (FileNotFoundError, ProcessLookupError):
@@ -196,6 +199,8 @@ class ProcDir:
             chunks = []
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
+                if whole and len(chunk) < 65536:
+                    break
         except ProcessLookupError:
             raise NotFound(f"process {self.pid}: exited") from None
         finally:
@@ -203,13 +208,13 @@ class ProcDir:
         return b"".join(chunks).decode("utf-8", "surrogateescape")
 
     def cgroups(self) -> list[CgroupLine]:
-        return parse_cgroup(self.read("cgroup"))
+        return parse_cgroup(self.read("cgroup", whole=True))
 
     def status(self) -> Status:
-        return parse_status(self.read("status"))
+        return parse_status(self.read("status", whole=True))
 
     def real_uid(self) -> int:
-        return parse_real_uid(self.read("status"))
+        return parse_real_uid(self.read("status", whole=True))
 
     def uid_map(self) -> IdMap:
         return IdMap.parse(self.read("uid_map"))

@@ -99,3 +99,33 @@ def test_user_namespace_changes_and_late_id_maps_are_seen(procs):
 def test_a_pid_that_is_not_visible_is_refused():
     with pytest.raises(NotFound):
         Peer(Credentials(0, 0, 0), discover_host(), Namespaces.of_self(), None)
+
+
+def test_one_read_returns_all_of_proc_cgroup_even_past_a_page(cgdir, procs):
+    """The premise of ``ProcDir.read(whole=True)``: /proc/<pid>/cgroup is generated in one
+    piece, so one read returns all of it — checked with a line longer than a page (the
+    cgroup's path is longer than PATH_MAX, so it is reached through directory fds)."""
+    from cgmanager.procfs import ProcDir
+
+    top = cgdir("unified")
+    names = [f"{i:02d}" + "x" * 240 for i in range(20)]
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    p = procs.spawn(["sleep", "60"])
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        procs_fd = os.open("cgroup.procs", os.O_WRONLY, dir_fd=fds[-1])
+        os.write(procs_fd, str(p.pid).encode())
+        os.close(procs_fd)
+        with open(f"/proc/{p.pid}/cgroup") as f:
+            full = f.read()
+        assert len(full) > 4096  # more than a page
+        with ProcDir(p.pid) as d:
+            assert d.read("cgroup", whole=True) == full
+    finally:
+        p.kill()
+        for fd, name in zip(reversed(fds[:-1]), reversed(names[: len(fds) - 1]), strict=True):
+            os.rmdir(name, dir_fd=fd)
+        for fd in fds:
+            os.close(fd)

@@ -342,13 +342,16 @@ class Service:
         fn: Callable[..., Any] = getattr(self, spec.name)
         name = spec.name
 
+        audited = spec.mutating
+        enabled = audit.isEnabledFor  # the lines are built only when they will be written
+
         def finish(call: MethodCall, result: tuple) -> tuple:
-            if spec.mutating:
+            if audited and enabled(logging.INFO):
                 _audit(call, name, f"ok {_brief(result)}".rstrip())
             return result
 
         def refuse(call: MethodCall, e: CgmError) -> DBusError:
-            if spec.mutating:
+            if audited and enabled(logging.INFO):
                 _audit(call, name, f"refused ({e.kind}: {e.message})")
             return to_dbus_error(e)
 
