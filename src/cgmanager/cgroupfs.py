@@ -139,13 +139,19 @@ class CgroupTree:
         """An fd of the cgroup directory for a ``with`` block (closed at its end, unless it
         is held for the request)."""
         held = self._held
-        if held is not None and flags == _PATH_DIR:
+        if held is not None:
             fd = held.get(path)
-            if fd is not None:
-                return _Dirfd(fd, False)
-            if len(held) < MAX_HELD:
-                fd = held[path] = self._open(path, flags)
-                return _Dirfd(fd, False)
+            if flags == _PATH_DIR:
+                if fd is not None:
+                    return _Dirfd(fd, False)
+                if len(held) < MAX_HELD:
+                    fd = held[path] = self._open(path, flags)
+                    return _Dirfd(fd, False)
+            elif fd is not None and flags == _DIR:  # the very directory that was checked
+                try:
+                    return _Dirfd(os.open(".", flags, dir_fd=fd), True)
+                except OSError as exc:
+                    raise from_oserror(exc, f"cgroup {self._what(path)}") from None
         return _Dirfd(self._open(path, flags), True)
 
     def hold(self) -> None:
