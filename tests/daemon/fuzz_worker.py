@@ -153,7 +153,7 @@ def run_steps(sock: socket.socket, steps: list) -> list:
         if step.get("stall"):
             log.append("stalled")
             return log
-        if step.get("wait") and not wait_kick(sock, 0.1):
+        if step.get("wait") and not wait_kick(sock, 0.25):
             log.append("no kick")
             return log
         anc, smuggled = [], []

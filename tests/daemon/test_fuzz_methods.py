@@ -49,9 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from kernel.helpers import snapshot, wait_for
+from support.cgtree import thaw_v1
 from support.fuzz import examples
 
 pytestmark = pytest.mark.t3
@@ -483,12 +484,15 @@ class Fuzzer:
         return state
 
     def check_processes(self) -> None:
-        for pid in [self.worker.pid, *self.sleepers.alive_pids()]:
+        for proc in [self.worker.proc, *self.sleepers.procs]:
             try:
-                with open(f"/proc/{pid}/cgroup") as f:
+                with open(f"/proc/{proc.pid}/cgroup") as f:
                     lines = f.read().splitlines()
             except OSError:
                 continue
+            if not proc.alive():
+                continue  # (a process that exits shows "/" in v1 hierarchies)
+            pid = proc.pid
             for line in lines:
                 hid, ctrls, path = line.split(":", 2)
                 key = "unified" if hid == "0" else ctrls
@@ -570,6 +574,10 @@ class Fuzzer:
 
     def run(self, call: Call) -> None:
         self.sleepers.refill()
+        if call.member == "Freeze" and "freezer" in self.place.dirs:
+            # a v2 freeze never completes while v1 has the processes frozen (Busy after the
+            # daemon's 10 s bound, docs/FUZZING.md): seen once, it need not cost CI its time
+            thaw_v1(self.place.path("freezer"))
         args, extra = self._resolve(call)
         if extra.pop("skip", False):
             args[-1] = {"fd": "pipe"}
@@ -895,11 +903,14 @@ def scm_fuzz(start_daemon, place, test_user, *, root: bool, per_method: int) -> 
         strategy = st.tuples(st.just(member), st.sampled_from(["pids", "freezer", "all"]),
                              scripts(member))
 
+        honest = {"hex": "70", "wait": True, "creds": ["honest"], "rights": 0}
+
         @settings(max_examples=examples(per_method), deadline=None, database=None,
                   phases=PHASES, suppress_health_check=list(HealthCheck))
         @given(strategy)
-        def one(example) -> None:
-            fz.scm_run(*example)
+        @example((member, "pids", [honest] * _wanted(member)))  # one clean request, always
+        def one(case) -> None:
+            fz.scm_run(*case)
 
         one()
     report(f"scm socket as {'root' if root else 'user'}", fz.members, fz.stats,
