@@ -54,6 +54,7 @@ from hypothesis import strategies as st
 from kernel.helpers import snapshot, wait_for
 from support.cgtree import thaw_v1
 from support.fuzz import examples
+from support.procs import pidfd_wait_exit
 
 pytestmark = pytest.mark.t3
 
@@ -428,6 +429,16 @@ class Context:
 
 # -- the checks --------------------------------------------------------------------------------
 
+def _exiting(pid: int) -> bool:
+    """PF_EXITING in /proc/<pid>/stat's flags (or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in ("Z", "X") or bool(int(fields[6]) & 0x4)
+
+
 def _components(path: str) -> tuple[str, ...]:
     return tuple(c for c in path.split("/") if c)
 
@@ -484,27 +495,39 @@ class Fuzzer:
         return state
 
     def check_processes(self) -> None:
+        """The client and the live sleepers are inside the place in every served hierarchy.
+        A process that is exiting (killed by the example) is left alone: from the kernel's
+        cgroup_exit() until it is a zombie, v1 shows it at "/"."""
         for proc in [self.worker.proc, *self.sleepers.procs]:
-            try:
-                with open(f"/proc/{proc.pid}/cgroup") as f:
-                    lines = f.read().splitlines()
-            except OSError:
+            outside = self._outside_lines(proc.pid)
+            if outside and (not proc.alive() or _exiting(proc.pid)):
                 continue
-            if not proc.alive():
-                continue  # (a process that exits shows "/" in v1 hierarchies)
-            pid = proc.pid
-            for line in lines:
-                hid, ctrls, path = line.split(":", 2)
-                key = "unified" if hid == "0" else ctrls
-                if key in self.place.dirs:
-                    hp = self.place.hp(key)
-                    assert path == hp or path.startswith(hp + "/"), \
-                        f"process {pid} left the place: {line}"
+            if outside:  # (PF_EXITING is set a moment after a kill is delivered)
+                if pidfd_wait_exit(proc.pidfd, 2.0):
+                    continue
+                outside = self._outside_lines(proc.pid)
+            assert not outside, f"process {proc.pid} {proc.argv[:1]} left the place: {outside}"
         for pid in self.protected_pids:
             assert os.path.exists(f"/proc/{pid}"), f"root's process {pid} is gone"
             with open(f"/proc/{pid}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
             assert state != "Z", f"root's process {pid} was killed"
+
+    def _outside_lines(self, pid: int) -> list[str]:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            hid, ctrls, path = line.split(":", 2)
+            key = "unified" if hid == "0" else ctrls
+            if key in self.place.dirs:
+                hp = self.place.hp(key)
+                if not (path == hp or path.startswith(hp + "/")):
+                    out.append(line)
+        return out
 
     def new_log(self) -> str:
         with open(self.daemon.log_path, errors="replace") as f:
