@@ -250,8 +250,8 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
     relay = Relay(daemon.socket, os.path.join(h.tmp, "relay.sock"))
     sock_of = relay.path
 
-    def blocking(addr: str) -> None:
-        with connect(addr, timeout=10) as c:
+    def blocking(addr: str, pipeline: bool = False) -> None:
+        with connect(addr, timeout=10, pipeline=pipeline) as c:
             expect(c.call(OBJ, IFACE, "Ping", "i", (0,)) == (), "Ping via relay")
 
     def with_hello(addr: str) -> None:
@@ -282,6 +282,7 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
 
     clients = {
         "blocking client (cgmanager.dbus.client)": blocking,
+        "blocking client, pipeline=True (as cgm)": lambda addr: blocking(addr, True),
         "blocking client sending Hello first (as bus clients do)": with_hello,
         "asyncio client (cgmanager.dbus.aio_client)": aio,
         "one-write prototype (bench/startup.py)": prototype,
@@ -330,9 +331,10 @@ def variants(
             return out
         return run
 
-    def fresh(args: tuple | None, hello: bool = False) -> Callable[[], object]:
+    def fresh(args: tuple | None, hello: bool = False,
+              pipeline: bool = False) -> Callable[[], object]:
         def op() -> object:
-            with connect(address, timeout=10) as c:
+            with connect(address, timeout=10, pipeline=pipeline) as c:
                 if hello:
                     c.call(*HELLO)
                 return c.call(*args) if args else None
@@ -364,9 +366,11 @@ def variants(
     return {
         "connect + close (no call)": loop(fresh(None)),
         "connect + Ping + close": loop(fresh(ping)),
+        "connect + Ping + close, pipelined (cgm)": loop(fresh(ping, pipeline=True)),
         "connect + Hello + Ping + close": loop(fresh(ping, hello=True)),
         "persistent Ping": loop(lambda: persistent.call(*ping)),
         "connect + GetValue + close": loop(fresh(getv)),
+        "connect + GetValue + close, pipelined (cgm)": loop(fresh(getv, pipeline=True)),
         "persistent GetValue": loop(lambda: persistent.call(*getv)),
         "one-write prototype: connect + Ping": loop(lambda: pipelined_call(path, *ping[2:])),
         "one-write prototype: connect + GetValue": loop(

@@ -85,7 +85,7 @@ def test_the_first_call_travels_with_the_handshake(tmp_path):
 
     fake = Fake(tmp_path, script)
     try:
-        with connect(fake.path, timeout=10) as conn:
+        with connect(fake.path, timeout=10, pipeline=True) as conn:
             assert conn.call("/o", "x.y", "Ping", "i", (0,)) == (42,)
             assert conn.unix_fd
         assert fake.log == ["call before any reply: Ping"]
@@ -111,7 +111,7 @@ def test_a_rejected_external_falls_back_to_anonymous_and_resends(tmp_path):
 
     fake = Fake(tmp_path, script)
     try:
-        with connect(fake.path, timeout=10) as conn:
+        with connect(fake.path, timeout=10, pipeline=True) as conn:
             assert conn.call("/o", "x.y", "Ping", "i", (0,)) == (7,)
         assert fake.log == ["rejected EXTERNAL", "anonymous call: Ping"]
     finally:
@@ -134,7 +134,7 @@ def test_a_call_with_fds_waits_for_the_servers_agreement(tmp_path):
     fake = Fake(tmp_path, script)
     r, w = os.pipe()
     try:
-        with connect(fake.path, timeout=10) as conn:
+        with connect(fake.path, timeout=10, pipeline=True) as conn:
             try:
                 conn.call("/o", "x.y", "TakeFd", "h", (r,))
                 raise AssertionError("a call with an fd went through without fd passing")
@@ -144,4 +144,30 @@ def test_a_call_with_fds_waits_for_the_servers_agreement(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+        fake.close()
+
+
+def test_without_pipelining_the_handshake_completes_first(tmp_path):
+    """The default, for servers that do not read messages sent with the handshake."""
+
+    def script(fake, c, n):
+        buf = bytearray()
+        read_until(c, buf, b"BEGIN\r\n")
+        c.settimeout(0.3)
+        try:
+            early = c.recv(4096)
+        except TimeoutError:
+            early = b""
+        fake.log.append(f"sent before the replies: {len(early)} bytes")
+        c.settimeout(10)
+        c.sendall(b"DATA\r\n" + OK + b"AGREE_UNIX_FD\r\n")
+        msg = take_message(c, bytearray(early))
+        c.sendall(reply_to(msg, (5,)))
+
+    fake = Fake(tmp_path, script)
+    try:
+        with connect(fake.path, timeout=10) as conn:
+            assert conn.call("/o", "x.y", "Ping", "i", (0,)) == (5,)
+        assert fake.log == ["sent before the replies: 0 bytes"]
+    finally:
         fake.close()

@@ -307,7 +307,8 @@ def open_connection(setting, source, json):
     pause = RETRY_FIRST_PAUSE
     while True:
         try:
-            return connect(address, timeout=TIMEOUT)
+            # cgmanager and cgproxy take the first call with the handshake: one round trip
+            return connect(address, timeout=TIMEOUT, pipeline=True)
         except DBusError as e:
             name, detail, errno = e.name, e.message, None
         except (OSError, ValueError, UnicodeError) as e:  # e.g. a path too long for sun_path

@@ -184,21 +184,23 @@ class Connection:
 
     @classmethod
     def connect(cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-                unix_fd: bool = True) -> Connection:
+                unix_fd: bool = True, pipeline: bool = False) -> Connection:
         """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected).
 
-        The handshake's replies are read with the first reply: the first call goes out in the
-        same round trip as the handshake, as the D-Bus specification allows after ``BEGIN``
-        (one round trip for a one-shot client instead of two).  A call carrying fds waits
-        for the server's agreement to fd passing first; if the server rejects ``EXTERNAL``,
-        the connection is made again with ``ANONYMOUS`` and what was sent is sent again (the
-        server never read it as messages)."""
+        With *pipeline*, the handshake's replies are read with the first reply: the first
+        call goes out in the same round trip as the handshake, as the D-Bus specification
+        allows after ``BEGIN`` (one round trip for a one-shot client instead of two).  A call
+        carrying fds waits for the server's agreement to fd passing first; if the server
+        rejects ``EXTERNAL``, the connection is made again with ``ANONYMOUS`` and what was sent
+        is sent again (the server never read it as messages).  cgmanager and cgproxy accept
+        this; not every server does (systemd's private socket waits forever), so it is off
+        unless asked for."""
         last: Exception | None = None
         for path in parse_address(address):
             for mechanism in ("EXTERNAL", "ANONYMOUS"):
                 try:
                     return cls._connect_one(path, mechanism, timeout, unix_fd,
-                                            defer=mechanism == "EXTERNAL")
+                                            defer=pipeline and mechanism == "EXTERNAL")
                 except _Rejected as exc:
                     last = exc.error
                     continue
@@ -426,6 +428,7 @@ class _Rejected(Exception):
 
 
 def connect(address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-            unix_fd: bool = True) -> Connection:
-    """Connect to ``address`` (``unix:path=…`` or a socket path); see :class:`Connection`."""
-    return Connection.connect(address, timeout=timeout, unix_fd=unix_fd)
+            unix_fd: bool = True, pipeline: bool = False) -> Connection:
+    """Connect to ``address`` (``unix:path=…`` or a socket path); see :meth:`Connection.connect`
+    (*pipeline*: send the first call with the handshake — for cgmanager and cgproxy)."""
+    return Connection.connect(address, timeout=timeout, unix_fd=unix_fd, pipeline=pipeline)
