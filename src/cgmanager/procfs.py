@@ -143,6 +143,16 @@ def parse_real_uid(text: str) -> int:
     return int(fields[0])
 
 
+#: task flag set at the start of do_exit(), before the task leaves its cgroups
+PF_EXITING = 0x4
+
+
+def parse_stat_flags(stat_text: str) -> int:
+    """Field 9 of /proc/<pid>/stat, the task's flags (counted after the last ``)`` of comm)."""
+    rest = stat_text[stat_text.rindex(")") + 2 :].split()
+    return int(rest[6])  # rest[0] is field 3 (state)
+
+
 def parse_starttime(stat_text: str) -> int:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, names a process
     uniquely for the machine's uptime.  The comm field may hold spaces and parentheses, so the
@@ -207,8 +217,20 @@ class ProcDir:
             os.close(fd)
         return b"".join(chunks).decode("utf-8", "surrogateescape")
 
+    def cgroup_text(self) -> str:
+        """/proc/<pid>/cgroup, only from a process that is not exiting.  Why: an exiting task
+        leaves its cgroups (``cgroup_exit``) before it becomes a zombie, and in between v1
+        shows it at the root of every hierarchy — a client that exits right after sending a
+        request would otherwise be judged as if it sat at ``/``.  ``PF_EXITING`` is set before
+        that and never cleared, so a text read *before* a check that finds it clear is the
+        process's real cgroups."""
+        text = self.read("cgroup", whole=True)
+        if parse_stat_flags(self.read("stat", whole=True)) & PF_EXITING:
+            raise NotFound(f"process {self.pid}: exiting")
+        return text
+
     def cgroups(self) -> list[CgroupLine]:
-        return parse_cgroup(self.read("cgroup", whole=True))
+        return parse_cgroup(self.cgroup_text())
 
     def status(self) -> Status:
         return parse_status(self.read("status", whole=True))

@@ -51,7 +51,7 @@ class Namespaces:
 
 
 def cgroups_of(d: ProcDir, layout: Layout) -> Mapping[str, str]:
-    return layout.cgroups_in(d.read("cgroup", whole=True))
+    return layout.cgroups_in(d.cgroup_text())
 
 
 def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
@@ -112,7 +112,7 @@ class Peer:
         """The requestor's facts as of now."""
         proc = self.proc
         userns = proc.namespace("user")
-        text = proc.read("cgroup", whole=True)
+        text = proc.cgroup_text()
         party = self._party
         if party is not None and userns == self._userns and text == self._cgroup_text:
             return party

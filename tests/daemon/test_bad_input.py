@@ -172,6 +172,34 @@ def test_client_disconnecting_mid_call(place):
     assert os.path.isdir(place.path("pids") + "/gone") or not os.path.exists(place.path("pids") + "/gone")
 
 
+def test_a_client_exiting_right_after_its_request_is_not_judged_at_the_root(place):
+    """An exiting task leaves its cgroups before it becomes a zombie, and v1 then shows it at
+    "/": a client that exits right after sending must not be taken to sit at the root (an
+    earlier run of the test above left a cgroup 'gone' at the root of pids)."""
+    mount = place.mounts["pids"]
+    code = (
+        "import os, sys\n"
+        "from cgmanager.dbus.client import connect, method_call\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    if os.fork() == 0:\n"
+        f"        c = connect({place.daemon.address!r})\n"
+        "        c.send(method_call('/org/linuxcontainers/cgmanager',"
+        " 'org.linuxcontainers.cgmanager0_0', 'Create', 'ss', ('pids', f'exiting-{os.getpid()}'),"
+        " None, False))\n"
+        "        os._exit(0)\n"
+        "    os.wait()\n"
+    )
+    import sys
+
+    assert place.run([sys.executable, "-c", code, "300"]).returncode == 0
+    alive(place)
+    strays = [n for n in os.listdir(mount) if n.startswith("exiting-")]
+    for n in strays:  # ours (made by this test's daemon): removed before the verdict
+        os.rmdir(os.path.join(mount, n))
+    made = [n for n in os.listdir(place.path("pids")) if n.startswith("exiting-")]
+    assert strays == [], f"{len(strays)} cgroups made at the root ({len(made)} in the place)"
+
+
 def test_max_depth_counts_the_new_path(start_daemon, place, cgroots):
     depth_of_place = place.hp("pids").count("/")
     d = start_daemon("--max-depth", str(depth_of_place + 2))

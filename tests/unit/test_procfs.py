@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from cgmanager.procfs import IdMap, parse_cgroup, parse_real_uid, parse_starttime, parse_status
+from cgmanager.procfs import (
+    PF_EXITING,
+    IdMap,
+    parse_cgroup,
+    parse_real_uid,
+    parse_starttime,
+    parse_stat_flags,
+    parse_status,
+)
 
 pytestmark = pytest.mark.t0
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -98,3 +106,10 @@ def test_real_uid_is_the_first_of_four_fields():
 def test_real_uid_refuses_what_it_cannot_read(text):
     with pytest.raises(ValueError):
         parse_real_uid(text)
+
+
+def test_stat_flags_survive_parentheses_in_comm():
+    text = "42 (a) b) (c) R 1 42 42 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0\n"
+    assert parse_stat_flags(text) == 4194564
+    assert parse_stat_flags(text) & PF_EXITING
+    assert not parse_stat_flags(text.replace("4194564", "4194560")) & PF_EXITING
