@@ -80,6 +80,7 @@ _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.ENOENT: NotFound,
     _errno.ESRCH: NotFound,
     _errno.ENOTDIR: NotFound,
+    _errno.ENODEV: NotFound,  # a file of a cgroup removed meanwhile (kernfs)
     _errno.ELOOP: InvalidArgument,  # a symlink where a cgroup or key was expected
     _errno.EACCES: NotPermitted,
     _errno.EPERM: NotPermitted,
