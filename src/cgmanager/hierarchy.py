@@ -185,7 +185,7 @@ class Layout:
     _by_name: dict[str, Hierarchy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _memo: dict[str, Mapping[str, str]] = field(
+    _memo: dict[str, tuple[Mapping[str, str], bool]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -260,10 +260,21 @@ class Layout:
         """{hierarchy key: path} from the text of a /proc/<pid>/cgroup, leaving out the lines
         outside the reader's cgroup namespace.  Memoised (a pure function of the text; most
         processes share a few texts); the result is read-only."""
+        return self._parsed(proc_cgroup)[0]
+
+    def shows_v1_root(self, proc_cgroup: str) -> bool:
+        """Whether the text puts the process at ``/`` of a served v1 hierarchy — what the
+        kernel also shows for any process that is exiting (see ``ProcDir.exiting``)."""
+        return self._parsed(proc_cgroup)[1]
+
+    def _parsed(self, proc_cgroup: str) -> tuple[Mapping[str, str], bool]:
         result = self._memo.get(proc_cgroup)
         if result is None:
             lines = [ln for ln in parse_cgroup(proc_cgroup) if not ln.outside_namespace]
-            result = MappingProxyType({h.key: p for h, p in self.for_lines(lines).items()})
+            found = self.for_lines(lines)
+            cgroups = MappingProxyType({h.key: p for h, p in found.items()})
+            v1_root = any(h.version == 1 and p == "/" for h, p in found.items())
+            result = (cgroups, v1_root)
             if len(self._memo) >= 1024:
                 self._memo.clear()
             self._memo[proc_cgroup] = result

@@ -143,7 +143,7 @@ def parse_real_uid(text: str) -> int:
     return int(fields[0])
 
 
-#: task flag set at the start of do_exit(), before the task leaves its cgroups
+#: task flag set at the start of do_exit(); from then on v1 shows the task at "/"
 PF_EXITING = 0x4
 
 
@@ -217,20 +217,16 @@ class ProcDir:
             os.close(fd)
         return b"".join(chunks).decode("utf-8", "surrogateescape")
 
-    def cgroup_text(self) -> str:
-        """/proc/<pid>/cgroup, only from a process that is not exiting.  Why: an exiting task
-        leaves its cgroups (``cgroup_exit``) before it becomes a zombie, and in between v1
-        shows it at the root of every hierarchy — a client that exits right after sending a
-        request would otherwise be judged as if it sat at ``/``.  ``PF_EXITING`` is set before
-        that and never cleared, so a text read *before* a check that finds it clear is the
-        process's real cgroups."""
-        text = self.read("cgroup", whole=True)
-        if parse_stat_flags(self.read("stat", whole=True)) & PF_EXITING:
-            raise NotFound(f"process {self.pid}: exiting")
-        return text
+    def exiting(self) -> bool:
+        """Whether the process has begun to exit (``PF_EXITING``, set at the start of
+        ``do_exit`` and never cleared).  From then on the kernel shows it at ``/`` in every
+        v1 hierarchy (v2 keeps its real path), so a v1 root read from its cgroup file is
+        believed only if this is still false *after* the read.  Costly (/proc/<pid>/stat):
+        asked only when a v1 root was read."""
+        return bool(parse_stat_flags(self.read("stat", whole=True)) & PF_EXITING)
 
     def cgroups(self) -> list[CgroupLine]:
-        return parse_cgroup(self.cgroup_text())
+        return parse_cgroup(self.read("cgroup", whole=True))
 
     def status(self) -> Status:
         return parse_status(self.read("status", whole=True))

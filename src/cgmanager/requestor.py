@@ -51,7 +51,17 @@ class Namespaces:
 
 
 def cgroups_of(d: ProcDir, layout: Layout) -> Mapping[str, str]:
-    return layout.cgroups_in(d.cgroup_text())
+    return layout.cgroups_in(live_cgroup_text(d, layout))
+
+
+def live_cgroup_text(d: ProcDir, layout: Layout) -> str:
+    """The process's /proc/<pid>/cgroup — refused if it shows a served v1 root only because
+    the process is exiting (v1 shows every exiting task at ``/``: a client that exits right
+    after its request must not be judged as if it sat at the root)."""
+    text = d.read("cgroup", whole=True)
+    if layout.shows_v1_root(text) and d.exiting():
+        raise NotFound(f"process {d.pid}: exiting")
+    return text
 
 
 def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
@@ -112,7 +122,7 @@ class Peer:
         """The requestor's facts as of now."""
         proc = self.proc
         userns = proc.namespace("user")
-        text = proc.cgroup_text()
+        text = live_cgroup_text(proc, self.layout)
         party = self._party
         if party is not None and userns == self._userns and text == self._cgroup_text:
             return party

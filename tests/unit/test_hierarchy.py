@@ -73,6 +73,19 @@ class TestHybridThisMachine:
         outside = text.replace("0::/", "0::/../x")
         assert "unified" not in L.cgroups_in(outside) and len(L.cgroups_in(outside)) == 9
 
+    def test_a_served_v1_root_is_noticed(self):
+        """What an exiting task shows (v1 at "/"): the daemon must then ask whether it is."""
+        L = layout_of("hybrid")
+        text = (SAMPLES / "hybrid/self-cgroup").read_text()
+        # the sample sits at / in most v1 hierarchies; memory is elsewhere
+        assert L.shows_v1_root(text)
+        moved = "\n".join(
+            line if line.startswith("0::") else line.rpartition(":")[0] + ":/job"
+            for line in text.splitlines()
+        )
+        assert not L.shows_v1_root(moved)  # the v2 line stays at "0::/": v2 roots do not count
+        assert L.shows_v1_root(moved.replace(":pids:/job", ":pids:/"))
+
 
 class TestUnified:
     def test_pure_v2_host(self):
