@@ -16,10 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .dbus.client import Connection
-
-OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-INTERFACE = "org.linuxcontainers.cgmanager0_0"
-INTERFACE1 = "org.linuxcontainers.cgmanager1"
+from .interface import INTERFACE1, OBJECT_PATH
 
 
 def setup(

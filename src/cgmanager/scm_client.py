@@ -11,9 +11,8 @@ import socket
 from . import scm
 from .dbus.client import Connection
 from .dbus.errors import DBusError
+from .interface import INTERFACE, OBJECT_PATH
 
-OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-INTERFACE = "org.linuxcontainers.cgmanager0_0"
 DEFAULT_TIMEOUT = 5.0
 Cred = tuple[int, int, int]
 

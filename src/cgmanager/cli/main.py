@@ -16,12 +16,8 @@ import posix
 import sys
 
 from .. import __version__
+from ..interface import DEFAULT_SOCKET, INTERFACE, INTERFACE1, OBJECT_PATH
 
-DEFAULT_SOCKET = "/sys/fs/cgroup/cgmanager/sock"
-OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-INTERFACE = "org.linuxcontainers.cgmanager0_0"
-#: methods beyond 0.42 (freeze, thaw, kill, events, stat)
-INTERFACE1 = "org.linuxcontainers.cgmanager1"
 INT32_MAX = 2147483647
 #: seconds to wait for the daemon (libdbus' default, as 0.42's cgm used)
 TIMEOUT = 25.0

@@ -18,6 +18,7 @@ from .. import scm
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
 from ..hierarchy import Layout
+from ..interface import INTERFACE, INTERFACE1, OBJECT_PATH
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, Peer, identify
@@ -26,10 +27,6 @@ from .scm_server import Received, ScmServer
 audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
 
-OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-INTERFACE = "org.linuxcontainers.cgmanager0_0"
-#: methods beyond 0.42 live in their own interface, so the 0_0 contract stays exactly as it was
-INTERFACE1 = "org.linuxcontainers.cgmanager1"
 #: how long Freeze/Thaw wait for the kernel to report the new state
 FREEZE_TIMEOUT = 10.0
 API_VERSION = 10

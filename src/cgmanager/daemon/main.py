@@ -10,11 +10,11 @@ import sys
 from .. import mounts
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
+from ..interface import DEFAULT_SOCKET
 from ..process import add_common_options, set_process_name
 
 log = logging.getLogger("cgmanager")
 
-DEFAULT_SOCKET = "/sys/fs/cgroup/cgmanager/sock"
 DEFAULT_PIDFILE = "/run/cgmanager.pid"
 DEFAULT_MAX_DEPTH = 16
 

@@ -26,11 +26,10 @@ from .. import scm
 from ..dbus import errors as dbus_errors
 from ..dbus.aio_client import AsyncConnection
 from ..dbus.errors import DBusError
+from ..interface import INTERFACE, OBJECT_PATH
 
 log = logging.getLogger(__name__)
 
-OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-INTERFACE = "org.linuxcontainers.cgmanager0_0"
 DEFAULT_TIMEOUT = 5.0
 #: Scm requests the proxy keeps open at the daemon at once; the daemon allows 32 per
 #: connection (its MAX_PENDING_PER_CONNECTION) and frees a slot only after its result is sent
