@@ -65,19 +65,14 @@ def live_cgroup_text(d: ProcDir, layout: Layout) -> str:
 
 
 def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
-    """Read the facts about the process *cred* names.  pid 0 (not visible to the daemon) is
-    "unknown", never an identity."""
-    if cred.pid <= 0:
-        raise NotFound("requestor not visible in the daemon's pid namespace")
-    with ProcDir(cred.pid, pidfd) as d:
-        identity = Identity(
-            cred,
-            d.uid_map(),
-            d.gid_map(),
-            same_pidns=d.namespace("pid") == ns.pid,
-            same_userns=d.namespace("user") == ns.user,
-        )
-        return Party(identity, cgroups_of(d, layout))
+    """The facts about the process *cred* names, once (an Scm credential: a :class:`Peer` that
+    lives for one request).  pid 0 (not visible to the daemon) is "unknown", never an
+    identity."""
+    peer = Peer(cred, layout, ns, pidfd)
+    try:
+        return peer.party()
+    finally:
+        peer.close()
 
 
 class Peer:
