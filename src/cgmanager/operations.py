@@ -407,10 +407,7 @@ class Manager:
         parts = self._relative(cgroup)
         hs = self.layout.resolve(controller)
         with Victim.open(pid, self.layout, pidfd) as v:
-            if not may_move(req.r, v.pid, lambda: v.uid):
-                raise NotPermitted(
-                    f"not permitted to move process {pid}: it belongs to another user"
-                )
+            _require_movable(req, v)
             failures: list[CgmError] = []
             for h in hs:
                 try:
@@ -478,15 +475,13 @@ class Manager:
             for pid in pids:
                 step = f"move {pid}"
                 with Victim.open(pid, self.layout) as v:
-                    if not may_move(req.r, v.pid, lambda: v.uid):
-                        raise NotPermitted(
-                            f"not permitted to move process {pid}: it belongs to another user"
-                        )
+                    _require_movable(req, v)
                     for h in hs:
                         was = v.cgroups.get(h.key)
                         self._move_one(req, h, parts, v, False)
-                        if was is not None:
-                            undo.move_back(self.tree(h), was, v)
+                        if was is not None:  # (it was below the caller's cgroup: shown so)
+                            undo.move_back(self.tree(h), was, v,
+                                           _show(h, self._logical(h, was), targets[h.key][0]))
                     if not v.alive():
                         raise NotFound(f"process {pid}: exited during the move")
         except CgmError as e:
@@ -988,6 +983,11 @@ class Manager:
         return self.reaper
 
 
+def _require_movable(req: Request, v: Victim) -> None:
+    if not may_move(req.r, v.pid, lambda: v.uid):
+        raise NotPermitted(f"not permitted to move process {v.pid}: it belongs to another user")
+
+
 class _Rollback:
     """What a failed Setup must undo, newest first.  Undoing is done as the daemon, without
     permission checks: it only returns processes and cgroupfs to how they were before the
@@ -1008,7 +1008,7 @@ class _Rollback:
 
         self._steps.append((f"remove the new cgroups in {t.hierarchy.key}", undo))
 
-    def move_back(self, t: CgroupTree, was: str, v: Victim) -> None:
+    def move_back(self, t: CgroupTree, was: str, v: Victim, shown: str) -> None:
         pidfd = os.dup(v.pidfd)
         back = Victim(v.pid, None, v.cgroups, pidfd)  # only its pid and liveness are needed
         self._victims.append(back)
@@ -1017,7 +1017,7 @@ class _Rollback:
             back.require_alive()
             t.move(was, back.pid)
 
-        self._steps.append((f"move {v.pid} back to {t.hierarchy.key}:{was}", undo))
+        self._steps.append((f"move {v.pid} back to {shown}", undo))
 
     def run(self) -> list[str]:
         """Undo everything; the steps that failed, described."""
