@@ -26,7 +26,7 @@ from typing import Any
 from cgmanager.cgroupfs import read_delegate_files
 
 from .harness import OBJ, BenchError, Harness, cpu_ns, expect, write_file
-from .stats import median, percentile, timed
+from .stats import median, summary_us, timed
 
 IFACE1 = "org.linuxcontainers.cgmanager1"
 REL, SLEEPERS, NEW = "batch", "batch/sl", "bs"
@@ -137,19 +137,12 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     daemon.check_alive()
     h.stop_daemon(daemon)
     kid.stop()
-    results = {}
-    for name in variants:
-        s = sorted(lat[name])
-        results[name] = {
-            "median_us": median(s) / 1000,
-            "p90_us": percentile(s, 90) / 1000,
-            "p99_us": percentile(s, 99) / 1000,
-            "daemon_cpu_us": median(dcpu[name]),
-            "n": len(s),
-        }
-    fl = results["floor (direct writes)"]["median_us"]
-    sep = results["separate calls (6)"]["median_us"]
-    st = results["Setup (1 call)"]["median_us"]
+    results = {
+        name: {**summary_us(lat[name]), "daemon_cpu_us": median(dcpu[name])} for name in variants
+    }
+    fl = results["floor (direct writes)"]["median"]
+    sep = results["separate calls (6)"]["median"]
+    st = results["Setup (1 call)"]["median"]
     return {
         "what": "create in pids+unified, chown to an unused uid, 3 values, move 1 pid",
         "calls_per_batch": n,
@@ -167,7 +160,7 @@ def print_summary(doc: dict[str, Any]) -> None:
           f"{doc['rounds']} rounds × {doc['calls_per_batch']}; µs per set-up")
     print(f"  {'variant':<24}{'median':>9}{'p90':>9}{'p99':>9}{'daemon CPU':>12}")
     for name, r in doc["results"].items():
-        print(f"  {name:<24}{r['median_us']:9.1f}{r['p90_us']:9.1f}{r['p99_us']:9.1f}"
+        print(f"  {name:<24}{r['median']:9.1f}{r['p90']:9.1f}{r['p99']:9.1f}"
               f"{r['daemon_cpu_us']:12.1f}")
     print(f"  Setup ÷ floor {doc['setup_over_floor']:.2f} (target ≤ "
           f"{doc['target_setup_over_floor']:.0f}); separate ÷ floor "

@@ -119,16 +119,6 @@ def vm_rss_kb(pid: int) -> int:
         return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
 
 
-def sockets_of(pid: int) -> int:
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except FileNotFoundError:
-            pass
-    return n
-
-
 # ----------------------------------------------------------------------------- processes
 
 
@@ -217,7 +207,9 @@ class Client:
 # ------------------------------------------------------------------------------- held
 
 
-def held(h: Harness, n: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+def held(
+    h: Harness, rc: ModuleType, n: int, rounds: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     options = ("--max-connections-per-uid", str(n + 64))
     daemon, _ = spawn_daemon(h, os.path.join(h.tmp, "held.sock"), options)
     rss0 = vm_rss_kb(daemon.pid)
@@ -227,7 +219,7 @@ def held(h: Harness, n: int, rounds: int, log: Callable[[str], None]) -> dict[st
     for c, k in zip(holders, per, strict=True):
         expect(c.line() == f"open {k}\n", f"a client opened its {k} connections")
     opened_s = time.perf_counter() - t0
-    sockets = sockets_of(daemon.pid)
+    sockets = rc.sockets_of(daemon.pid)
     expect(sockets >= n + 1, f"the daemon holds {n} connections (it has {sockets} sockets)")
     rss_open = vm_rss_kb(daemon.pid)
     served: list[float] = []
@@ -241,7 +233,7 @@ def held(h: Harness, n: int, rounds: int, log: Callable[[str], None]) -> dict[st
             expect(res["n_errors"] == 0 and res["ok"] == 3 * k,
                    f"round {r}: every call answered ({res})")
         daemon.check_alive()
-    expect(sockets_of(daemon.pid) >= n + 1, "all connections still open after the calls")
+    expect(rc.sockets_of(daemon.pid) >= n + 1, "all connections still open after the calls")
     for c in holders:
         expect(c.finish() == 0, "a holding client exited cleanly")
     daemon.check_alive()
@@ -446,7 +438,7 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     h.enter()  # clients work below the run root (relative paths resolve below them)
     return {
         "settings": s,
-        "held": held(h, s["connections"], s["rounds"], log),
+        "held": held(h, rc, s["connections"], s["rounds"], log),
         "latency": latency(h, rc, s["idle"], s["samples"], s["rounds"], log),
         "restart": restarts(h, rc, s["restarts"], log),
         "sigterm": sigterms(h, rc, s["sigterms"], log),

@@ -112,6 +112,18 @@ def daemon(start_daemon) -> Daemon:
     return start_daemon()
 
 
+@pytest.fixture
+def hugetlb(hugetlb_enabled, cgroots) -> Iterator[None]:
+    """+hugetlb in this run's v2 root, so the tests' places have it available (asked for
+    before the test's cgdirs, it is torn down after them)."""
+    root = cgroots.path("unified")
+    with open(f"{root}/cgroup.subtree_control", "w") as f:
+        f.write("+hugetlb")
+    yield
+    with open(f"{root}/cgroup.subtree_control", "w") as f:
+        f.write("-hugetlb")
+
+
 @dataclass
 class Place:
     """A fresh cgroup per served hierarchy for one test; clients run inside them."""

@@ -43,6 +43,17 @@ KINDS = ("silent", "sasl", "idle", "half")
 LOST = (DISCONNECTED, "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.AuthFailed")
 
 
+def sockets_of(pid: int) -> int:
+    """How many sockets process *pid* holds (a daemon: its connections and its listener)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return n
+
+
 def socket_path(address: str) -> str:
     return address.split("=", 1)[1] if address.startswith("unix:path=") else address
 

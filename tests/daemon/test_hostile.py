@@ -529,17 +529,6 @@ def _race_while_making_room(dirs: dict[str, str], uid: int) -> dict:
     return out
 
 
-@pytest.fixture
-def hugetlb(hugetlb_enabled, cgroots):
-    """+hugetlb in this run's v2 root (before, and so torn down after, the test's cgdirs)."""
-    root = cgroots.path("unified")
-    with open(f"{root}/cgroup.subtree_control", "w") as f:
-        f.write("+hugetlb")
-    yield
-    with open(f"{root}/cgroup.subtree_control", "w") as f:
-        f.write("-hugetlb")
-
-
 def test_pid_reused_while_making_room_for_controllers_moves_nobody(hugetlb, cgdir, test_user):
     """cgroup v2's no-internal-process rule makes the daemon move a cgroup's processes into its
     leaf before enabling a controller: each was judged by pid, and a recycled pid must not

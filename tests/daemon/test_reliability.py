@@ -85,13 +85,7 @@ def finish(proc, timeout: float = 30.0) -> int | None:
 
 
 def daemon_sockets(d: Daemon) -> int:
-    n = 0
-    for fd in os.listdir(f"/proc/{d.popen.pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{d.popen.pid}/fd/{fd}").startswith("socket:")
-        except FileNotFoundError:
-            pass
-    return n
+    return rc.sockets_of(d.popen.pid)
 
 
 def ping(address: str) -> None:

@@ -17,17 +17,6 @@ def read(path):
         return f.read().split()
 
 
-@pytest.fixture
-def hugetlb(hugetlb_enabled, cgroots):
-    """+hugetlb in this run's v2 root, so the tests' places have it available."""
-    root = cgroots.path("unified")
-    with open(f"{root}/cgroup.subtree_control", "w") as f:
-        f.write("+hugetlb")
-    yield
-    with open(f"{root}/cgroup.subtree_control", "w") as f:
-        f.write("-hugetlb")
-
-
 def hugetlb_files(path):
     return [n for n in os.listdir(path) if n.startswith("hugetlb.")]
 

@@ -58,6 +58,17 @@ def read_until(c: socket.socket, buf: bytearray, token: bytes) -> None:
         buf += data
 
 
+def sent_within(c: socket.socket, seconds: float) -> bytes:
+    """What the client sends within *seconds* while the server has not answered."""
+    c.settimeout(seconds)
+    try:
+        return c.recv(4096)
+    except TimeoutError:
+        return b""
+    finally:
+        c.settimeout(10)
+
+
 def take_message(c: socket.socket, buf: bytearray) -> Message:
     while len(buf) < 16 or len(buf) < message_size(buf):
         buf += c.recv(4096)
@@ -122,13 +133,8 @@ def test_a_call_with_fds_waits_for_the_servers_agreement(tmp_path):
     def script(fake, c, n):
         buf = bytearray()
         read_until(c, buf, b"BEGIN\r\n")
-        c.settimeout(0.3)
-        try:
-            early = c.recv(4096)
-        except TimeoutError:
-            early = b""
+        early = sent_within(c, 0.3)
         fake.log.append(f"sent before agreement: {len(early)} bytes")
-        c.settimeout(10)
         c.sendall(b"DATA\r\n" + OK + b"ERROR no fds here\r\n")
 
     fake = Fake(tmp_path, script)
@@ -153,13 +159,8 @@ def test_without_pipelining_the_handshake_completes_first(tmp_path):
     def script(fake, c, n):
         buf = bytearray()
         read_until(c, buf, b"BEGIN\r\n")
-        c.settimeout(0.3)
-        try:
-            early = c.recv(4096)
-        except TimeoutError:
-            early = b""
+        early = sent_within(c, 0.3)
         fake.log.append(f"sent before the replies: {len(early)} bytes")
-        c.settimeout(10)
         c.sendall(b"DATA\r\n" + OK + b"AGREE_UNIX_FD\r\n")
         msg = take_message(c, bytearray(early))
         c.sendall(reply_to(msg, (5,)))
