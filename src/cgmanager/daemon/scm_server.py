@@ -68,6 +68,7 @@ class ScmServer:
         self.timeout = timeout
         self._tasks: set[asyncio.Task] = set()
         self._per_conn: dict[str, int] = {}
+        self._pending = 0  # requests holding a slot (see start's release)
         self._overflow_uid = overflow_id("overflowuid")
         self._overflow_gid = overflow_id("overflowgid")
 
@@ -77,7 +78,7 @@ class ScmServer:
     def start(self, connection: str, fd: int, method: scm.ScmMethod, op: Operation) -> None:
         """Take ownership of *fd* and run the protocol in the background."""
         if (
-            len(self._tasks) >= MAX_PENDING
+            self._pending >= MAX_PENDING
             or self._per_conn.get(connection, 0) >= MAX_PENDING_PER_CONNECTION
         ):
             os.close(fd)
@@ -100,16 +101,30 @@ class ScmServer:
                 raise
             raise InvalidArgument(f"cannot use the passed socket: {e}") from None
         self._per_conn[connection] = self._per_conn.get(connection, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._run(sock, method, op))
-        self._tasks.add(task)
+        self._pending += 1
+        released = False
 
-        def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
+        def release() -> None:
+            """Free the request's slot — as soon as its result is sent, not when the task's
+            done-callbacks run a loop iteration later: a client (cgproxy) that got the result
+            may already have sent its next request, which must find the slot free."""
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._pending -= 1
             left = self._per_conn.get(connection, 1) - 1
             if left:
                 self._per_conn[connection] = left
             else:
                 self._per_conn.pop(connection, None)
+
+        task = asyncio.get_running_loop().create_task(self._run(sock, method, op, release))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            release()  # (a task cancelled before it ran never reached its own release)
 
         task.add_done_callback(done)
 
@@ -121,7 +136,9 @@ class ScmServer:
 
     # -- one request --------------------------------------------------------------------------
 
-    async def _run(self, sock: socket.socket, method: scm.ScmMethod, op: Operation) -> None:
+    async def _run(
+        self, sock: socket.socket, method: scm.ScmMethod, op: Operation, release: Callable[[], None]
+    ) -> None:
         got: list[Received] = []
         try:
             sock.send(scm.KICK)
@@ -149,6 +166,7 @@ class ScmServer:
             for g in got:
                 g.close()
             sock.close()
+            release()
 
     def _check_known(self, r: Received, second: Received | None, method: scm.ScmMethod) -> None:
         """pid 0 (not visible to the daemon) and the overflow ids (unmapped) are "unknown"."""
