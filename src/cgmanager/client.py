@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .dbus.client import Connection
-from .interface import INTERFACE1, OBJECT_PATH
+from .contract import INTERFACE1, OBJECT_PATH
 
 
 def setup(

@@ -14,14 +14,16 @@ An unprivileged sender can only state its own pid and ids; root of a container c
 pid of its pid namespace and any id mapped into its user namespace; the receiver sees them
 translated (pid 0 when not visible, 65534 when unmapped — "unknown", never an identity).
 
-This module is pure (``struct`` only): method table, constants, encoders and decoders.
+This module is pure (``struct`` only): constants, encoders and decoders; which methods have
+twins, and their arguments, second credential and result encoding, come from
+:mod:`cgmanager.contract`.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
-from dataclasses import dataclass
+
+from . import contract
 
 #: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 UCRED = struct.Struct("iII")
@@ -34,54 +36,29 @@ _U32 = struct.Struct("I")
 FAILED, OK, EXISTED = b"0", b"1", b"2"
 
 
-class Result(enum.Enum):
-    STATUS = "status"  # one byte
-    STRING = "string"  # the string with its NUL; an empty datagram on failure
-    PIDS = "pids"  # int32 count (-1: failure), then one credential datagram per pid
-    NAMES = "names"  # int32 n (-1/0), uint32 length, NUL-terminated names
-    KEYS = "keys"  # int32 n (-1/0), uint32 length, "name\nuid\ngid\nmode\n" per key
+class Result:
+    """How a twin encodes its result (the contract's ``RESULT_*``)."""
+
+    STATUS = contract.RESULT_STATUS  # one byte
+    STRING = contract.RESULT_STRING  # the string with its NUL; an empty datagram on failure
+    PIDS = contract.RESULT_PIDS  # int32 count (-1: failure), then one credential per pid
+    NAMES = contract.RESULT_NAMES  # int32 n (-1/0), uint32 length, NUL-terminated names
+    KEYS = contract.RESULT_KEYS  # int32 n (-1/0), uint32 length, "name\nuid\ngid\nmode\n" each
 
 
-class Second(enum.Enum):
-    NONE = "none"
-    PID = "pid"  # a victim: its pid counts, uid/gid are ignored
-    IDS = "ids"  # Chown's target: its uid/gid count, the pid is ignored
+class Second:
+    """What the second credential carries (the contract's ``SECOND_*``)."""
+
+    NONE = contract.SECOND_NONE
+    PID = contract.SECOND_PID  # a victim: its pid counts, uid/gid are ignored
+    IDS = contract.SECOND_IDS  # Chown's target: its uid/gid count, the pid is ignored
 
 
-@dataclass(frozen=True)
-class ScmMethod:
-    name: str  # the D-Bus member, e.g. "CreateScm"
-    plain: str  # the plain twin, e.g. "Create"
-    in_args: tuple[tuple[str, str], ...]  # without the trailing ("sockfd", "h")
-    result: Result
-    second: Second = Second.NONE
-
-    @property
-    def signature(self) -> str:
-        return "".join(t for _, t in self.in_args) + "h"
-
-
-_C, _G = ("controller", "s"), ("cgroup", "s")
-SCM_METHODS: tuple[ScmMethod, ...] = (
-    ScmMethod("GetPidCgroupScm", "GetPidCgroup", (_C,), Result.STRING, Second.PID),
-    ScmMethod("GetPidCgroupAbsScm", "GetPidCgroupAbs", (_C,), Result.STRING, Second.PID),
-    ScmMethod("CreateScm", "Create", (_C, _G), Result.STATUS),
-    ScmMethod("ChownScm", "Chown", (_C, _G), Result.STATUS, Second.IDS),
-    ScmMethod("ChmodScm", "Chmod", (_C, _G, ("file", "s"), ("mode", "i")), Result.STATUS),
-    ScmMethod("MovePidScm", "MovePid", (_C, _G), Result.STATUS, Second.PID),
-    ScmMethod("MovePidAbsScm", "MovePidAbs", (_C, _G), Result.STATUS, Second.PID),
-    ScmMethod("GetValueScm", "GetValue", (_C, _G, ("key", "s")), Result.STRING),
-    ScmMethod("SetValueScm", "SetValue", (_C, _G, ("key", "s"), ("value", "s")), Result.STATUS),
-    ScmMethod("RemoveScm", "Remove", (_C, _G, ("recursive", "i")), Result.STATUS),
-    ScmMethod("GetTasksScm", "GetTasks", (_C, _G), Result.PIDS),
-    ScmMethod("GetTasksRecursiveScm", "GetTasksRecursive", (_C, _G), Result.PIDS),
-    ScmMethod("ListChildrenScm", "ListChildren", (_C, _G), Result.NAMES),
-    ScmMethod("RemoveOnEmptyScm", "RemoveOnEmpty", (_C, _G), Result.STATUS),
-    ScmMethod("PruneScm", "Prune", (_C, _G), Result.STATUS),
-    ScmMethod("ListKeysScm", "ListKeys", (_C, _G), Result.KEYS),
-)
-BY_NAME = {m.name: m for m in SCM_METHODS}
-BY_PLAIN = {m.plain: m for m in SCM_METHODS}
+#: the twins, derived from the contract (never written out twice)
+ScmMethod = contract.ScmTwin
+SCM_METHODS: tuple[ScmMethod, ...] = contract.SCM_TWINS
+BY_NAME = contract.SCM_BY_NAME
+BY_PLAIN = {m.plain.name: m for m in SCM_METHODS}
 
 
 # -- encoders (server side) ------------------------------------------------------------------
@@ -92,7 +69,7 @@ def encode_status(method: ScmMethod, reply: tuple | None) -> bytes:
     status methods ``1``; every failure ``0``."""
     if reply is None:
         return FAILED
-    if method.plain in ("Create", "Remove"):
+    if method.plain.name in ("Create", "Remove"):
         return EXISTED if reply and reply[0] == 1 else OK
     return OK
 

@@ -11,7 +11,7 @@ import socket
 from . import scm
 from .dbus.client import Connection
 from .dbus.errors import DBusError
-from .interface import INTERFACE, OBJECT_PATH
+from .contract import INTERFACE, OBJECT_PATH
 
 DEFAULT_TIMEOUT = 5.0
 Cred = tuple[int, int, int]
@@ -73,7 +73,7 @@ def call(
     Returns what the plain twin would: ``existed`` for Create/Remove (1/-1), a string, a list
     of pids, names or key tuples, or None; raises DBusError or ScmError on failure."""
     method = scm.BY_NAME[member]
-    if (method.second is scm.Second.NONE) != (second is None):
+    if (method.second == scm.Second.NONE) != (second is None):
         raise ValueError(f"{member} takes {'no' if second is None else 'a'} second credential")
     mine, theirs = _pair()
     try:
@@ -94,14 +94,14 @@ def call(
 
 def _result(sock: socket.socket, method: scm.ScmMethod) -> object:
     kind = method.result
-    if kind is scm.Result.STATUS:
+    if kind == scm.Result.STATUS:
         status = scm.decode_status(_recv(sock, 16))
         if status == scm.FAILED:
             raise DBusError("org.linuxcontainers.cgmanager.Error.Failed", f"{method.name} failed")
-        if method.plain in ("Create", "Remove"):
+        if method.plain.name in ("Create", "Remove"):
             return 1 if status == scm.EXISTED else -1
         return None
-    if kind is scm.Result.STRING:
+    if kind == scm.Result.STRING:
         value = scm.decode_string(_recv(sock))
         if value is None:
             raise DBusError("org.linuxcontainers.cgmanager.Error.Failed", f"{method.name} failed")
@@ -109,7 +109,7 @@ def _result(sock: socket.socket, method: scm.ScmMethod) -> object:
     n = scm.decode_count(_recv(sock, 16))
     if n < 0:
         raise DBusError("org.linuxcontainers.cgmanager.Error.Failed", f"{method.name} failed")
-    if kind is scm.Result.PIDS:
+    if kind == scm.Result.PIDS:
         return [_recv_pid(sock) for _ in range(n)]
     if n == 0:
         return []
@@ -117,4 +117,4 @@ def _result(sock: socket.socket, method: scm.ScmMethod) -> object:
     blob = _recv(sock, length + 1)
     if len(blob) != length:
         raise ScmError("protocol error: short list")
-    return scm.decode_names(blob, n) if kind is scm.Result.NAMES else scm.decode_keys(blob, n)
+    return scm.decode_names(blob, n) if kind == scm.Result.NAMES else scm.decode_keys(blob, n)

@@ -107,7 +107,7 @@ def cred(spec) -> tuple[int, int, int]:
 def honest(sock: socket.socket, member: str, second) -> dict:
     """The client side of the protocol as cgproxy runs it; the result as the daemon sent it."""
     method = scm.BY_NAME[member]
-    creds = [cred("self")] + ([cred(second)] if method.second is not scm.Second.NONE else [])
+    creds = [cred("self")] + ([cred(second)] if method.second != scm.Second.NONE else [])
     for c in creds:
         if not wait_kick(sock):
             return {"timeout": "kick"}
@@ -116,15 +116,15 @@ def honest(sock: socket.socket, member: str, second) -> dict:
     try:
         first = recv(sock)[0]
         kind = method.result
-        if kind is scm.Result.STATUS:
+        if kind == scm.Result.STATUS:
             return {"success": scm.decode_status(first) != scm.FAILED, "value": first.hex()}
-        if kind is scm.Result.STRING:
+        if kind == scm.Result.STRING:
             value = scm.decode_string(first)
             return {"success": value is not None, "value": value}
         n = scm.decode_count(first)
         if n < 0:
             return {"success": False}
-        if kind is scm.Result.PIDS:
+        if kind == scm.Result.PIDS:
             for _ in range(n):
                 recv(sock, 16)
             return {"success": True, "value": n}

@@ -742,7 +742,7 @@ AUDIT_OK = re.compile(r"audit: proxy .*\): ok( |$)", re.M)
 def _wanted(member: str) -> int:
     """How many credentials the daemon waits for."""
     from cgmanager import scm
-    return 1 if scm.BY_NAME[member].second is scm.Second.NONE else 2
+    return 1 if scm.BY_NAME[member].second == scm.Second.NONE else 2
 
 
 def scripts(member: str) -> st.SearchStrategy[list[dict]]:
@@ -972,7 +972,7 @@ def test_the_configured_scm_server_is_used():
     from types import SimpleNamespace
 
     from cgmanager.daemon.api import Service
-    from cgmanager.daemon.scm_server import ScmServer
+    from cgmanager.scm_server import ScmServer
     from cgmanager.proxy.service import ProxyService
 
     srv = ScmServer(timeout=0.2)

@@ -445,7 +445,7 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
     victim's SCM_CREDENTIALS, as SO_PASSPIDFD delivers it)."""
     import asyncio
 
-    from cgmanager.daemon.scm_server import SO_PASSPIDFD, ScmServer
+    from cgmanager.scm_server import SO_PASSPIDFD, ScmServer
     from cgmanager.errors import CgmError
 
     m, req, hp, where = _manager_in_ns(key, dirs, uid)
@@ -609,7 +609,7 @@ def test_a_credential_whose_pidfd_the_kernel_could_not_make_is_refused():
     import asyncio
 
     from cgmanager import scm
-    from cgmanager.daemon.scm_server import SCM_PIDFD, ScmServer
+    from cgmanager.scm_server import SCM_PIDFD, ScmServer
     from cgmanager.errors import NotPermitted
 
     srv = ScmServer()

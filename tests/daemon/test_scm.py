@@ -10,7 +10,7 @@ import pytest
 from kernel.helpers import snapshot, wait_for
 
 from cgmanager import scm
-from cgmanager.daemon.scm_server import Received, ScmServer
+from cgmanager.scm_server import Received, ScmServer
 from cgmanager.errors import NotPermitted
 from cgmanager.permission import Credentials
 

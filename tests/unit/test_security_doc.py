@@ -53,7 +53,8 @@ def test_the_checker_notices_a_missing_test():
 
 def test_the_limits_table_states_the_code_defaults():
     """The defaults quoted in "Limits and their defaults" are the ones the code has."""
-    from cgmanager.daemon import reaper, scm_server
+    from cgmanager import scm_server
+    from cgmanager.daemon import reaper
     from cgmanager.daemon.main import DEFAULT_MAX_DEPTH
     from cgmanager.dbus.limits import Limits
 

@@ -16,7 +16,7 @@ import posix
 import sys
 
 from .. import __version__
-from ..interface import DEFAULT_SOCKET, INTERFACE, INTERFACE1, OBJECT_PATH
+from ..contract import DEFAULT_SOCKET, INTERFACE, INTERFACE1, OBJECT_PATH
 
 INT32_MAX = 2147483647
 #: seconds to wait for the daemon (libdbus' default, as 0.42's cgm used)

@@ -11,79 +11,28 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .. import scm
+from .. import contract, scm
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
 from ..hierarchy import Layout
-from ..interface import INTERFACE, INTERFACE1, OBJECT_PATH
+from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, Peer, identify
-from .scm_server import Received, ScmServer
+from ..scm_server import Received, ScmServer
 
 audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
 
 #: how long Freeze/Thaw wait for the kernel to report the new state
 FREEZE_TIMEOUT = 10.0
-API_VERSION = 10
-#: error names are this prefix plus the failure kind (see errors.py and README "Errors");
-#: old clients only test success versus failure, which is unchanged
-ERROR_PREFIX = "org.linuxcontainers.cgmanager.Error."
 
 
-@dataclass(frozen=True)
-class Spec:
-    """One method: D-Bus name, arguments as in the original's XML, and whether it changes
-    something (audited)."""
-
-    name: str
-    in_args: tuple[tuple[str, str], ...]
-    out_args: tuple[tuple[str, str], ...]
-    mutating: bool
-
-
-_C, _G = ("controller", "s"), ("cgroup", "s")
-PLAIN_METHODS: tuple[Spec, ...] = (
-    Spec("Ping", (("junk", "i"),), (), False),
-    Spec("GetPidCgroup", (_C, ("pid", "i")), (("output", "s"),), False),
-    Spec("GetPidCgroupAbs", (_C, ("pid", "i")), (("output", "s"),), False),
-    Spec("Create", (_C, _G), (("existed", "i"),), True),
-    Spec("Chown", (_C, _G, ("uid", "i"), ("gid", "i")), (), True),
-    Spec("Chmod", (_C, _G, ("file", "s"), ("mode", "i")), (), True),
-    Spec("MovePid", (_C, _G, ("pid", "i")), (), True),
-    Spec("MovePidAbs", (_C, _G, ("pid", "i")), (), True),
-    Spec("GetValue", (_C, _G, ("key", "s")), (("value", "s"),), False),
-    Spec("SetValue", (_C, _G, ("key", "s"), ("value", "s")), (), True),
-    Spec("Remove", (_C, _G, ("recursive", "i")), (("existed", "i"),), True),
-    Spec("GetTasks", (_C, _G), (("output", "ai"),), False),
-    Spec("GetTasksRecursive", (_C, _G), (("output", "ai"),), False),
-    Spec("ListChildren", (_C, _G), (("output", "as"),), False),
-    Spec("RemoveOnEmpty", (_C, _G), (), True),
-    Spec("Prune", (_C, _G), (), True),
-    Spec("ListControllers", (), (("output", "as"),), False),
-    Spec("ListKeys", (_C, _G), (("output", "a(suuu)"),), False),
-)
-
-
-#: org.linuxcontainers.cgmanager1: the same path families and permission model as 0_0
-EXTRA_METHODS: tuple[Spec, ...] = (
-    Spec("Freeze", (_C, _G), (), True),
-    Spec("Thaw", (_C, _G), (), True),
-    Spec("Kill", (_C, _G), (("killed", "i"),), True),
-    Spec("GetEvents", (_C, _G), (("events", "a{sx}"),), False),
-    Spec("GetStat", (_C, _G), (("stat", "a{sx}"),), False),
-    Spec(
-        "Setup",
-        (("controllers", "s"), _G, ("uid", "i"), ("gid", "i"), ("values", "a{ss}"),
-         ("pids", "ai")),
-        (("created", "as"),),
-        True,
-    ),
-)
+Spec = contract.Method
+PLAIN_METHODS = contract.methods_of(INTERFACE)
+EXTRA_METHODS = contract.methods_of(INTERFACE1)
 
 
 #: methods that touch no cgroup
@@ -256,7 +205,7 @@ class Service:
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
     def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
-        mutating = next(s.mutating for s in PLAIN_METHODS if s.name == method.plain)
+        mutating = method.plain.mutating
 
         def handler(call: MethodCall) -> tuple:
             *args, fd = call.body
@@ -292,7 +241,7 @@ class Service:
         self, method: scm.ScmMethod, req: Request, args: tuple, second: Received | None
     ) -> tuple:
         """The plain twin's operation with the victim or target ids the kernel vouched for."""
-        m, name = self.m, method.plain
+        m, name = self.m, method.plain.name
         if name in ("GetPidCgroup", "GetPidCgroupAbs"):
             assert second is not None
             return (
@@ -386,7 +335,7 @@ class Service:
     def interface(self) -> Interface:
         methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in PLAIN_METHODS]
         methods += [
-            Method(m.name, self._scm_handler(m), (*m.in_args, ("sockfd", "h")), ())
+            Method(m.name, self._scm_handler(m), m.in_args, ())
             for m in scm.SCM_METHODS
         ]
         props = [Property("api_version", "i", lambda call: API_VERSION)]

@@ -10,7 +10,7 @@ import sys
 from .. import mounts
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
-from ..interface import DEFAULT_SOCKET
+from ..contract import DEFAULT_SOCKET
 from ..process import add_common_options, set_process_name
 
 log = logging.getLogger("cgmanager")

@@ -21,7 +21,7 @@ from ..process import daemonize, report
 from ..requestor import Namespaces
 from .api import Service, daemon_party
 from .reaper import Reaper
-from .scm_server import ScmServer
+from ..scm_server import ScmServer
 
 log = logging.getLogger("cgmanager")
 

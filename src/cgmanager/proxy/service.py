@@ -25,9 +25,9 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .. import errors, names, scm
-from ..daemon.api import API_VERSION, ERROR_PREFIX, INTERFACE, OBJECT_PATH, PLAIN_METHODS, Spec
-from ..daemon.scm_server import Received, ScmServer
+from .. import contract, errors, names, scm
+from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, OBJECT_PATH
+from ..scm_server import Received, ScmServer
 from ..dbus.errors import DBusError
 from ..dbus.objects import Interface, Method, MethodCall, Property
 from ..errors import CgmError, InvalidArgument, NotFound, NotPermitted
@@ -45,8 +45,14 @@ from .upstream import (
 log = logging.getLogger(__name__)
 audit = logging.getLogger("cgproxy.audit")
 
-PID_GATED = frozenset({"GetPidCgroup", "GetPidCgroupAbs", "MovePid", "MovePidAbs"})
-USERNS_GATED = frozenset({"Chown"})
+#: plain methods whose arguments name a pid (or a uid/gid): meaningful only in the proxy's own
+#: pid (user) namespace, as at the daemon
+PID_GATED = frozenset(
+    m.name for m in contract.METHODS if contract.PID in dict(m.ids).values()
+)
+USERNS_GATED = frozenset(
+    m.name for m in contract.METHODS if contract.UID in dict(m.ids).values()
+)
 Cred = tuple[int, int, int]
 
 
@@ -130,9 +136,9 @@ class ProxyService:
                 raise InvalidArgument(f"invalid {what} {kw[what]}")
 
     def _second(self, method: scm.ScmMethod, kw: dict[str, Any]) -> Cred | None:
-        if method.second is scm.Second.PID:
+        if method.second == scm.Second.PID:
             return (kw["pid"], self.euid, self.egid)
-        if method.second is scm.Second.IDS:
+        if method.second == scm.Second.IDS:
             return (os.getpid(), kw["uid"], kw["gid"])
         return None
 
@@ -143,14 +149,14 @@ class ProxyService:
         try:
             result = await self.upstream.call(method.name, args, requestor, second)
         except (Refused, CredentialRefused, Unavailable, ProtocolFailure) as e:
-            raise upstream_error(method.plain, e) from None
+            raise upstream_error(method.plain.name, e) from None
         except DBusError as e:  # the daemon refused the D-Bus call itself: pass it on
             raise _Passthrough(e) from None
-        if method.result is scm.Result.STATUS and method.plain not in ("Create", "Remove"):
+        if method.result == scm.Result.STATUS and method.plain.name not in ("Create", "Remove"):
             return ()
         return (result,)
 
-    def _plain_handler(self, spec: Spec) -> Callable[[MethodCall], Coroutine[Any, Any, tuple]]:
+    def _plain_handler(self, spec: contract.Method) -> Callable[[MethodCall], Coroutine[Any, Any, tuple]]:
         method = scm.BY_PLAIN[spec.name]
         arg_names = [n for n, _ in spec.in_args]
 
@@ -160,7 +166,7 @@ class ProxyService:
                 r = self.client(call)
                 self._gate(call, spec.name)
                 self._check_args(spec.name, kw)
-                args = tuple(kw[n] for n, _ in method.in_args)
+                args = tuple(kw[n] for n, _ in method.in_args[:-1])
                 reply = await self.forward(method, args, r, self._second(method, kw))
             except CgmError as e:
                 if spec.mutating:
@@ -202,7 +208,7 @@ class ProxyService:
                     )
                 s: Cred | None = None
                 if second is not None:
-                    if m.second is scm.Second.PID:
+                    if m.second == scm.Second.PID:
                         s = (second.cred.pid, self.euid, self.egid)
                     else:
                         s = (os.getpid(), second.cred.uid, second.cred.gid)
@@ -223,7 +229,7 @@ class ProxyService:
 
     def interface(self) -> Interface:
         methods = []
-        for s in PLAIN_METHODS:
+        for s in contract.methods_of(INTERFACE):
             if s.name == "Ping":
                 handler: Any = self.ping
             elif s.name == "ListControllers":
@@ -232,7 +238,7 @@ class ProxyService:
                 handler = self._plain_handler(s)
             methods.append(Method(s.name, handler, s.in_args, s.out_args))
         methods += [
-            Method(m.name, self._scm_handler(m), (*m.in_args, ("sockfd", "h")), ())
+            Method(m.name, self._scm_handler(m), m.in_args, ())
             for m in scm.SCM_METHODS
         ]
         props = [Property("api_version", "i", lambda call: API_VERSION)]

@@ -26,7 +26,7 @@ from .. import scm
 from ..dbus import errors as dbus_errors
 from ..dbus.aio_client import AsyncConnection
 from ..dbus.errors import DBusError
-from ..interface import INTERFACE, OBJECT_PATH
+from ..contract import INTERFACE, OBJECT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -127,25 +127,25 @@ async def _recv_pid(sock: socket.socket, deadline: float) -> int:
 
 async def _result(sock: socket.socket, method: scm.ScmMethod, deadline: float) -> Any:
     kind = method.result
-    if kind is scm.Result.STATUS:
+    if kind == scm.Result.STATUS:
         status = scm.decode_status(await _recv(sock, deadline, 16))
         if status == scm.FAILED:
-            raise Refused(method.plain)
-        if method.plain in ("Create", "Remove"):
+            raise Refused(method.plain.name)
+        if method.plain.name in ("Create", "Remove"):
             return 1 if status == scm.EXISTED else -1
         return None
-    if kind is scm.Result.STRING:
+    if kind == scm.Result.STRING:
         value = scm.decode_string(await _recv(sock, deadline))
         if value is None:
-            raise Refused(method.plain)
+            raise Refused(method.plain.name)
         return value
     try:
         n = scm.decode_count(await _recv(sock, deadline, 16))
     except ValueError as e:
         raise ProtocolFailure(str(e)) from None
     if n < 0:
-        raise Refused(method.plain)
-    if kind is scm.Result.PIDS:
+        raise Refused(method.plain.name)
+    if kind == scm.Result.PIDS:
         pids = [await _recv_pid(sock, deadline) for _ in range(n)]
         # 0: a process this proxy's pid namespace cannot see; it names nothing here
         return [p for p in pids if p > 0]
@@ -156,7 +156,7 @@ async def _result(sock: socket.socket, method: scm.ScmMethod, deadline: float) -
         blob = await _recv(sock, deadline, length + 1)
         if len(blob) != length:
             raise ValueError("short list")
-        if kind is scm.Result.NAMES:
+        if kind == scm.Result.NAMES:
             return scm.decode_names(blob, n)
         return scm.decode_keys(blob, n)
     except ValueError as e:
@@ -180,7 +180,7 @@ async def scm_call(
     :class:`DBusError` when the daemon refuses the D-Bus call itself (transport failures:
     ``Disconnected``/``NoReply``)."""
     method = scm.BY_NAME[member]
-    if (method.second is scm.Second.NONE) != (second is None):
+    if (method.second == scm.Second.NONE) != (second is None):
         raise ValueError(f"{member} takes {'no' if second is None else 'a'} second credential")
     deadline = asyncio.get_running_loop().time() + timeout
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -204,7 +204,7 @@ async def scm_call(
         _send_cred(mine, requestor, "requestor")
         if second is not None:
             await _expect_kick(mine, deadline)
-            _send_cred(mine, second, "victim" if method.second is scm.Second.PID else "ids")
+            _send_cred(mine, second, "victim" if method.second == scm.Second.PID else "ids")
         return await _result(mine, method, deadline)
     finally:
         mine.close()

@@ -22,10 +22,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .. import scm
-from ..errors import CgmError, InvalidArgument, LimitExceeded, NotPermitted
-from ..permission import Credentials
-from ..procfs import overflow_id
+from . import scm
+from .errors import CgmError, InvalidArgument, LimitExceeded, NotPermitted
+from .permission import Credentials
+from .procfs import overflow_id
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class ScmServer:
             r = await self._recv_cred(sock)
             got.append(r)
             second = None
-            if method.second is not scm.Second.NONE:
+            if method.second != scm.Second.NONE:
                 sock.send(scm.KICK)
                 second = await self._recv_cred(sock)
                 got.append(second)
@@ -178,9 +178,9 @@ class ScmServer:
             )
         if second is None:
             return
-        if method.second is scm.Second.PID and second.cred.pid <= 0:
+        if method.second == scm.Second.PID and second.cred.pid <= 0:
             raise NotPermitted("the victim is not visible to the daemon")
-        if method.second is scm.Second.IDS and (
+        if method.second == scm.Second.IDS and (
             second.cred.uid == self._overflow_uid or second.cred.gid == self._overflow_gid
         ):
             raise NotPermitted("the target uid/gid is not mapped on the host")
@@ -249,14 +249,14 @@ class ScmServer:
         self, sock: socket.socket, method: scm.ScmMethod, reply: tuple | None
     ) -> None:
         kind = method.result
-        if kind is scm.Result.STATUS:
+        if kind == scm.Result.STATUS:
             await self._send(sock, scm.encode_status(method, reply))
-        elif kind is scm.Result.STRING:
+        elif kind == scm.Result.STRING:
             await self._send(sock, scm.encode_string(None if reply is None else reply[0]))
-        elif kind is scm.Result.NAMES:
+        elif kind == scm.Result.NAMES:
             for d in scm.encode_names(None if reply is None else reply[0]):
                 await self._send(sock, d)
-        elif kind is scm.Result.KEYS:
+        elif kind == scm.Result.KEYS:
             for d in scm.encode_keys(None if reply is None else reply[0]):
                 await self._send(sock, d)
         else:
