@@ -104,11 +104,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--conc-procs", type=int, help="client processes at most (default 4)")
     g = p.add_argument_group("scale")
     g.add_argument("--scale-sizes", type=ints, help="child cgroups (default 100,1000,10000)")
-    g.add_argument("--scale-items", type=int,
-                   help="cgroups listed per round and op: calls = this / N (default 10000)")
+    g.add_argument(
+        "--scale-items",
+        type=int,
+        help="cgroups listed per round and op: calls = this / N (default 10000)",
+    )
     g.add_argument("--scale-rounds", type=int, help="interleaved rounds (default 3)")
-    g.add_argument("--scale-removals", type=int,
-                   help="cgroups removed per op: removals = this / N, at least 1 (default 1000)")
+    g.add_argument(
+        "--scale-removals",
+        type=int,
+        help="cgroups removed per op: removals = this / N, at least 1 (default 1000)",
+    )
     g = p.add_argument_group("batch")
     g.add_argument("--batch-calls", type=int, help="set-ups per variant and round (default 300)")
     g.add_argument("--batch-rounds", type=int, help="interleaved rounds (default 5)")

@@ -65,8 +65,9 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         write_file(h.path(key, f"{SLEEPERS}/cgroup.procs"), str(kid.pid))
     # relative paths resolve below the client's cgroup: the bench process sits in the run root
     base = f"{REL}/{NEW}"
-    v2_delegate = [f for f in read_delegate_files()
-                   if os.path.exists(h.path("unified", f"{SLEEPERS}/{f}"))]
+    v2_delegate = [
+        f for f in read_delegate_files() if os.path.exists(h.path("unified", f"{SLEEPERS}/{f}"))
+    ]
     conn = daemon.connect()
 
     def call(iface: str, member: str, sig: str, *args: Any) -> Any:
@@ -90,8 +91,15 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         call("org.linuxcontainers.cgmanager0_0", "Chown", "ssii", "pids,unified", base, uid, uid)
         for spec, value in VALUES.items():
             ctrl, _, key = spec.rpartition(":")
-            call("org.linuxcontainers.cgmanager0_0", "SetValue", "ssss",
-                 ctrl or "pids", base, key, value)
+            call(
+                "org.linuxcontainers.cgmanager0_0",
+                "SetValue",
+                "ssss",
+                ctrl or "pids",
+                base,
+                key,
+                value,
+            )
         call("org.linuxcontainers.cgmanager0_0", "MovePid", "ssi", "pids,unified", base, kid.pid)
 
     def setup(i: int) -> None:
@@ -113,7 +121,11 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         expect(read("pids", "pids.max").strip() == "100", "pids.max")
         expect(read("unified", "cgroup.max.depth").strip() == "3", "cgroup.max.depth")
 
-    variants = {"floor (direct writes)": floor, "separate calls (6)": separate, "Setup (1 call)": setup}
+    variants = {
+        "floor (direct writes)": floor,
+        "separate calls (6)": separate,
+        "Setup (1 call)": setup,
+    }
     for fn in variants.values():  # warm-up, and the work checked once per variant
         fn(0)
         check()
@@ -156,12 +168,18 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 
 
 def print_summary(doc: dict[str, Any]) -> None:
-    print(f"Container set-up ({doc['what']}); daemon and client on CPU 0, "
-          f"{doc['rounds']} rounds × {doc['calls_per_batch']}; µs per set-up")
+    print(
+        f"Container set-up ({doc['what']}); daemon and client on CPU 0, "
+        f"{doc['rounds']} rounds × {doc['calls_per_batch']}; µs per set-up"
+    )
     print(f"  {'variant':<24}{'median':>9}{'p90':>9}{'p99':>9}{'daemon CPU':>12}")
     for name, r in doc["results"].items():
-        print(f"  {name:<24}{r['median']:9.1f}{r['p90']:9.1f}{r['p99']:9.1f}"
-              f"{r['daemon_cpu_us']:12.1f}")
-    print(f"  Setup ÷ floor {doc['setup_over_floor']:.2f} (target ≤ "
-          f"{doc['target_setup_over_floor']:.0f}); separate ÷ floor "
-          f"{doc['separate_over_floor']:.2f}; Setup ÷ separate {doc['setup_over_separate']:.2f}")
+        print(
+            f"  {name:<24}{r['median']:9.1f}{r['p90']:9.1f}{r['p99']:9.1f}"
+            f"{r['daemon_cpu_us']:12.1f}"
+        )
+    print(
+        f"  Setup ÷ floor {doc['setup_over_floor']:.2f} (target ≤ "
+        f"{doc['target_setup_over_floor']:.0f}); separate ÷ floor "
+        f"{doc['separate_over_floor']:.2f}; Setup ÷ separate {doc['setup_over_separate']:.2f}"
+    )

@@ -113,8 +113,15 @@ async def _worker(address: str, n: int, gv: str, out: str) -> None:
     )
     conns = [c for c in got if isinstance(c, aio_client.AsyncConnection)]
     failed = [repr(e)[:200] for e in got if not isinstance(e, aio_client.AsyncConnection)]
-    _emit({"event": "open", "open_s": time.perf_counter() - t0, "opened": len(conns),
-           "failed": len(failed), "errors": failed[:5]})
+    _emit(
+        {
+            "event": "open",
+            "open_s": time.perf_counter() - t0,
+            "opened": len(conns),
+            "failed": len(failed),
+            "errors": failed[:5],
+        }
+    )
     seq = 0
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -186,14 +193,27 @@ class Worker:
         return json.loads(buf)
 
 
-def _spawn_workers(h: Harness, daemon: Daemon, c: int, procs: int, gv: str, tag: str) -> list[Worker]:
+def _spawn_workers(
+    h: Harness, daemon: Daemon, c: int, procs: int, gv: str, tag: str
+) -> list[Worker]:
     procs = max(1, min(procs, c))
     shares = [c // procs + (1 if i < c % procs else 0) for i in range(procs)]
     workers = []
     for i, n in enumerate(shares):
-        argv = [sys.executable, "-m", "bench.concurrency", "--worker", "--address",
-                daemon.address, "--connections", str(n), "--gv", gv,
-                "--out", os.path.join(h.tmp, f"conc-{tag}-{i}")]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.concurrency",
+            "--worker",
+            "--address",
+            daemon.address,
+            "--connections",
+            str(n),
+            "--gv",
+            gv,
+            "--out",
+            os.path.join(h.tmp, f"conc-{tag}-{i}"),
+        ]
         child = h.spawn(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         workers.append(Worker(child))
     return workers
@@ -225,8 +245,9 @@ def busy_share(
     return out
 
 
-def _summarise(phases: list[dict[str, Any]], daemon_cpu_ns: int,
-               busy: dict[str, float | None], c: int) -> dict[str, Any]:
+def _summarise(
+    phases: list[dict[str, Any]], daemon_cpu_ns: int, busy: dict[str, float | None], c: int
+) -> dict[str, Any]:
     lat = sorted(x for p in phases for x in p["latencies_ns"])
     done = sorted(x for p in phases for x in p["done_ns"])
     calls = len(lat)
@@ -294,8 +315,12 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     gv = h.hpath(REL)
     daemon = h.start_daemon(
         label="conc",
-        options=("--max-connections", str(max(2048, top + 64)),
-                 "--max-connections-per-uid", str(top + 64)),
+        options=(
+            "--max-connections",
+            str(max(2048, top + 64)),
+            "--max-connections-per-uid",
+            str(top + 64),
+        ),
     )
     h.enter()  # the workers inherit the run's cgroup: GetValue's path is below them
     memory: dict[str, Any] = {"idle": proc_status(daemon.pid), "idle_fds": _fds(daemon.pid)}
@@ -310,13 +335,15 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         failed = [err for e in events for err in e["errors"]]
         expect(opened == c, f"{c} connections opened (got {opened}; {failed[:3]})")
         open_cpu = cpu_ns(daemon.pid) - d0
-        opens.append({
-            "connections": c,
-            "workers": len(workers),
-            "slowest_worker_open_s": max(e["open_s"] for e in events),
-            "daemon_cpu_us_per_connection": open_cpu / c / 1000,
-            "spawn_and_open_s": time.monotonic() - t0,
-        })
+        opens.append(
+            {
+                "connections": c,
+                "workers": len(workers),
+                "slowest_worker_open_s": max(e["open_s"] for e in events),
+                "daemon_cpu_us_per_connection": open_cpu / c / 1000,
+                "spawn_and_open_s": time.monotonic() - t0,
+            }
+        )
         for w in workers:  # warm-up: one Ping per connection (not counted)
             w.send("go Ping 1")
         for w in workers:
@@ -337,8 +364,10 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
             expect(r["wrong_replies"] == 0, f"{op} × {c}: {r['wrong_replies']} wrong replies")
             expect(r["calls"] == k * c, f"{op} × {c}: {r['calls']} of {k * c} calls answered")
             results.append(r)
-            log(f"concurrency: {c} connections, {op}: {r['throughput_per_s']:.0f} calls/s, "
-                f"p99 {r['latency_us']['p99']:.0f} µs")
+            log(
+                f"concurrency: {c} connections, {op}: {r['throughput_per_s']:.0f} calls/s, "
+                f"p99 {r['latency_us']['p99']:.0f} µs"
+            )
         if c == top:
             memory[f"after_calls_{c}"] = proc_status(daemon.pid)
         _close_workers(h, workers)
@@ -417,45 +446,77 @@ def _mb(kb: int) -> str:
 
 
 def print_summary(doc: dict[str, Any]) -> None:
-    print("Concurrency: daemon on CPU 0, asyncio clients on CPU 1 "
-          f"({doc['worker_processes']} worker processes at most); one call in flight per connection")
-    head = ("conns", "op", "calls/s", "p50 µs", "p99 µs", "max µs", "conn done ms first/last",
-            "daemon CPU/call µs", "1/that calls/s", "daemon busy", "client CPU/call µs",
-            "client busy", "CPU0/CPU1 busy", "limited by")
+    print(
+        "Concurrency: daemon on CPU 0, asyncio clients on CPU 1 "
+        f"({doc['worker_processes']} worker processes at most); one call in flight per connection"
+    )
+    head = (
+        "conns",
+        "op",
+        "calls/s",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "conn done ms first/last",
+        "daemon CPU/call µs",
+        "1/that calls/s",
+        "daemon busy",
+        "client CPU/call µs",
+        "client busy",
+        "CPU0/CPU1 busy",
+        "limited by",
+    )
     rows = [head]
     for r in doc["results"]:
         lat = r["latency_us"]
         d = r["connection_done_ms"]
-        rows.append((
-            str(r["connections"]), r["op"], f"{r['throughput_per_s']:.0f}", f"{lat['p50']:.0f}",
-            f"{lat['p99']:.0f}", f"{lat['max']:.0f}", f"{d['first']:.0f}/{d['last']:.0f}",
-            f"{r['daemon_cpu_us_per_call']:.1f}", f"{r['daemon_ceiling_per_s']:.0f}",
-            f"{r['daemon_busy']:.0%}", f"{r['client_cpu_us_per_call']:.1f}",
-            f"{r['client_busy']:.0%}",
-            f"{_pct(r['cpu_busy'].get('0'))}/{_pct(r['cpu_busy'].get('1'))}", r["limited_by"],
-        ))
+        rows.append(
+            (
+                str(r["connections"]),
+                r["op"],
+                f"{r['throughput_per_s']:.0f}",
+                f"{lat['p50']:.0f}",
+                f"{lat['p99']:.0f}",
+                f"{lat['max']:.0f}",
+                f"{d['first']:.0f}/{d['last']:.0f}",
+                f"{r['daemon_cpu_us_per_call']:.1f}",
+                f"{r['daemon_ceiling_per_s']:.0f}",
+                f"{r['daemon_busy']:.0%}",
+                f"{r['client_cpu_us_per_call']:.1f}",
+                f"{r['client_busy']:.0%}",
+                f"{_pct(r['cpu_busy'].get('0'))}/{_pct(r['cpu_busy'].get('1'))}",
+                r["limited_by"],
+            )
+        )
     print(_table(rows))
-    print("  limited by: daemon/client CPU = that process ≥ 85 % busy; 'CPU 0 shared' = CPU 0 was "
-          "busy but mostly not with the daemon (other sessions); latencies include queueing")
+    print(
+        "  limited by: daemon/client CPU = that process ≥ 85 % busy; 'CPU 0 shared' = CPU 0 was "
+        "busy but mostly not with the daemon (other sessions); latencies include queueing"
+    )
     for o in doc["connect"]:
-        print(f"  opening {o['connections']} connections at once: slowest worker "
-              f"{o['slowest_worker_open_s'] * 1000:.0f} ms; daemon CPU "
-              f"{o['daemon_cpu_us_per_connection']:.0f} µs per connection (accept, SASL)")
+        print(
+            f"  opening {o['connections']} connections at once: slowest worker "
+            f"{o['slowest_worker_open_s'] * 1000:.0f} ms; daemon CPU "
+            f"{o['daemon_cpu_us_per_connection']:.0f} µs per connection (accept, SASL)"
+        )
     m = doc["memory_kb"]
     top = max(doc["levels"])
     idle = m["idle"]["VmRSS"]
     line = f"  daemon VmRSS: idle {_mb(idle)} MB ({m['idle_fds']} fds)"
     if f"open_{top}" in m:
         opened = m[f"open_{top}"]["VmRSS"]
-        line += (f"; {top} connections open {_mb(opened)} MB ({m[f'open_{top}_fds']} fds, "
-                 f"{(opened - idle) / top:.1f} kB per connection)"
-                 f"; after their calls {_mb(m[f'after_calls_{top}']['VmRSS'])} MB"
-                 f"; closed {_mb(m[f'closed_{top}']['VmRSS'])} MB ({m[f'closed_{top}_fds']} fds)"
-                 f"; peak {_mb(m[f'closed_{top}']['VmHWM'])} MB")
+        line += (
+            f"; {top} connections open {_mb(opened)} MB ({m[f'open_{top}_fds']} fds, "
+            f"{(opened - idle) / top:.1f} kB per connection)"
+            f"; after their calls {_mb(m[f'after_calls_{top}']['VmRSS'])} MB"
+            f"; closed {_mb(m[f'closed_{top}']['VmRSS'])} MB ({m[f'closed_{top}_fds']} fds)"
+            f"; peak {_mb(m[f'closed_{top}']['VmHWM'])} MB"
+        )
     if m.get("cycles"):
-        line += ("\n  after each further cycle of opening, using and closing "
-                 f"{top} connections: " + ", ".join(f"{_mb(x['VmRSS'])}" for x in m["cycles"])
-                 + " MB")
+        line += (
+            "\n  after each further cycle of opening, using and closing "
+            f"{top} connections: " + ", ".join(f"{_mb(x['VmRSS'])}" for x in m["cycles"]) + " MB"
+        )
     print(line)
     if doc["daemon_log_lines"]:
         print(f"  daemon log: {doc['daemon_log_lines']} lines, e.g. {doc['daemon_log_head'][:3]}")
@@ -463,8 +524,13 @@ def print_summary(doc: dict[str, Any]) -> None:
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i in (1, len(widths) - 1) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i in (1, len(widths) - 1) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 

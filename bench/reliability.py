@@ -71,7 +71,9 @@ PY = sys.executable
 CLIENT_CPU = 1 - CPU
 CLIENT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "tests", "daemon", "reliability_client.py",
+    "tests",
+    "daemon",
+    "reliability_client.py",
 )
 #: owner the work clients Chown their cgroups to (and run their sleeper as): above the
 #: login.defs UID_MAX (60000) with no passwd entry, so no real user's
@@ -126,8 +128,21 @@ def spawn_daemon(h: Harness, sock: str, options: tuple[str, ...] = ()) -> tuple[
     """cgmanager on ``sock`` (replacing a stale socket there), pinned to CPU 0, started in our
     original cgroups -> (daemon, seconds from spawn to the first successful call)."""
     log = f"{sock}.{time.monotonic_ns()}.log"
-    argv = ["taskset", "-c", str(CPU), f"{VENV_BIN}/cgmanager", "--socket", sock,
-            "--fs-dir", f"{sock}.fs", "--skip", SKIP, "--log-level", "warning", *options]
+    argv = [
+        "taskset",
+        "-c",
+        str(CPU),
+        f"{VENV_BIN}/cgmanager",
+        "--socket",
+        sock,
+        "--fs-dir",
+        f"{sock}.fs",
+        "--skip",
+        SKIP,
+        "--log-level",
+        "warning",
+        *options,
+    ]
     was_in = h.entered
     if was_in:
         h.leave()
@@ -165,9 +180,13 @@ class Client:
 
     def __init__(self, h: Harness, *args: str) -> None:
         self.h = h
-        self.child = h.spawn(["taskset", "-c", str(CLIENT_CPU), PY, CLIENT, *args],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        self.child = h.spawn(
+            ["taskset", "-c", str(CLIENT_CPU), PY, CLIENT, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.args = args
 
     def line(self, timeout: float = 120.0) -> str:
@@ -230,16 +249,20 @@ def held(
         results = [json.loads(c.line()) for c in holders]
         served.append(time.perf_counter() - t0)
         for res, k in zip(results, per, strict=True):
-            expect(res["n_errors"] == 0 and res["ok"] == 3 * k,
-                   f"round {r}: every call answered ({res})")
+            expect(
+                res["n_errors"] == 0 and res["ok"] == 3 * k,
+                f"round {r}: every call answered ({res})",
+            )
         daemon.check_alive()
     expect(rc.sockets_of(daemon.pid) >= n + 1, "all connections still open after the calls")
     for c in holders:
         expect(c.finish() == 0, "a holding client exited cleanly")
     daemon.check_alive()
     calls = 3 * n
-    log(f"held: {n} connections opened in {opened_s:.2f} s; {calls} calls per round in "
-        f"{statistics.median(served):.3f} s (median of {rounds})")
+    log(
+        f"held: {n} connections opened in {opened_s:.2f} s; {calls} calls per round in "
+        f"{statistics.median(served):.3f} s (median of {rounds})"
+    )
     stop_daemon(h, daemon)
     return {
         "connections": n,
@@ -266,8 +289,9 @@ def stop_daemon(h: Harness, daemon: Daemon) -> int | None:
 # ------------------------------------------------------------------------------- latency
 
 
-def latency(h: Harness, rc: ModuleType, idle: int, samples: int, rounds: int,
-            log: Callable[[str], None]) -> dict[str, Any]:
+def latency(
+    h: Harness, rc: ModuleType, idle: int, samples: int, rounds: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     options = ("--max-connections-per-uid", str(idle + 64))
     daemon, _ = spawn_daemon(h, os.path.join(h.tmp, "latency.sock"), options)
     per_kind = idle // len(rc.KINDS)
@@ -295,8 +319,10 @@ def latency(h: Harness, rc: ModuleType, idle: int, samples: int, rounds: int,
     expect(closed_early == 0, f"the idle connections stayed open while measured ({closed_early})")
     stop_daemon(h, daemon)
     a, b = pct_ms(none), pct_ms(present)
-    log(f"latency: p50 {a['p50']:.2f} / {b['p50']:.2f} ms, p99 {a['p99']:.2f} / "
-        f"{b['p99']:.2f} ms, max {a['max']:.2f} / {b['max']:.2f} ms (none / {idle} idle)")
+    log(
+        f"latency: p50 {a['p50']:.2f} / {b['p50']:.2f} ms, p99 {a['p99']:.2f} / "
+        f"{b['p99']:.2f} ms, max {a['max']:.2f} / {b['max']:.2f} ms (none / {idle} idle)"
+    )
     return {
         "what": "connect + Ping + GetValue + close, one client in this process on CPU 1",
         "idle_connections": per_kind * len(rc.KINDS),
@@ -312,8 +338,13 @@ def latency(h: Harness, rc: ModuleType, idle: int, samples: int, rounds: int,
 # ---------------------------------------------------------------------- restart and SIGTERM
 
 
-def wait_journals(journals: list[str], rc: ModuleType, pred: Callable[[list[dict]], bool],
-                  what: str, timeout: float = 60.0) -> None:
+def wait_journals(
+    journals: list[str],
+    rc: ModuleType,
+    pred: Callable[[list[dict]], bool],
+    what: str,
+    timeout: float = 60.0,
+) -> None:
     deadline = time.monotonic() + timeout
     while not all(pred(rc.read_journal(j)) for j in journals):
         if time.monotonic() > deadline:
@@ -338,8 +369,10 @@ def restarts(h: Harness, rc: ModuleType, n: int, log: Callable[[str], None]) -> 
     sock = os.path.join(h.tmp, "restart.sock")
     daemon, first = spawn_daemon(h, sock)
     journals = [os.path.join(h.tmp, f"restart-j{i}") for i in range(WORKERS)]
-    workers = [Client(h, "work", daemon.address, j, f"rel-r{i}", str(CHOWN_ID), str(CHOWN_ID),
-                      "-1") for i, j in enumerate(journals)]
+    workers = [
+        Client(h, "work", daemon.address, j, f"rel-r{i}", str(CHOWN_ID), str(CHOWN_ID), "-1")
+        for i, j in enumerate(journals)
+    ]
     up: list[float] = []
     back: list[float] = []
     inflight: list[int] = []
@@ -365,10 +398,17 @@ def restarts(h: Harness, rc: ModuleType, n: int, log: Callable[[str], None]) -> 
         daemon, t = spawn_daemon(h, sock)
         up.append(t)
         wait_journals(journals, rc, lambda ev, k=k: count(ev, "reconnected") > k, "reconnect")
-        back.append(max([e["t"] for e in rc.read_journal(j) if e["ev"] == "reconnected"][-1]
-                        for j in journals) - wall)
-        log(f"restart {k + 1}/{n}: first call after {1000 * t:.0f} ms, all clients back after "
-            f"{1000 * back[-1]:.0f} ms, {inflight[-1]} requests were in flight")
+        back.append(
+            max(
+                [e["t"] for e in rc.read_journal(j) if e["ev"] == "reconnected"][-1]
+                for j in journals
+            )
+            - wall
+        )
+        log(
+            f"restart {k + 1}/{n}: first call after {1000 * t:.0f} ms, all clients back after "
+            f"{1000 * back[-1]:.0f} ms, {inflight[-1]} requests were in flight"
+        )
     for w in workers:
         w.send("stop")
     for w in workers:
@@ -397,8 +437,10 @@ def sigterms(h: Harness, rc: ModuleType, n: int, log: Callable[[str], None]) -> 
     for k in range(n):
         daemon, _ = spawn_daemon(h, sock)
         journals = [os.path.join(h.tmp, f"sigterm{k}-j{i}") for i in range(WORKERS)]
-        workers = [Client(h, "work", daemon.address, j, f"rel-t{k}w{i}", str(CHOWN_ID),
-                          str(CHOWN_ID), "0") for i, j in enumerate(journals)]
+        workers = [
+            Client(h, "work", daemon.address, j, f"rel-t{k}w{i}", str(CHOWN_ID), str(CHOWN_ID), "0")
+            for i, j in enumerate(journals)
+        ]
         held_socks = rc.open_idle(sock, 3)
         wait_journals(journals, rc, lambda ev: count(ev, "ok") >= 15, "load")
         t0 = time.perf_counter()
@@ -412,10 +454,14 @@ def sigterms(h: Harness, rc: ModuleType, n: int, log: Callable[[str], None]) -> 
             expect(w.finish(30) == 0, "a work client got a reply or EOF and exited")
         for j in journals:
             last = rc.read_journal(j)[-1]
-            expect(last["ev"] == "lost" and rc.DISCONNECTED in last["error"],
-                   f"the call in flight got a reply or EOF ({last})")
-        expect(sum(rc.idle_status(held_socks).values()) == 3 * len(rc.KINDS),
-               "every idle connection got EOF")
+            expect(
+                last["ev"] == "lost" and rc.DISCONNECTED in last["error"],
+                f"the call in flight got a reply or EOF ({last})",
+            )
+        expect(
+            sum(rc.idle_status(held_socks).values()) == 3 * len(rc.KINDS),
+            "every idle connection got EOF",
+        )
         for socks in held_socks.values():
             for s in socks:
                 s.close()
@@ -424,8 +470,12 @@ def sigterms(h: Harness, rc: ModuleType, n: int, log: Callable[[str], None]) -> 
         except AssertionError as e:
             raise BenchError(f"cgroupfs differs from what clients were told: {e}") from None
     log(f"sigterm: exit 0 after {1000 * statistics.median(took):.0f} ms (median of {n})")
-    return {"shutdowns": n, "clients": WORKERS, "idle_connections": 3 * 4,
-            "exit_ms": {**pct_ms(took), "all": [1000 * x for x in took]}}
+    return {
+        "shutdowns": n,
+        "clients": WORKERS,
+        "idle_connections": 3 * 4,
+        "exit_ms": {**pct_ms(took), "all": [1000 * x for x in took]},
+    }
 
 
 # ------------------------------------------------------------------------------- the suite
@@ -448,44 +498,66 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 def print_summary(doc: dict[str, Any]) -> None:
     hd, lat, rs, st = doc["held"], doc["latency"], doc["restart"], doc["sigterm"]
     print("Reliability (daemon on CPU 0, clients on CPU 1)")
-    print(f"  held:    {hd['connections']} connections open at once ({hd['client_processes']} "
-          f"processes, opened in {hd['spawn_and_open_s']:.2f} s incl. spawning); "
-          f"{hd['calls_per_round']} calls per round over all of them, {hd['rounds']} rounds, "
-          f"{hd['errors']} errors, {hd['calls_per_s_median']:.0f} calls/s; daemon RSS "
-          + " -> ".join(f"{v / 1024:.1f} MiB" for v in hd["daemon_rss_kb"].values()))
+    print(
+        f"  held:    {hd['connections']} connections open at once ({hd['client_processes']} "
+        f"processes, opened in {hd['spawn_and_open_s']:.2f} s incl. spawning); "
+        f"{hd['calls_per_round']} calls per round over all of them, {hd['rounds']} rounds, "
+        f"{hd['errors']} errors, {hd['calls_per_s_median']:.0f} calls/s; daemon RSS "
+        + " -> ".join(f"{v / 1024:.1f} MiB" for v in hd["daemon_rss_kb"].values())
+    )
     a, b = lat["none_ms"], lat["with_idle_ms"]
     print(f"  latency: {lat['what']}; {lat['rounds']} x {lat['samples_per_round']} samples")
     print(f"           {'':24} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}  ms")
     for name, v in (("none", a), (f"{lat['idle_connections']} idle/half-open", b)):
-        print(f"           {name:24} {v['p50']:7.2f} {v['p90']:7.2f} {v['p99']:7.2f} "
-              f"{v['max']:7.2f}")
+        print(
+            f"           {name:24} {v['p50']:7.2f} {v['p90']:7.2f} {v['p99']:7.2f} {v['max']:7.2f}"
+        )
     r, c = rs["restart_to_first_call_ms"], rs["restart_to_all_clients_back_ms"]
-    print(f"  restart: kill -9 under load ({rs['clients']} clients) x {rs['restarts']}: cgroupfs "
-          f"matched every reply ({sum(rs['requests_in_flight_at_each_kill'])} requests in "
-          f"flight in all); exec -> first call mean {r['mean']:.0f} ms (p50 {r['p50']:.0f}, "
-          f"max {r['max']:.0f}); all clients back mean {c['mean']:.0f} ms (max {c['max']:.0f})")
+    print(
+        f"  restart: kill -9 under load ({rs['clients']} clients) x {rs['restarts']}: cgroupfs "
+        f"matched every reply ({sum(rs['requests_in_flight_at_each_kill'])} requests in "
+        f"flight in all); exec -> first call mean {r['mean']:.0f} ms (p50 {r['p50']:.0f}, "
+        f"max {r['max']:.0f}); all clients back mean {c['mean']:.0f} ms (max {c['max']:.0f})"
+    )
     e = st["exit_ms"]
-    print(f"  sigterm: under load x {st['shutdowns']}: exit 0, socket removed, in {e['p50']:.0f} ms "
-          f"median (max {e['max']:.0f})")
+    print(
+        f"  sigterm: under load x {st['shutdowns']}: exit 0, socket removed, in {e['p50']:.0f} ms "
+        f"median (max {e['max']:.0f})"
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.reliability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--smoke", action="store_true", help="tiny sizes (CI); saves nothing")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/")
-    p.add_argument("--connections", dest="rel_connections", type=int,
-                   help="connections held at once (default 1000)")
-    p.add_argument("--rounds", dest="rel_rounds", type=int,
-                   help="rounds of calls and of latency batches (default 5)")
-    p.add_argument("--idle", dest="rel_idle", type=int,
-                   help="idle or half-open connections (default 300)")
-    p.add_argument("--samples", dest="rel_samples", type=int,
-                   help="latency samples per batch (default 300)")
-    p.add_argument("--restarts", dest="rel_restarts", type=int,
-                   help="kill -9 and restart cycles (default 10)")
-    p.add_argument("--sigterms", dest="rel_sigterms", type=int,
-                   help="SIGTERM shutdowns (default 3)")
+    p.add_argument(
+        "--connections",
+        dest="rel_connections",
+        type=int,
+        help="connections held at once (default 1000)",
+    )
+    p.add_argument(
+        "--rounds",
+        dest="rel_rounds",
+        type=int,
+        help="rounds of calls and of latency batches (default 5)",
+    )
+    p.add_argument(
+        "--idle", dest="rel_idle", type=int, help="idle or half-open connections (default 300)"
+    )
+    p.add_argument(
+        "--samples", dest="rel_samples", type=int, help="latency samples per batch (default 300)"
+    )
+    p.add_argument(
+        "--restarts", dest="rel_restarts", type=int, help="kill -9 and restart cycles (default 10)"
+    )
+    p.add_argument(
+        "--sigterms", dest="rel_sigterms", type=int, help="SIGTERM shutdowns (default 3)"
+    )
     return p.parse_args(argv)
 
 

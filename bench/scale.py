@@ -91,8 +91,16 @@ class Meter:
         return (t1 - t0) / 1000, (d1 - d0) / 1000, out
 
 
-def _size(h: Harness, conn: Connection, meter: Meter, key: str, n: int, sleepers: list[Child],
-          a: argparse.Namespace, daemon: Daemon) -> dict[str, Any]:
+def _size(
+    h: Harness,
+    conn: Connection,
+    meter: Meter,
+    key: str,
+    n: int,
+    sleepers: list[Child],
+    a: argparse.Namespace,
+    daemon: Daemon,
+) -> dict[str, Any]:
     rel = f"scale-{key}-{n}"
     host, hp = h.path(key, rel), h.hpath(rel)
     call = conn.call
@@ -111,8 +119,10 @@ def _size(h: Harness, conn: Connection, meter: Meter, key: str, n: int, sleepers
     want_pids = sorted(s.pid for s in sleepers)
     want_kids = sorted(f"c{i}" for i in range(n))
     # check once that both sides do the work
-    expect(sorted(call(OBJ, IFACE, "ListChildren", "ss", (key, hp))[0]) == want_kids,
-           f"ListChildren {key} {n}")
+    expect(
+        sorted(call(OBJ, IFACE, "ListChildren", "ss", (key, hp))[0]) == want_kids,
+        f"ListChildren {key} {n}",
+    )
     expect(sorted(floor_listdir(host)) == want_kids, f"floor listdir {key} {n}")
     got = call(OBJ, IFACE, "GetTasksRecursive", "ss", (key, hp))[0]
     expect(sorted(got) == want_pids, f"GetTasksRecursive {key} {n}: {sorted(got)} != {want_pids}")
@@ -187,9 +197,16 @@ def growth(rows: list[dict[str, Any]], op: str) -> dict[str, Any]:
     if ratio is None:
         verdict = "–"
     else:
-        verdict = "linear" if 0.67 <= ratio <= 1.5 else "superlinear" if ratio > 1.5 else "sublinear"
-    return {"measure": field, "per_cgroup_us": per, "marginal_us": marginal,
-            "marginal_ratio": ratio, "verdict": verdict}
+        verdict = (
+            "linear" if 0.67 <= ratio <= 1.5 else "superlinear" if ratio > 1.5 else "sublinear"
+        )
+    return {
+        "measure": field,
+        "per_cgroup_us": per,
+        "marginal_us": marginal,
+        "marginal_ratio": ratio,
+        "verdict": verdict,
+    }
 
 
 def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -210,10 +227,14 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         h.children.remove(s)
     end = proc_status(daemon.pid)
     h.stop_daemon(daemon)
-    growth_by = {
-        key: {op: growth([r for r in rows if r["hierarchy"] == key], op) for op, _ in OPS}
-        for key in KEYS
-    } if len(a.scale_sizes) >= 2 else {}
+    growth_by = (
+        {
+            key: {op: growth([r for r in rows if r["hierarchy"] == key], op) for op, _ in OPS}
+            for key in KEYS
+        }
+        if len(a.scale_sizes) >= 2
+        else {}
+    )
     return {
         "sizes": list(a.scale_sizes),
         "hierarchies": list(KEYS),
@@ -226,9 +247,11 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 
 
 def print_summary(doc: dict[str, Any]) -> None:
-    print(f"Scale: N child cgroups (flat) of one cgroup, {doc['sleepers']} sleeping processes "
-          "spread over them; daemon and client on CPU 0; medians: wall ms per call, and daemon "
-          "CPU µs per cgroup (the mkdir floor: wall µs per cgroup)")
+    print(
+        f"Scale: N child cgroups (flat) of one cgroup, {doc['sleepers']} sleeping processes "
+        "spread over them; daemon and client on CPU 0; medians: wall ms per call, and daemon "
+        "CPU µs per cgroup (the mkdir floor: wall µs per cgroup)"
+    )
     head = ["hierarchy", "operation"]
     for n in doc["sizes"]:
         head += [f"N={n} ms", "CPU µs/cg"]
@@ -256,15 +279,23 @@ def print_summary(doc: dict[str, Any]) -> None:
                 row += ["–", "–"]
             rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     print("\n".join(lines))
     rss = doc["rss_kb"]
     present = ", ".join(
         f"{r['hierarchy']} N={r['n']}: {r['rss_kb_present']['VmRSS'] / 1024:.1f}"
-        for r in doc["rows"] if r["n"] == top
+        for r in doc["rows"]
+        if r["n"] == top
     )
-    print(f"  daemon VmRSS MB: idle {rss['idle']['VmRSS'] / 1024:.1f}; with the tree present "
-          f"(after listing) {present}; at the end {rss['end']['VmRSS'] / 1024:.1f} "
-          f"(peak {rss['end']['VmHWM'] / 1024:.1f})")
+    print(
+        f"  daemon VmRSS MB: idle {rss['idle']['VmRSS'] / 1024:.1f}; with the tree present "
+        f"(after listing) {present}; at the end {rss['end']['VmRSS'] / 1024:.1f} "
+        f"(peak {rss['end']['VmHWM'] / 1024:.1f})"
+    )

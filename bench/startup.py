@@ -208,13 +208,13 @@ def describe(events: list[tuple[str, bytes]]) -> tuple[int, list[str]]:
         parts = []
         b = buf[side] + data
         while b:
-            if (client_sasl if side == "C" else owed > 0):
+            if client_sasl if side == "C" else owed > 0:
                 b = b.lstrip(b"\0") if side == "C" else b
                 end = b.find(b"\r\n")
                 if end < 0:
                     break
                 line = b[:end].decode("ascii", "replace")
-                b = b[end + 2:]
+                b = b[end + 2 :]
                 toks = line.split(" ")
                 parts.append(" ".join(toks[:2]) if toks[0] == "AUTH" else toks[0])
                 if side == "S":
@@ -266,6 +266,7 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
                 expect(await c.call(OBJ, IFACE, "Ping", "i", (0,)) == (), "aio Ping via relay")
             finally:
                 c.close()
+
         asyncio.run(go())
 
     def prototype(addr: str) -> None:
@@ -273,9 +274,18 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
 
     def dbus_send(addr: str) -> None:
         r = subprocess.run(
-            ["dbus-send", f"--address={addr}", "--print-reply", "--type=method_call", OBJ,
-             f"{IFACE}.Ping", "int32:0"],
-            capture_output=True, text=True, timeout=20,
+            [
+                "dbus-send",
+                f"--address={addr}",
+                "--print-reply",
+                "--type=method_call",
+                OBJ,
+                f"{IFACE}.Ping",
+                "int32:0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         if r.returncode != 0:
             raise BenchError(f"dbus-send via relay exited {r.returncode}: {r.stderr}")
@@ -302,17 +312,17 @@ def count_round_trips(h: Harness, daemon: Daemon, gv: str) -> dict[str, dict[str
 
 
 def _have(prog: str) -> bool:
-    return any(os.access(os.path.join(d, prog), os.X_OK)
-               for d in os.environ.get("PATH", "").split(os.pathsep))
+    return any(
+        os.access(os.path.join(d, prog), os.X_OK)
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # timing
 
 
-def variants(
-    daemon: Daemon, gv: str
-) -> tuple[dict[str, Callable[[int], list[int]]], Connection]:
+def variants(daemon: Daemon, gv: str) -> tuple[dict[str, Callable[[int], list[int]]], Connection]:
     """(name -> a batch runner ``run(n) -> list of per-iteration ns``, the persistent
     connection the runners share)."""
     address, path = daemon.address, daemon.socket
@@ -329,15 +339,18 @@ def variants(
                 op()
                 out.append(clock() - t0)
             return out
+
         return run
 
-    def fresh(args: tuple | None, hello: bool = False,
-              pipeline: bool = False) -> Callable[[], object]:
+    def fresh(
+        args: tuple | None, hello: bool = False, pipeline: bool = False
+    ) -> Callable[[], object]:
         def op() -> object:
             with connect(address, timeout=10, pipeline=pipeline) as c:
                 if hello:
                     c.call(*HELLO)
                 return c.call(*args) if args else None
+
         return op
 
     def aio_batch(persistent_conn: bool) -> Callable[[int], list[int]]:
@@ -360,7 +373,9 @@ def variants(
                     if pc is not None:
                         pc.close()
                 return out
+
             return asyncio.run(go())
+
         return run
 
     return {
@@ -373,8 +388,7 @@ def variants(
         "connect + GetValue + close, pipelined (cgm)": loop(fresh(getv, pipeline=True)),
         "persistent GetValue": loop(lambda: persistent.call(*getv)),
         "one-write prototype: connect + Ping": loop(lambda: pipelined_call(path, *ping[2:])),
-        "one-write prototype: connect + GetValue": loop(
-            lambda: pipelined_call(path, *getv[2:])),
+        "one-write prototype: connect + GetValue": loop(lambda: pipelined_call(path, *getv[2:])),
         "aio: connect + Ping + close": aio_batch(False),
         "aio: persistent Ping": aio_batch(True),
     }, persistent
@@ -385,8 +399,10 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     gv = h.hpath(REL)
     daemon = h.start_daemon(label="startup")
     h.enter()
-    expect(pipelined_call(daemon.socket, "GetValue", "sss", ("pids", gv, "pids.max")) == ("max",),
-           "one-write prototype GetValue")
+    expect(
+        pipelined_call(daemon.socket, "GetValue", "sss", ("pids", gv, "pids.max")) == ("max",),
+        "one-write prototype GetValue",
+    )
     trips = count_round_trips(h, daemon, gv)
     vs, persistent = variants(daemon, gv)
     for fn in vs.values():  # warm-up
@@ -433,22 +449,40 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 
 def print_summary(doc: dict[str, Any]) -> None:
     res = doc["results"]
-    print(f"Connection start-up: daemon and client on CPU 0, {doc['rounds']} rounds × "
-          f"{doc['calls_per_batch']} per variant; µs")
+    print(
+        f"Connection start-up: daemon and client on CPU 0, {doc['rounds']} rounds × "
+        f"{doc['calls_per_batch']} per variant; µs"
+    )
     head = ("variant", "median", "p90", "p99", "daemon CPU", "client CPU", "− persistent")
-    base = {"Ping": res["persistent Ping"]["median_us"],
-            "GetValue": res["persistent GetValue"]["median_us"]}
+    base = {
+        "Ping": res["persistent Ping"]["median_us"],
+        "GetValue": res["persistent GetValue"]["median_us"],
+    }
     rows = [head]
     for name, r in res.items():
         extra = "–"
         for op, b in base.items():
             if op in name and "persistent" not in name:
                 extra = f"+{r['median_us'] - b:.0f}"
-        rows.append((name, f"{r['median_us']:.1f}", f"{r['p90_us']:.1f}", f"{r['p99_us']:.1f}",
-                     f"{r['daemon_cpu_us']:.1f}", f"{r['client_cpu_us']:.1f}", extra))
+        rows.append(
+            (
+                name,
+                f"{r['median_us']:.1f}",
+                f"{r['p90_us']:.1f}",
+                f"{r['p99_us']:.1f}",
+                f"{r['daemon_cpu_us']:.1f}",
+                f"{r['client_cpu_us']:.1f}",
+                extra,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     print("\n".join(lines))
     print(f"  round trips before the first call's reply (cgmanager 0.42: {doc['c_round_trips']}):")

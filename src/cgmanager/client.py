@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .dbus.client import Connection
 from .contract import INTERFACE1, OBJECT_PATH
+from .dbus.client import Connection
 
 
 def setup(
@@ -34,7 +34,10 @@ def setup(
     :class:`~cgmanager.dbus.errors.DBusError` naming the failed step otherwise."""
     uid, gid = owner if owner is not None else (-1, -1)
     (created,) = conn.call(
-        OBJECT_PATH, INTERFACE1, "Setup", "ssiia{ss}ai",
+        OBJECT_PATH,
+        INTERFACE1,
+        "Setup",
+        "ssiia{ss}ai",
         (controllers, cgroup, uid, gid, dict(values or {}), list(pids)),
     )
     return list(created)

@@ -169,9 +169,7 @@ METHODS: tuple[Method, ...] = (
     ),
     Method("Chmod", (_C, _G, ("file", "s"), ("mode", "i")), mutating=True),
     Method("MovePid", (_C, _G, ("pid", "i")), mutating=True, ids=(("pid", PID),)),
-    Method(
-        "MovePidAbs", (_C, _G, ("pid", "i")), mutating=True, absolute=True, ids=(("pid", PID),)
-    ),
+    Method("MovePidAbs", (_C, _G, ("pid", "i")), mutating=True, absolute=True, ids=(("pid", PID),)),
     Method("GetValue", (_C, _G, ("key", "s")), (("value", "s"),)),
     Method("SetValue", (_C, _G, ("key", "s"), ("value", "s")), mutating=True),
     Method("Remove", (_C, _G, ("recursive", "i")), (("existed", "i"),), mutating=True),

@@ -463,7 +463,9 @@ class Manager:
             for h in hs:
                 made: list[str] = []
                 undo.remove(self.tree(h), made)
-                wanted = [c for c in controllers.split(",") if h.version == 2 and c in h.controllers]
+                wanted = [
+                    c for c in controllers.split(",") if h.version == 2 and c in h.controllers
+                ]
                 self._create_one(req, h, parts, wanted, made)
             if uid != -1:
                 step = "chown"
@@ -480,8 +482,12 @@ class Manager:
                         was = v.cgroups.get(h.key)
                         self._move_one(req, h, parts, v, False)
                         if was is not None:  # (it was below the caller's cgroup: shown so)
-                            undo.move_back(self.tree(h), was, v,
-                                           _show(h, self._logical(h, was), targets[h.key][0]))
+                            undo.move_back(
+                                self.tree(h),
+                                was,
+                                v,
+                                _show(h, self._logical(h, was), targets[h.key][0]),
+                            )
                     if not v.alive():
                         raise NotFound(f"process {pid}: exited during the move")
         except CgmError as e:

@@ -91,11 +91,22 @@ class Peer:
       every request; only its parse is reused when the text is unchanged.
     """
 
-    __slots__ = ("cred", "layout", "ns", "proc", "same_pidns", "_userns", "_nsfd", "_maps",
-                 "_cgroup_text", "_party")
+    __slots__ = (
+        "cred",
+        "layout",
+        "ns",
+        "proc",
+        "same_pidns",
+        "_userns",
+        "_nsfd",
+        "_maps",
+        "_cgroup_text",
+        "_party",
+    )
 
-    def __init__(self, cred: Credentials, layout: Layout, ns: Namespaces,
-                 pidfd: int | None) -> None:
+    def __init__(
+        self, cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None
+    ) -> None:
         if cred.pid <= 0:
             raise NotFound("requestor not visible in the daemon's pid namespace")
         self.cred = cred
@@ -124,8 +135,13 @@ class Peer:
         maps = self._maps if userns == self._userns else None
         if maps is None:
             maps = self._pin_maps(userns)
-        identity = Identity(self.cred, maps[0], maps[1], same_pidns=self.same_pidns,
-                            same_userns=userns == self.ns.user)
+        identity = Identity(
+            self.cred,
+            maps[0],
+            maps[1],
+            same_pidns=self.same_pidns,
+            same_userns=userns == self.ns.user,
+        )
         party = Party(identity, self.layout.cgroups_in(text))
         if self._userns == userns:  # maps pinned: the whole party may be reused
             self._party, self._cgroup_text = party, text

@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 
 from . import scm
+from .contract import INTERFACE, OBJECT_PATH
 from .dbus.client import Connection
 from .dbus.errors import DBusError
-from .contract import INTERFACE, OBJECT_PATH
 
 DEFAULT_TIMEOUT = 5.0
 Cred = tuple[int, int, int]

@@ -158,7 +158,10 @@ _TABLE: dict[str, tuple[Get | None, Set | None]] = {
     "cpu.cfs_quota_us": (
         lambda r: "-1" if _cpu_max(r)[0] == "max" else _cpu_max(r)[0],
         lambda v, r: [
-            ("cpu.max", f"{'max' if _int(v, 'cpu.cfs_quota_us') < 0 else _int(v, 'q')} {_cpu_max(r)[1]}")
+            (
+                "cpu.max",
+                f"{'max' if _int(v, 'cpu.cfs_quota_us') < 0 else _int(v, 'q')} {_cpu_max(r)[1]}",
+            )
         ],
     ),
     "cpu.cfs_period_us": (
@@ -168,7 +171,11 @@ _TABLE: dict[str, tuple[Get | None, Set | None]] = {
     "cpuacct.usage": (
         lambda r: str(
             1000
-            * next(int(line.split()[1]) for line in r("cpu.stat").splitlines() if line.startswith("usage_usec "))
+            * next(
+                int(line.split()[1])
+                for line in r("cpu.stat").splitlines()
+                if line.startswith("usage_usec ")
+            )
         ),
         None,
     ),
@@ -178,7 +185,9 @@ _TABLE: dict[str, tuple[Get | None, Set | None]] = {
     "cpuset.effective_mems": (lambda r: r("cpuset.mems.effective").strip(), None),
     "cpuset.cpu_exclusive": (
         lambda r: "1" if r("cpuset.cpus.partition").split()[0] == "root" else "0",
-        lambda v, r: [("cpuset.cpus.partition", "root" if _int(v, "cpuset.cpu_exclusive") else "member")],
+        lambda v, r: [
+            ("cpuset.cpus.partition", "root" if _int(v, "cpuset.cpu_exclusive") else "member")
+        ],
     ),
     "tasks": (lambda r: r("cgroup.threads"), None),
 }
@@ -216,7 +225,9 @@ def _hugetlb_v1(key: str) -> str | None:
 
 def applies(key: str) -> bool:
     """Whether *key* is a v1 name this module knows (translatable or not)."""
-    return key in _TABLE or _hugetlb_v1(key) is not None or any(key.startswith(p) for p in _UNMAPPABLE)
+    return (
+        key in _TABLE or _hugetlb_v1(key) is not None or any(key.startswith(p) for p in _UNMAPPABLE)
+    )
 
 
 def _unmappable(key: str) -> Unsupported:
@@ -255,11 +266,18 @@ def set_(key: str, value: str, read: Reader) -> list[tuple[str, str]]:
 def table() -> list[tuple[str, str]]:
     """(v1 key, v2 file) rows for documentation and ``cgm``."""
     rows = [
-        ("memory.limit_in_bytes", "memory.max"), ("memory.soft_limit_in_bytes", "memory.low"),
-        ("memory.memsw.limit_in_bytes", "memory.swap.max"), ("memory.usage_in_bytes", "memory.current"),
-        ("memory.max_usage_in_bytes", "memory.peak"), ("cpu.shares", "cpu.weight"),
-        ("cpu.cfs_quota_us", "cpu.max"), ("cpu.cfs_period_us", "cpu.max"),
-        ("cpuacct.usage", "cpu.stat"), ("freezer.state", "cgroup.freeze"), ("blkio.weight", "io.weight"),
-        ("hugetlb.<size>.limit_in_bytes", "hugetlb.<size>.max"), ("tasks", "cgroup.threads"),
+        ("memory.limit_in_bytes", "memory.max"),
+        ("memory.soft_limit_in_bytes", "memory.low"),
+        ("memory.memsw.limit_in_bytes", "memory.swap.max"),
+        ("memory.usage_in_bytes", "memory.current"),
+        ("memory.max_usage_in_bytes", "memory.peak"),
+        ("cpu.shares", "cpu.weight"),
+        ("cpu.cfs_quota_us", "cpu.max"),
+        ("cpu.cfs_period_us", "cpu.max"),
+        ("cpuacct.usage", "cpu.stat"),
+        ("freezer.state", "cgroup.freeze"),
+        ("blkio.weight", "io.weight"),
+        ("hugetlb.<size>.limit_in_bytes", "hugetlb.<size>.max"),
+        ("tasks", "cgroup.threads"),
     ]
     return rows

@@ -25,8 +25,14 @@ class Victim:
 
     __slots__ = ("pid", "cgroups", "pidfd", "_uid", "_proc")
 
-    def __init__(self, pid: int, uid: int | None, cgroups: Mapping[str, str], pidfd: int,
-                 proc: ProcDir | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        uid: int | None,
+        cgroups: Mapping[str, str],
+        pidfd: int,
+        proc: ProcDir | None = None,
+    ) -> None:
         self.pid = pid
         self.cgroups = cgroups
         self.pidfd = pidfd

@@ -149,8 +149,12 @@ COUNTS = [
     ("events", [], "1 or 2", "<controller> [cgroup]"),
     ("stat", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("help", ["a", "b"], "0 or 1", "[subcommand]"),
-    ("setup", ["pids"], "at least 2",
-     "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]..."),
+    (
+        "setup",
+        ["pids"],
+        "at least 2",
+        "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",
+    ),
 ]
 
 

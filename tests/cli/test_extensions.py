@@ -48,8 +48,9 @@ def test_refusals_keep_the_042_error_shape(cgm, place, test_user):
 
 def test_setup_in_one_call(cgm, place, test_user):
     s = sleeper(place)
-    out = cgm.ok("setup", "pids,unified", "ct", "pids.max=9", "unified:cgroup.max.depth=2",
-                 f"pid={s.pid}")
+    out = cgm.ok(
+        "setup", "pids,unified", "ct", "pids.max=9", "unified:cgroup.max.depth=2", f"pid={s.pid}"
+    )
     assert out == "pids:ct\nunified:ct\n"
     assert open(place.path("pids") + "/ct/pids.max").read().strip() == "9"
     assert open(place.path("unified") + "/ct/cgroup.max.depth").read().strip() == "2"
@@ -64,9 +65,15 @@ def test_setup_in_one_call(cgm, place, test_user):
 
 @pytest.mark.parametrize(
     "items, says",
-    [(["owner=1"], "give uid:gid"), (["owner=a:b"], "decimal"), (["pid=0"], "not a process"),
-     (["pid=x"], "not a process"), (["bogus"], "is not owner="), (["max=1"], "unknown item"),
-     (["pids.max=1", "pids.max=2"], "given twice")],
+    [
+        (["owner=1"], "give uid:gid"),
+        (["owner=a:b"], "decimal"),
+        (["pid=0"], "not a process"),
+        (["pid=x"], "not a process"),
+        (["bogus"], "is not owner="),
+        (["max=1"], "unknown item"),
+        (["pids.max=1", "pids.max=2"], "given twice"),
+    ],
 )
 def test_setup_items_are_checked_before_calling(cgm, place, items, says):
     cp = cgm("setup", "pids", "bad", *items)

@@ -175,25 +175,65 @@ class Place:
 
     def spawn(self, argv: Sequence[str], user=None, **kw: Any):
         """A long-lived process inside this place, tracked by the harness (pidfd, teardown)."""
-        return self.procs.spawn(list(argv), preexec_fn=self.preexec(user), env=self._env(user), **kw)
+        return self.procs.spawn(
+            list(argv), preexec_fn=self.preexec(user), env=self._env(user), **kw
+        )
 
     # real clients -------------------------------------------------------------------------
 
     def dbus_send(self, method: str, *args: str, user=None) -> subprocess.CompletedProcess:
-        return self.run(["dbus-send", f"--address={self.daemon.address}", "--print-reply",
-                         "--type=method_call", OBJ, f"{IFACE}.{method}", *args], user=user)
+        return self.run(
+            [
+                "dbus-send",
+                f"--address={self.daemon.address}",
+                "--print-reply",
+                "--type=method_call",
+                OBJ,
+                f"{IFACE}.{method}",
+                *args,
+            ],
+            user=user,
+        )
 
     def gdbus(self, method: str, *args: str, user=None) -> subprocess.CompletedProcess:
-        return self.run(["gdbus", "call", "--address", self.daemon.address, "--dest",
-                         "org.linuxcontainers.cgmanager", "--object-path", OBJ, "--method",
-                         f"{IFACE}.{method}", "--", *args], user=user)
+        return self.run(
+            [
+                "gdbus",
+                "call",
+                "--address",
+                self.daemon.address,
+                "--dest",
+                "org.linuxcontainers.cgmanager",
+                "--object-path",
+                OBJ,
+                "--method",
+                f"{IFACE}.{method}",
+                "--",
+                *args,
+            ],
+            user=user,
+        )
 
-    def busctl(self, method: str, signature: str, *args: str, user=None) -> subprocess.CompletedProcess:
-        return self.run(["busctl", f"--address={self.daemon.address}", "call",
-                         "org.linuxcontainers.cgmanager", OBJ, IFACE, method,
-                         *([signature, *args] if signature else [])], user=user)
+    def busctl(
+        self, method: str, signature: str, *args: str, user=None
+    ) -> subprocess.CompletedProcess:
+        return self.run(
+            [
+                "busctl",
+                f"--address={self.daemon.address}",
+                "call",
+                "org.linuxcontainers.cgmanager",
+                OBJ,
+                IFACE,
+                method,
+                *([signature, *args] if signature else []),
+            ],
+            user=user,
+        )
 
-    def py(self, method: str, signature: str = "", *args: Any, user=None, iface: str = IFACE) -> subprocess.CompletedProcess:
+    def py(
+        self, method: str, signature: str = "", *args: Any, user=None, iface: str = IFACE
+    ) -> subprocess.CompletedProcess:
         """Our Python client, in a process placed like the others; prints repr(reply) or the
         D-Bus error name and message, exit status 0/1."""
         code = (

@@ -111,8 +111,9 @@ def honest(sock: socket.socket, member: str, second) -> dict:
     for c in creds:
         if not wait_kick(sock):
             return {"timeout": "kick"}
-        sock.sendmsg([scm.CRED_BYTE],
-                     [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*c))])
+        sock.sendmsg(
+            [scm.CRED_BYTE], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*c))]
+        )
     try:
         first = recv(sock)[0]
         kind = method.result
@@ -161,8 +162,13 @@ def run_steps(sock: socket.socket, steps: list) -> list:
             anc.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*cred(c))))
         if step.get("rights"):
             smuggled = [os.open("/dev/null", os.O_RDONLY) for _ in range(step["rights"])]
-            anc.append((socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                        b"".join(fd.to_bytes(4, sys.byteorder) for fd in smuggled)))
+            anc.append(
+                (
+                    socket.SOL_SOCKET,
+                    socket.SCM_RIGHTS,
+                    b"".join(fd.to_bytes(4, sys.byteorder) for fd in smuggled),
+                )
+            )
         payload = bytes.fromhex(step.get("hex", "")) * step.get("repeat", 1)
         try:
             sock.sendmsg([payload], anc)

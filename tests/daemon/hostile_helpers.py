@@ -25,9 +25,22 @@ def fd_flags(pid: int) -> dict[int, int]:
 
 
 #: files whose *contents* a refused request must leave unchanged (besides every owner and mode)
-WATCHED = ("cgroup.procs", "tasks", "cgroup.threads", "notify_on_release", "cgroup.clone_children",
-           "pids.max", "cgroup.subtree_control", "cgroup.max.descendants", "cgroup.max.depth",
-           "cgroup.type", "cgroup.freeze", "freezer.state", "cpuset.cpus", "cpuset.mems")
+WATCHED = (
+    "cgroup.procs",
+    "tasks",
+    "cgroup.threads",
+    "notify_on_release",
+    "cgroup.clone_children",
+    "pids.max",
+    "cgroup.subtree_control",
+    "cgroup.max.descendants",
+    "cgroup.max.depth",
+    "cgroup.type",
+    "cgroup.freeze",
+    "freezer.state",
+    "cpuset.cpus",
+    "cpuset.mems",
+)
 
 
 def kernel_state(*dirs: str) -> dict:
@@ -54,7 +67,19 @@ def cgroups_of(pid: int) -> str:
         return f.read()
 
 
-FORBIDDEN_KEYS = ("release_agent", "notify_on_release", "cgroup.clone_children", "tasks",
-                  "cgroup.procs", "cgroup.threads", "../release_agent", "../../release_agent",
-                  "../../../release_agent", "/etc/passwd", "..", ".", "own/pids.max",
-                  "cgroup.sane_behavior")
+FORBIDDEN_KEYS = (
+    "release_agent",
+    "notify_on_release",
+    "cgroup.clone_children",
+    "tasks",
+    "cgroup.procs",
+    "cgroup.threads",
+    "../release_agent",
+    "../../release_agent",
+    "../../../release_agent",
+    "/etc/passwd",
+    "..",
+    ".",
+    "own/pids.max",
+    "cgroup.sane_behavior",
+)

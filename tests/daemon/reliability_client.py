@@ -238,8 +238,9 @@ def work(address: str, journal: str, tag: str, uid: int, gid: int, after: int) -
     ``after``: rounds after a reconnection, then stop; 0: stop when the connection is lost;
     -1: reconnect every time, until ``stop``."""
     j = Journal(journal)
-    sleeper = subprocess.Popen(["sleep", "3600"], user=uid, group=gid, extra_groups=[],
-                               preexec_fn=_die_with_parent)  # noqa: PLW1509 - single-threaded
+    sleeper = subprocess.Popen(
+        ["sleep", "3600"], user=uid, group=gid, extra_groups=[], preexec_fn=_die_with_parent
+    )  # noqa: PLW1509 - single-threaded
     j.write(ev="sleeper", pid=sleeper.pid)
     conn = connect(address, timeout=10)
     stop = False
@@ -336,8 +337,12 @@ def allowed_states(events: list[dict]) -> tuple[dict[str, dict[str, set]], set[s
         cg, op, ok = e["cg"], e["op"], e["seq"] in done
         inflight += not ok
         st = states.setdefault(cg, {"exists": {False}, "max": {"max"}, "uid": {0}})
-        new = {"create": ("exists", True), "remove": ("exists", False),
-               "set": ("max", str(e["arg"])), "chown": ("uid", e["arg"])}.get(op)
+        new = {
+            "create": ("exists", True),
+            "remove": ("exists", False),
+            "set": ("max", str(e["arg"])),
+            "chown": ("uid", e["arg"]),
+        }.get(op)
         if new is not None:
             key, value = new
             st[key] = {value} if ok else st[key] | {value}

@@ -23,8 +23,21 @@ def alive(place):
     assert place.py("Ping", "i", 0).returncode == 0
 
 
-HOSTILE_PATHS = ["..", "../x", "a/../../b", "a/..", "x\x01y", "a\nb", "n" * 256, "./a",
-                 "cgroup.procs", "pids.max", "tasks", "release_agent", "notify_on_release"]
+HOSTILE_PATHS = [
+    "..",
+    "../x",
+    "a/../../b",
+    "a/..",
+    "x\x01y",
+    "a\nb",
+    "n" * 256,
+    "./a",
+    "cgroup.procs",
+    "pids.max",
+    "tasks",
+    "release_agent",
+    "notify_on_release",
+]
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
@@ -45,16 +58,35 @@ def test_hostile_cgroup_names_change_nothing(place, path):
     alive(place)
 
 
-@pytest.mark.parametrize("key", ["../release_agent", "../../release_agent", "/etc/passwd", "..",
-                                 "a/b", "", "release_agent", "notify_on_release",
-                                 "cgroup.clone_children", "tasks", "cgroup.procs"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../release_agent",
+        "../../release_agent",
+        "/etc/passwd",
+        "..",
+        "a/b",
+        "",
+        "release_agent",
+        "notify_on_release",
+        "cgroup.clone_children",
+        "tasks",
+        "cgroup.procs",
+    ],
+)
 def test_hostile_keys_change_nothing(place, key):
     place.py("Create", "ss", "pids", "k")
     before = snapshot(place.path("pids"))
     agent = open(place.mounts["pids"] + "/release_agent").read()
     refused(place.py("SetValue", "ssss", "pids", "k", key, "/tmp/pwn"))
     refused(place.py("SetValue", "ssss", "pids", "", key, "1"))
-    if key not in ("release_agent", "notify_on_release", "cgroup.clone_children", "tasks", "cgroup.procs"):
+    if key not in (
+        "release_agent",
+        "notify_on_release",
+        "cgroup.clone_children",
+        "tasks",
+        "cgroup.procs",
+    ):
         refused(place.py("GetValue", "sss", "pids", "k", key))
     assert snapshot(place.path("pids")) == before
     assert open(place.mounts["pids"] + "/release_agent").read() == agent
@@ -69,7 +101,9 @@ def test_wrong_signature_is_invalid_args_and_creates_nothing(place):
     assert snapshot(place.path("pids")) == before
 
 
-@pytest.mark.parametrize("controller", ["", ",", "nope", "memory", "all,nope", "pids\x00", "x" * 5000])
+@pytest.mark.parametrize(
+    "controller", ["", ",", "nope", "memory", "all,nope", "pids\x00", "x" * 5000]
+)
 def test_bad_controllers(place, controller):
     before = snapshot(place.path("pids"))
     refused(place.py("Create", "ss", controller, "c"))
@@ -108,10 +142,12 @@ def test_listkeys_outside_the_callers_subtree_is_not_found(place):
 
 
 def test_user_cannot_reach_above_its_cgroup(place, test_user):
-    for m, sig, args in [("GetValue", "sss", ("pids", "/", "pids.max")),
-                         ("ListChildren", "ss", ("pids", "/")),
-                         ("GetTasks", "ss", ("pids", "/")),
-                         ("GetTasksRecursive", "ss", ("pids", "/"))]:
+    for m, sig, args in [
+        ("GetValue", "sss", ("pids", "/", "pids.max")),
+        ("ListChildren", "ss", ("pids", "/")),
+        ("GetTasks", "ss", ("pids", "/")),
+        ("GetTasksRecursive", "ss", ("pids", "/")),
+    ]:
         if m == "GetTasksRecursive":
             # missing/unreadable hierarchies are skipped, an unreachable one fails
             refused(place.py(m, sig, *args, user=test_user), "NotFound")
@@ -122,12 +158,15 @@ def test_user_cannot_reach_above_its_cgroup(place, test_user):
 def test_user_cannot_chown(place, test_user):
     place.py("Create", "ss", "pids", "c")
     place.py("Chown", "ssii", "pids", "c", test_user.uid, test_user.gid)
-    refused(place.py("Chown", "ssii", "pids", "c", test_user.uid, test_user.gid, user=test_user),
-            "NotPermitted")
+    refused(
+        place.py("Chown", "ssii", "pids", "c", test_user.uid, test_user.gid, user=test_user),
+        "NotPermitted",
+    )
 
 
 def test_oversized_message_drops_only_that_client(place):
     import sys
+
     code = (
         "from cgmanager.dbus.client import connect\n"
         f"c = connect({place.daemon.address!r})\n"
@@ -166,10 +205,13 @@ def test_client_disconnecting_mid_call(place):
         "os._exit(0)\n"
     )
     import sys
+
     assert place.run([sys.executable, "-c", code]).returncode == 0
     alive(place)
     # the request either completed whole or not at all
-    assert os.path.isdir(place.path("pids") + "/gone") or not os.path.exists(place.path("pids") + "/gone")
+    assert os.path.isdir(place.path("pids") + "/gone") or not os.path.exists(
+        place.path("pids") + "/gone"
+    )
 
 
 def test_a_client_exiting_right_after_its_request_is_not_judged_at_the_root(place):
@@ -204,6 +246,7 @@ def test_max_depth_counts_the_new_path(start_daemon, place, cgroots):
     depth_of_place = place.hp("pids").count("/")
     d = start_daemon("--max-depth", str(depth_of_place + 2))
     from dataclasses import replace
+
     p2 = replace(place, daemon=d)
     assert p2.py("Create", "ss", "pids", "a/b").returncode == 0
     refused(p2.py("Create", "ss", "pids", "a/b/c"), "LimitExceeded")

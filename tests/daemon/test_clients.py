@@ -38,7 +38,9 @@ def test_gdbus_sends_hello_first_and_works(place):
     out = ok(place.gdbus("ListControllers"))
     assert "'pids'" in out
     err = place.gdbus("GetValue", "pids", "gd", "../x")
-    assert err.returncode != 0 and "org.linuxcontainers.cgmanager.Error.InvalidArgument" in err.stderr
+    assert (
+        err.returncode != 0 and "org.linuxcontainers.cgmanager.Error.InvalidArgument" in err.stderr
+    )
 
 
 def test_busctl_needs_hello_as_first_message_and_works(place):
@@ -46,26 +48,54 @@ def test_busctl_needs_hello_as_first_message_and_works(place):
     assert ok(place.busctl("GetValue", "sss", "pids", "bc", "pids.max")).strip() == 's "max"'
     out = ok(place.busctl("GetTasks", "ss", "pids", "bc"))
     assert out.strip() == "ai 0"
-    out = ok(place.run(["busctl", f"--address={place.daemon.address}", "get-property",
-                        "org.linuxcontainers.cgmanager", OBJECT_PATH, INTERFACE, "api_version"]))
+    out = ok(
+        place.run(
+            [
+                "busctl",
+                f"--address={place.daemon.address}",
+                "get-property",
+                "org.linuxcontainers.cgmanager",
+                OBJECT_PATH,
+                INTERFACE,
+                "api_version",
+            ]
+        )
+    )
     assert out.strip() == f"i {API_VERSION}"
 
 
 def test_python_client(place):
     assert ast.literal_eval(ok(place.py("Create", "ss", "freezer", "pyc")).strip()) == (-1,)
-    state = ast.literal_eval(ok(place.py("GetValue", "sss", "freezer", "pyc", "freezer.state")).strip())
+    state = ast.literal_eval(
+        ok(place.py("GetValue", "sss", "freezer", "pyc", "freezer.state")).strip()
+    )
     assert state == ("THAWED",)
 
 
 def test_introspection_lists_every_method_as_the_original(place):
-    xml = ok(place.gdbus_introspect()) if hasattr(place, "gdbus_introspect") else ok(
-        place.run(["dbus-send", f"--address={place.daemon.address}", "--print-reply=literal",
-                   "--type=method_call", OBJECT_PATH, "org.freedesktop.DBus.Introspectable.Introspect"]))
-    xml = xml[xml.index("<"):]
+    xml = (
+        ok(place.gdbus_introspect())
+        if hasattr(place, "gdbus_introspect")
+        else ok(
+            place.run(
+                [
+                    "dbus-send",
+                    f"--address={place.daemon.address}",
+                    "--print-reply=literal",
+                    "--type=method_call",
+                    OBJECT_PATH,
+                    "org.freedesktop.DBus.Introspectable.Introspect",
+                ]
+            )
+        )
+    )
+    xml = xml[xml.index("<") :]
     root = ET.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", xml))
     [iface] = [i for i in root.findall("interface") if i.get("name") == INTERFACE]
     got = {
-        m.get("name"): [(a.get("name"), a.get("type"), a.get("direction") or "in") for a in m.findall("arg")]
+        m.get("name"): [
+            (a.get("name"), a.get("type"), a.get("direction") or "in") for a in m.findall("arg")
+        ]
         for m in iface.findall("method")
     }
     want = {
@@ -78,21 +108,66 @@ def test_introspection_lists_every_method_as_the_original(place):
     [prop] = iface.findall("property")
     assert (prop.get("name"), prop.get("type"), prop.get("access")) == ("api_version", "i", "read")
     names = {i.get("name") for i in root.findall("interface")}
-    assert {"org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Properties",
-            "org.freedesktop.DBus.Peer"} <= names
+    assert {
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
+        "org.freedesktop.DBus.Peer",
+    } <= names
 
 
 def test_properties_getall_and_read_only(place):
-    out = ok(place.gdbus_raw("org.freedesktop.DBus.Properties.GetAll", INTERFACE)) if hasattr(place, "gdbus_raw") else ok(
-        place.run(["gdbus", "call", "--address", place.daemon.address, "--dest", "org.x.y",
-                   "--object-path", OBJECT_PATH, "--method", "org.freedesktop.DBus.Properties.GetAll", INTERFACE]))
+    out = (
+        ok(place.gdbus_raw("org.freedesktop.DBus.Properties.GetAll", INTERFACE))
+        if hasattr(place, "gdbus_raw")
+        else ok(
+            place.run(
+                [
+                    "gdbus",
+                    "call",
+                    "--address",
+                    place.daemon.address,
+                    "--dest",
+                    "org.x.y",
+                    "--object-path",
+                    OBJECT_PATH,
+                    "--method",
+                    "org.freedesktop.DBus.Properties.GetAll",
+                    INTERFACE,
+                ]
+            )
+        )
+    )
     assert "'api_version': <10>" in out
-    cp = place.run(["gdbus", "call", "--address", place.daemon.address, "--dest", "org.x.y",
-                    "--object-path", OBJECT_PATH, "--method", "org.freedesktop.DBus.Properties.Set",
-                    INTERFACE, "api_version", "<11>"])
+    cp = place.run(
+        [
+            "gdbus",
+            "call",
+            "--address",
+            place.daemon.address,
+            "--dest",
+            "org.x.y",
+            "--object-path",
+            OBJECT_PATH,
+            "--method",
+            "org.freedesktop.DBus.Properties.Set",
+            INTERFACE,
+            "api_version",
+            "<11>",
+        ]
+    )
     assert cp.returncode != 0 and "PropertyReadOnly" in cp.stderr
 
 
 def test_peer_ping(place):
-    ok(place.run(["dbus-send", f"--address={place.daemon.address}", "--print-reply",
-                  "--type=method_call", OBJECT_PATH, "org.freedesktop.DBus.Peer.Ping"]))
+    ok(
+        place.run(
+            [
+                "dbus-send",
+                f"--address={place.daemon.address}",
+                "--print-reply",
+                "--type=method_call",
+                OBJECT_PATH,
+                "org.freedesktop.DBus.Peer.Ping",
+            ]
+        )
+    )

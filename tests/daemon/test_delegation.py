@@ -12,8 +12,6 @@ from .replies import ok, refused
 pytestmark = pytest.mark.t3
 
 
-
-
 def read(path):
     with open(path) as f:
         return f.read().strip()
@@ -32,8 +30,10 @@ def test_quota_on_delegated_v2_cgroups(start_daemon, place, test_user):
     ok(p.py("Create", "ss", "unified", "q/b", user=test_user))
     refused(p.py("Create", "ss", "unified", "q/c", user=test_user), "LimitExceeded")
     assert not os.path.exists(f"{base}/q/c")
-    refused(p.py("SetValue", "ssss", "unified", "q", "cgroup.max.descendants", "100", user=test_user),
-            "NotPermitted")
+    refused(
+        p.py("SetValue", "ssss", "unified", "q", "cgroup.max.descendants", "100", user=test_user),
+        "NotPermitted",
+    )
     # handing a cgroup to root is no delegation: no quota
     ok(p.py("Create", "ss", "unified", "r"))
     ok(p.py("Chown", "ssii", "unified", "r", 0, 0))
@@ -98,7 +98,14 @@ def test_root_may_hand_over_the_cgroup_it_sits_in(place, test_user):
     """0.42's nstest: Chown of the caller's own cgroup, with only the caller in it."""
     ok(place.py("Create", "ss", "pids", "mine"))
     code = CLIENT.format(addr=place.daemon.address)
-    cp = place.run([sys.executable, "-c", code, "MovePid:pids:mine:SELF",
-                    f"Chown:pids::{test_user.uid}:{test_user.gid}"])
+    cp = place.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "MovePid:pids:mine:SELF",
+            f"Chown:pids::{test_user.uid}:{test_user.gid}",
+        ]
+    )
     assert cp.returncode == 0, cp.stderr
     assert os.stat(place.path("pids") + "/mine").st_uid == test_user.uid

@@ -1,7 +1,6 @@
 """org.linuxcontainers.cgmanager1: freeze/thaw (waiting for the kernel), kill (v2
 cgroup.kill, v1 fallback), events and stat — under the same permission model as 0_0."""
 
-
 import pytest
 from kernel.helpers import wait_for
 
@@ -14,8 +13,6 @@ pytestmark = pytest.mark.t3
 
 def call(place, method, *args, user=None):
     return place.py(method, "ss", *args, user=user, iface=INTERFACE1)
-
-
 
 
 def sleepers(place, key, cgroup, n=2, user=None):

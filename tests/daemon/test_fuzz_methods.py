@@ -62,8 +62,17 @@ OBJ = "/org/linuxcontainers/cgmanager"
 IFACE0 = "org.linuxcontainers.cgmanager0_0"
 IFACE1 = "org.linuxcontainers.cgmanager1"
 ERR = "org.linuxcontainers.cgmanager.Error."
-KINDS = frozenset({"InvalidArgument", "NotFound", "NotPermitted", "Busy", "LimitExceeded",
-                   "KernelRejected", "Unsupported"})
+KINDS = frozenset(
+    {
+        "InvalidArgument",
+        "NotFound",
+        "NotPermitted",
+        "Busy",
+        "LimitExceeded",
+        "KernelRejected",
+        "Unsupported",
+    }
+)
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -77,22 +86,66 @@ PHASES = (Phase.explicit, Phase.generate)
 LOG_MARKERS = ("Traceback", "internal error", "(Failed:", "exception was never retrieved")
 
 #: methods that change nothing (their pid arguments may name the fuzz client itself)
-READ_ONLY = frozenset({"Ping", "GetPidCgroup", "GetPidCgroupAbs", "GetValue", "GetTasks",
-                       "GetTasksRecursive", "ListChildren", "ListControllers", "ListKeys",
-                       "GetEvents", "GetStat", "GetPidCgroupScm", "GetPidCgroupAbsScm",
-                       "GetValueScm", "GetTasksScm", "GetTasksRecursiveScm", "ListChildrenScm",
-                       "ListKeysScm"})
+READ_ONLY = frozenset(
+    {
+        "Ping",
+        "GetPidCgroup",
+        "GetPidCgroupAbs",
+        "GetValue",
+        "GetTasks",
+        "GetTasksRecursive",
+        "ListChildren",
+        "ListControllers",
+        "ListKeys",
+        "GetEvents",
+        "GetStat",
+        "GetPidCgroupScm",
+        "GetPidCgroupAbsScm",
+        "GetValueScm",
+        "GetTasksScm",
+        "GetTasksRecursiveScm",
+        "ListChildrenScm",
+        "ListKeysScm",
+    }
+)
 #: methods that may target the client's own cgroup without stopping, limiting or re-owning it;
 #: for every other (and every new) method such a target is replaced by a child
-BASE_OK = READ_ONLY | {"Create", "Remove", "Prune", "Thaw", "MovePid", "MovePidAbs", "CreateScm",
-                       "RemoveScm", "PruneScm", "MovePidScm", "MovePidAbsScm"}
-KNOWN = {IFACE0: {"Ping", "Create", "Remove", "Chown", "Chmod", "MovePid", "MovePidAbs",
-                  "GetValue", "SetValue", "ListKeys", "GetPidCgroup", "CreateScm", "MovePidScm",
-                  "ChownScm"},
-         IFACE1: {"Freeze", "Thaw", "Kill", "GetEvents", "GetStat"}}
+BASE_OK = READ_ONLY | {
+    "Create",
+    "Remove",
+    "Prune",
+    "Thaw",
+    "MovePid",
+    "MovePidAbs",
+    "CreateScm",
+    "RemoveScm",
+    "PruneScm",
+    "MovePidScm",
+    "MovePidAbsScm",
+}
+KNOWN = {
+    IFACE0: {
+        "Ping",
+        "Create",
+        "Remove",
+        "Chown",
+        "Chmod",
+        "MovePid",
+        "MovePidAbs",
+        "GetValue",
+        "SetValue",
+        "ListKeys",
+        "GetPidCgroup",
+        "CreateScm",
+        "MovePidScm",
+        "ChownScm",
+    },
+    IFACE1: {"Freeze", "Thaw", "Kill", "GetEvents", "GetStat"},
+}
 
 
 # -- what the daemon says it has ---------------------------------------------------------------
+
 
 def introspect(daemon) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(interface, method) -> in-arguments as (name, type), from the daemon itself."""
@@ -104,8 +157,10 @@ def introspect(daemon) -> dict[tuple[str, str], list[tuple[str, str]]]:
             continue
         for m in iface.findall("method"):
             out[(iface.get("name"), m.get("name"))] = [
-                (a.get("name"), a.get("type")) for a in m.findall("arg")
-                if a.get("direction", "in") == "in"]
+                (a.get("name"), a.get("type"))
+                for a in m.findall("arg")
+                if a.get("direction", "in") == "in"
+            ]
     return out
 
 
@@ -121,12 +176,18 @@ def test_introspection_lists_every_known_method(daemon):
 
 # -- the client process ------------------------------------------------------------------------
 
+
 class Worker:
     """The placed fuzz client: one process, one connection, JSON requests."""
 
     def __init__(self, place, user=None) -> None:
-        self.proc = place.spawn([sys.executable, "-c", WORKER, place.daemon.address], user=user,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = place.spawn(
+            [sys.executable, "-c", WORKER, place.daemon.address],
+            user=user,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.pid = self.ask({"op": "pid"})["pid"]
 
     def ask(self, req: dict, timeout: float = 60.0) -> dict:
@@ -141,8 +202,9 @@ class Worker:
         return json.loads(line)
 
     def call(self, iface: str, member: str, sig: str, *args: Any) -> dict:
-        return self.ask({"op": "call", "iface": iface, "member": member, "sig": sig,
-                         "args": list(args)})
+        return self.ask(
+            {"op": "call", "iface": iface, "member": member, "sig": sig, "args": list(args)}
+        )
 
 
 class Sleepers:
@@ -176,42 +238,149 @@ class Sleepers:
 
 # -- generators --------------------------------------------------------------------------------
 
+
 def _text(max_size: int) -> st.SearchStrategy[str]:
     # D-Bus strings are UTF-8 without NUL: anything else is the codec's business (test_codec)
-    return st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
-                   max_size=max_size)
+    return st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=max_size
+    )
 
 
-CONTROL_FILES = ["tasks", "cgroup.procs", "cgroup.threads", "release_agent", "notify_on_release",
-                 "cgroup.clone_children", "cgroup.subtree_control", "cgroup.controllers",
-                 "cgroup.freeze", "cgroup.kill", "cgroup.type", "cgroup.events", "cgroup.stat",
-                 "cgroup.max.depth", "cgroup.max.descendants", "cgroup.pressure",
-                 "cgroup.sane_behavior", "pids.max", "pids.current", "freezer.state",
-                 "cpu.shares", "cpu.cfs_quota_us", "cpuset.cpus", "cpuset.mems",
-                 "devices.allow", "devices.deny", "devices.list", "blkio.weight",
-                 "memory.limit_in_bytes", "memory.max", "hugetlb.2MB.limit_in_bytes",
-                 "hugetlb.2MB.max", "cpuacct.usage", ".cgm_leaf"]
-ODD_NAMES = ["a", "b", "fz", "x y", "ü", "🙂", "a..b", "...", "-", "~", "*", "a\\b", "%s%n",
-             "$HOME", "\u202e", "\ufeff", "\u2028", "ａ", "e\u0301", "all", "pids,cpu",
-             "name=systemd", "a\nb", "\n", "\x01", "\x7f", "\t", "\r", "\x1b[31m", " ", "a:b"]
-SPELLINGS = ["", "/", "//", "///", ".", "..", "./", "../", "/.", "/..", "a/.", "a/..",
-             "a/../..", "../x", "./a", "a/./b", "a//b", "/a", "a/", "/a/", "a/b", "a/b/c",
-             "../../../../../../etc", "/../../x", ".cgm_leaf", "a/.cgm_leaf", "fz"]
-LONG = ["n" * 255, "n" * 256, "ü" * 128, "/".join(["d"] * 17), "/".join(["d"] * 40),
-        "x" * 4097, "a/" * 2000, "/" * 5000]
+CONTROL_FILES = [
+    "tasks",
+    "cgroup.procs",
+    "cgroup.threads",
+    "release_agent",
+    "notify_on_release",
+    "cgroup.clone_children",
+    "cgroup.subtree_control",
+    "cgroup.controllers",
+    "cgroup.freeze",
+    "cgroup.kill",
+    "cgroup.type",
+    "cgroup.events",
+    "cgroup.stat",
+    "cgroup.max.depth",
+    "cgroup.max.descendants",
+    "cgroup.pressure",
+    "cgroup.sane_behavior",
+    "pids.max",
+    "pids.current",
+    "freezer.state",
+    "cpu.shares",
+    "cpu.cfs_quota_us",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "devices.allow",
+    "devices.deny",
+    "devices.list",
+    "blkio.weight",
+    "memory.limit_in_bytes",
+    "memory.max",
+    "hugetlb.2MB.limit_in_bytes",
+    "hugetlb.2MB.max",
+    "cpuacct.usage",
+    ".cgm_leaf",
+]
+ODD_NAMES = [
+    "a",
+    "b",
+    "fz",
+    "x y",
+    "ü",
+    "🙂",
+    "a..b",
+    "...",
+    "-",
+    "~",
+    "*",
+    "a\\b",
+    "%s%n",
+    "$HOME",
+    "\u202e",
+    "\ufeff",
+    "\u2028",
+    "ａ",
+    "e\u0301",
+    "all",
+    "pids,cpu",
+    "name=systemd",
+    "a\nb",
+    "\n",
+    "\x01",
+    "\x7f",
+    "\t",
+    "\r",
+    "\x1b[31m",
+    " ",
+    "a:b",
+]
+SPELLINGS = [
+    "",
+    "/",
+    "//",
+    "///",
+    ".",
+    "..",
+    "./",
+    "../",
+    "/.",
+    "/..",
+    "a/.",
+    "a/..",
+    "a/../..",
+    "../x",
+    "./a",
+    "a/./b",
+    "a//b",
+    "/a",
+    "a/",
+    "/a/",
+    "a/b",
+    "a/b/c",
+    "../../../../../../etc",
+    "/../../x",
+    ".cgm_leaf",
+    "a/.cgm_leaf",
+    "fz",
+]
+LONG = [
+    "n" * 255,
+    "n" * 256,
+    "ü" * 128,
+    "/".join(["d"] * 17),
+    "/".join(["d"] * 40),
+    "x" * 4097,
+    "a/" * 2000,
+    "/" * 5000,
+]
 
 
 #: (controller, key, value) that belong together, for GetValue/SetValue-like methods
-KNOBS = [("pids", "pids.max", "5"), ("pids", "pids.max", "max"), ("pids", "pids.current", "1"),
-         ("freezer", "freezer.state", "FROZEN"), ("freezer", "freezer.state", "THAWED"),
-         ("unified", "cgroup.freeze", "1"), ("unified", "cgroup.freeze", "0"),
-         ("unified", "cgroup.max.depth", "3"), ("unified", "cgroup.subtree_control", "+hugetlb"),
-         ("unified", "cgroup.type", "threaded"), ("cpuset", "cpuset.cpus", "0"),
-         ("cpu", "cpu.shares", "512"), ("cpu", "cpu.cfs_quota_us", "50000"),
-         ("devices", "devices.deny", "c 1:3 rwm"), ("blkio", "blkio.weight", "500"),
-         ("pids", "tasks", "1"), ("pids", "cgroup.procs", "1"), ("pids", "release_agent", "/x"),
-         ("pids", "notify_on_release", "1"), ("cpuset", "cgroup.clone_children", "1"),
-         ("pids", "memory.limit_in_bytes", "1M"), ("unified", "memory.max", "1M")]
+KNOBS = [
+    ("pids", "pids.max", "5"),
+    ("pids", "pids.max", "max"),
+    ("pids", "pids.current", "1"),
+    ("freezer", "freezer.state", "FROZEN"),
+    ("freezer", "freezer.state", "THAWED"),
+    ("unified", "cgroup.freeze", "1"),
+    ("unified", "cgroup.freeze", "0"),
+    ("unified", "cgroup.max.depth", "3"),
+    ("unified", "cgroup.subtree_control", "+hugetlb"),
+    ("unified", "cgroup.type", "threaded"),
+    ("cpuset", "cpuset.cpus", "0"),
+    ("cpu", "cpu.shares", "512"),
+    ("cpu", "cpu.cfs_quota_us", "50000"),
+    ("devices", "devices.deny", "c 1:3 rwm"),
+    ("blkio", "blkio.weight", "500"),
+    ("pids", "tasks", "1"),
+    ("pids", "cgroup.procs", "1"),
+    ("pids", "release_agent", "/x"),
+    ("pids", "notify_on_release", "1"),
+    ("cpuset", "cgroup.clone_children", "1"),
+    ("pids", "memory.limit_in_bytes", "1M"),
+    ("unified", "memory.max", "1M"),
+]
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
@@ -228,17 +397,34 @@ def paths(hps: Iterable[str]) -> st.SearchStrategy[str]:
     absolute = []
     for hp in hps:
         parent = os.path.dirname(hp)
-        absolute += [hp, hp + "/", "/" + hp, hp.lstrip("/"), hp + "2", hp[:-1], parent,
-                     parent + "/", hp + "/a", hp + "/fz", hp + "/..", hp + "/../x",
-                     hp + "/.cgm_leaf", parent + "/" + os.path.basename(hp) + "x"]
+        absolute += [
+            hp,
+            hp + "/",
+            "/" + hp,
+            hp.lstrip("/"),
+            hp + "2",
+            hp[:-1],
+            parent,
+            parent + "/",
+            hp + "/a",
+            hp + "/fz",
+            hp + "/..",
+            hp + "/../x",
+            hp + "/.cgm_leaf",
+            parent + "/" + os.path.basename(hp) + "x",
+        ]
     piece = st.sampled_from(ODD_NAMES + CONTROL_FILES + SPELLINGS) | _text(12)
     return weighted(
         (3, st.sampled_from(SPELLINGS)),
         (4, st.sampled_from(["a", "b", "fz", "a/b", "x y", "ü", "/", ""])),
         (3, st.lists(piece, min_size=1, max_size=5).map("/".join)),
-        (2, st.tuples(st.sampled_from(absolute),
-                      st.sampled_from(["", "/", "/a", "/fz", "/..", "2", "//a", "/a/b"]))
-         .map("".join)),
+        (
+            2,
+            st.tuples(
+                st.sampled_from(absolute),
+                st.sampled_from(["", "/", "/a", "/fz", "/..", "2", "//a", "/a/b"]),
+            ).map("".join),
+        ),
         (1, st.sampled_from(LONG)),
         (1, _text(60)),
     )
@@ -247,31 +433,107 @@ def paths(hps: Iterable[str]) -> st.SearchStrategy[str]:
 def keys() -> st.SearchStrategy[str]:
     return weighted(
         (4, st.sampled_from(CONTROL_FILES)),
-        (2, st.sampled_from(["", ".", "..", "../release_agent", "../../release_agent",
-                             "../../../release_agent", "/etc/passwd", "a/b", "pids.max/",
-                             "pids.max\n", " pids.max", "PIDS.MAX",
-                             "pids", "cgroup.", "k" * 256, "k" * 5000, "tasks/../tasks"])),
-        (1, st.tuples(st.sampled_from(CONTROL_FILES), st.sampled_from(["", "/", "\n", "x", ".."]))
-         .map("".join)),
+        (
+            2,
+            st.sampled_from(
+                [
+                    "",
+                    ".",
+                    "..",
+                    "../release_agent",
+                    "../../release_agent",
+                    "../../../release_agent",
+                    "/etc/passwd",
+                    "a/b",
+                    "pids.max/",
+                    "pids.max\n",
+                    " pids.max",
+                    "PIDS.MAX",
+                    "pids",
+                    "cgroup.",
+                    "k" * 256,
+                    "k" * 5000,
+                    "tasks/../tasks",
+                ]
+            ),
+        ),
+        (
+            1,
+            st.tuples(
+                st.sampled_from(CONTROL_FILES), st.sampled_from(["", "/", "\n", "x", ".."])
+            ).map("".join),
+        ),
         (1, _text(30)),
     )
 
 
 def values() -> st.SearchStrategy[str]:
     return weighted(
-        (3, st.sampled_from(["1", "0", "-1", "2", "max", "FROZEN", "THAWED", "FREEZING",
-                             "+hugetlb", "-hugetlb", "+pids", "threaded", "domain", "a *:* rwm",
-                             "c 1:3 r", "0-1", "0", "", "\n", "1\n2", "9" * 30, "-9" * 30,
-                             "lots", "100000 100000", str(INT_MAX), str(INT_MIN),
-                             "18446744073709551615", "v" * 5000])),
+        (
+            3,
+            st.sampled_from(
+                [
+                    "1",
+                    "0",
+                    "-1",
+                    "2",
+                    "max",
+                    "FROZEN",
+                    "THAWED",
+                    "FREEZING",
+                    "+hugetlb",
+                    "-hugetlb",
+                    "+pids",
+                    "threaded",
+                    "domain",
+                    "a *:* rwm",
+                    "c 1:3 r",
+                    "0-1",
+                    "0",
+                    "",
+                    "\n",
+                    "1\n2",
+                    "9" * 30,
+                    "-9" * 30,
+                    "lots",
+                    "100000 100000",
+                    str(INT_MAX),
+                    str(INT_MIN),
+                    "18446744073709551615",
+                    "v" * 5000,
+                ]
+            ),
+        ),
         (1, _text(40)),
     )
 
 
 def controllers(served: list[str]) -> st.SearchStrategy[str]:
-    hostile = ["", ",", ",,", "memory", "memory,pids", "pids,memory", "nope", "name=nope",
-               "name=", "=", "pids,pids", ",pids", "pids,", " pids", "PIDS", "cpu,cpuacct",
-               "cpuacct,cpu", "all,pids", "pids\n", "c" * 300, "*", "unified,pids", "systemd"]
+    hostile = [
+        "",
+        ",",
+        ",,",
+        "memory",
+        "memory,pids",
+        "pids,memory",
+        "nope",
+        "name=nope",
+        "name=",
+        "=",
+        "pids,pids",
+        ",pids",
+        "pids,",
+        " pids",
+        "PIDS",
+        "cpu,cpuacct",
+        "cpuacct,cpu",
+        "all,pids",
+        "pids\n",
+        "c" * 300,
+        "*",
+        "unified,pids",
+        "systemd",
+    ]
     return weighted(
         (5, st.sampled_from(served)),
         (2, st.just("all")),
@@ -295,17 +557,46 @@ def pids() -> st.SearchStrategy[tuple]:
 
 
 def ids(extra: list[int]) -> st.SearchStrategy[int]:
-    return st.one_of(st.sampled_from([0, -1, -2, 65534, 65535, 1000, 100000, INT_MAX, INT_MIN,
-                                      *extra]),
-                     st.integers(INT_MIN, INT_MAX))
+    return st.one_of(
+        st.sampled_from([0, -1, -2, 65534, 65535, 1000, 100000, INT_MAX, INT_MIN, *extra]),
+        st.integers(INT_MIN, INT_MAX),
+    )
 
 
-MODES = st.one_of(st.sampled_from([0, 0o777, 0o755, 0o644, 0o600, 0o4777, 0o2755, 0o1777,
-                                   0o7777, 0o10000, 0o100644, -1, INT_MAX, INT_MIN]),
-                  st.integers(INT_MIN, INT_MAX))
+MODES = st.one_of(
+    st.sampled_from(
+        [
+            0,
+            0o777,
+            0o755,
+            0o644,
+            0o600,
+            0o4777,
+            0o2755,
+            0o1777,
+            0o7777,
+            0o10000,
+            0o100644,
+            -1,
+            INT_MAX,
+            INT_MIN,
+        ]
+    ),
+    st.integers(INT_MIN, INT_MAX),
+)
 ANY_INT = st.one_of(st.sampled_from([0, 1, -1, 2, INT_MAX, INT_MIN]), st.integers(INT_MIN, INT_MAX))
-FD_KINDS = ["dgram", "dgram", "dgram", "stream", "seqpacket", "unbound_dgram", "inet_dgram",
-            "pipe", "devnull", "dir"]
+FD_KINDS = [
+    "dgram",
+    "dgram",
+    "dgram",
+    "stream",
+    "seqpacket",
+    "unbound_dgram",
+    "inet_dgram",
+    "pipe",
+    "devnull",
+    "dir",
+]
 
 
 @dataclass
@@ -340,8 +631,15 @@ class Context:
             ("controller", "s"): ["pids", "freezer", "unified", "cpuset", "all", "pids,freezer"],
             ("controllers", "s"): ["pids", "freezer", "all", "pids,freezer"],
             ("cgroup", "s"): ["a", "b", "fz", "a/b", "n", "a/n", *(hp + "/a" for hp in self.hps)],
-            ("key", "s"): ["pids.max", "freezer.state", "cgroup.freeze", "cgroup.procs", "tasks",
-                           "cgroup.subtree_control", "cpuset.cpus"],
+            ("key", "s"): [
+                "pids.max",
+                "freezer.state",
+                "cgroup.freeze",
+                "cgroup.procs",
+                "tasks",
+                "cgroup.subtree_control",
+                "cpuset.cpus",
+            ],
             ("file", "s"): ["", "tasks", "cgroup.procs", "pids.max"],
             ("value", "s"): ["1", "0", "max", "FROZEN", "THAWED", "5"],
             ("uid", "i"): [0, *self.id_extra[:1]],
@@ -353,8 +651,11 @@ class Context:
             slot = st.integers(0, 7).map(lambda i: {"pid": ("slot", i)})
             return slot if sig == "i" else st.lists(slot, min_size=1, max_size=2)
         if name == "values" and sig == "a{ss}":
-            return st.dictionaries(st.sampled_from(table[("key", "s")]),
-                                   st.sampled_from(table[("value", "s")]), max_size=2)
+            return st.dictionaries(
+                st.sampled_from(table[("key", "s")]),
+                st.sampled_from(table[("value", "s")]),
+                max_size=2,
+            )
         values = table.get((name, sig))
         return None if values is None else st.sampled_from(values)
 
@@ -362,8 +663,12 @@ class Context:
         if sig == "s":
             if name.startswith("controller"):
                 return controllers(self.served)
-            return {"cgroup": paths(self.hps), "key": keys(), "file": st.one_of(keys(), st.just("")),
-                    "value": values()}.get(name, st.one_of(paths(self.hps), keys(), values()))
+            return {
+                "cgroup": paths(self.hps),
+                "key": keys(),
+                "file": st.one_of(keys(), st.just("")),
+                "value": values(),
+            }.get(name, st.one_of(paths(self.hps), keys(), values()))
         if sig == "i":
             if name in ("uid", "gid"):
                 return ids(self.id_extra)
@@ -378,8 +683,10 @@ class Context:
             return st.dictionaries(keys(), self.hostile(member, "value", sig[3:-1]), max_size=4)
         if sig.startswith("a") and sig[1:] in ("s", "i"):
             return st.lists(self.hostile(member, name, sig[1:]), max_size=4)
-        raise AssertionError(f"{member}: no generator for argument {name!r} of type {sig!r};"
-                             " teach test_fuzz_methods.py about it")
+        raise AssertionError(
+            f"{member}: no generator for argument {name!r} of type {sig!r};"
+            " teach test_fuzz_methods.py about it"
+        )
 
     def calls(self, item) -> st.SearchStrategy[Call]:
         """Calls of one method with generated arguments of its own signature."""
@@ -390,8 +697,11 @@ class Context:
         if {"controller", "key"} <= set(names):
             # a knob only exists in its own hierarchy: sometimes draw the three together
             coherent = st.tuples(independent, st.sampled_from(KNOBS)).map(
-                lambda vk: tuple(dict(zip(("controller", "key", "value"), vk[1])).get(n, v)
-                                 for n, v in zip(names, vk[0], strict=True)))
+                lambda vk: tuple(
+                    dict(zip(("controller", "key", "value"), vk[1])).get(n, v)
+                    for n, v in zip(names, vk[0], strict=True)
+                )
+            )
             independent = weighted((2, independent), (1, coherent))
         return independent.map(lambda vals: Call(iface, member, sig, list(vals), names))
 
@@ -414,20 +724,30 @@ class Context:
 
             def build(pairs) -> Call:
                 sig = "".join(s for s, _ in pairs)
-                return Call(iface, member, sig, [v for _, v in pairs], ["?"] * len(pairs),
-                            wrong=sig != real)
+                return Call(
+                    iface, member, sig, [v for _, v in pairs], ["?"] * len(pairs), wrong=sig != real
+                )
+
             return st.lists(typed, max_size=5).map(build)
 
         # member names must be valid (an invalid one is a malformed message: the codec's case)
-        unknown = st.tuples(st.sampled_from([IFACE0, IFACE1]),
-                            st.sampled_from(["NoSuchMethod", "ping", "Create2", "_Create",
-                                             "Freeze", "CreateScm"])).map(
-            lambda im: Call(im[0], im[1], "", [], [], wrong=(im not in methods or bool(methods[im]))))
-        return st.one_of(st.sampled_from(sorted(methods.items())).flatmap(wrong),
-                         st.sampled_from(sorted(methods.items())).flatmap(wrong), unknown)
+        unknown = st.tuples(
+            st.sampled_from([IFACE0, IFACE1]),
+            st.sampled_from(["NoSuchMethod", "ping", "Create2", "_Create", "Freeze", "CreateScm"]),
+        ).map(
+            lambda im: Call(
+                im[0], im[1], "", [], [], wrong=(im not in methods or bool(methods[im]))
+            )
+        )
+        return st.one_of(
+            st.sampled_from(sorted(methods.items())).flatmap(wrong),
+            st.sampled_from(sorted(methods.items())).flatmap(wrong),
+            unknown,
+        )
 
 
 # -- the checks --------------------------------------------------------------------------------
+
 
 def _exiting(pid: int) -> bool:
     """PF_EXITING in /proc/<pid>/stat's flags (or the process is gone)."""
@@ -446,8 +766,16 @@ def _components(path: str) -> tuple[str, ...]:
 class Fuzzer:
     """Runs one example and checks every invariant (module docstring)."""
 
-    def __init__(self, place, worker: Worker, sleepers: Sleepers, *, root: bool,
-                 protected: list[str] = (), protected_pids: list[int] = ()) -> None:
+    def __init__(
+        self,
+        place,
+        worker: Worker,
+        sleepers: Sleepers,
+        *,
+        root: bool,
+        protected: list[str] = (),
+        protected_pids: list[int] = (),
+    ) -> None:
         self.place = place
         self.daemon = place.daemon
         self.worker = worker
@@ -486,8 +814,13 @@ class Fuzzer:
                 st_ = os.lstat(p)
                 state[p] = (st_.st_uid, st_.st_gid, st_.st_mode)
                 # (the v2 root's cgroup.subtree_control is other runs' global +hugetlb toggle)
-                if n in ("release_agent", "notify_on_release", "cgroup.clone_children",
-                         "cgroup.max.depth", "cgroup.max.descendants"):
+                if n in (
+                    "release_agent",
+                    "notify_on_release",
+                    "cgroup.clone_children",
+                    "cgroup.max.depth",
+                    "cgroup.max.descendants",
+                ):
                     with open(p) as f:
                         state[p + ":content"] = f.read()
         for p in self.protected:
@@ -541,8 +874,14 @@ class Fuzzer:
         """The arguments actually sent: pid tokens made pids, and the safety rules applied
         (module docstring) to every string that may name a cgroup."""
         mutating = call.member not in READ_ONLY
-        hierarchy = next((a for n, a in zip(call.names, call.args, strict=True)
-                          if n == "controller" and a in self.place.dirs), None)
+        hierarchy = next(
+            (
+                a
+                for n, a in zip(call.names, call.args, strict=True)
+                if n == "controller" and a in self.place.dirs
+            ),
+            None,
+        )
 
         def fix(name: str, a):
             if isinstance(a, dict) and set(a) == {"pid"}:
@@ -551,8 +890,12 @@ class Fuzzer:
                 return [fix(name, x) for x in a]
             if isinstance(a, dict):
                 return {k: fix(name, v) for k, v in a.items()}
-            if (not isinstance(a, str) or call.wrong or name.startswith("controller")
-                    or name in ("key", "file", "value", "values")):
+            if (
+                not isinstance(a, str)
+                or call.wrong
+                or name.startswith("controller")
+                or name in ("key", "file", "value", "values")
+            ):
                 return a
             if call.member not in BASE_OK and _components(a) in self.base_spellings:
                 return "fz"  # never freeze, kill, limit or re-own the client's own cgroup
@@ -605,8 +948,16 @@ class Fuzzer:
         if extra.pop("skip", False):
             args[-1] = {"fd": "pipe"}
         t0 = time.monotonic()
-        reply = self.worker.ask({"op": "call", "iface": call.iface, "member": call.member,
-                                 "sig": call.sig, "args": args, **extra})
+        reply = self.worker.ask(
+            {
+                "op": "call",
+                "iface": call.iface,
+                "member": call.member,
+                "sig": call.sig,
+                "args": args,
+                **extra,
+            }
+        )
         where = f"{call} sent as {args!r}"
         self.slowest = max(self.slowest, (round(time.monotonic() - t0, 2), where[:300]))
         self._check_reply(call, reply, where)
@@ -615,8 +966,9 @@ class Fuzzer:
         assert self.daemon.popen.poll() is None, f"the daemon died after {where}"
         after = self.outside()
         if after != self.before:
-            changed = sorted(k for k in set(after) | set(self.before)
-                             if after.get(k) != self.before.get(k))
+            changed = sorted(
+                k for k in set(after) | set(self.before) if after.get(k) != self.before.get(k)
+            )
             raise AssertionError(f"{where} changed something outside the place: {changed[:10]}")
         self.check_processes()
         log = self.new_log()
@@ -639,11 +991,10 @@ class Fuzzer:
         if call.wrong:
             assert name in (INVALID_ARGS, UNKNOWN_METHOD), f"{where}: {reply}"
         else:
-            assert name.startswith(ERR) and name[len(ERR):] in KINDS, f"{where}: {reply}"
+            assert name.startswith(ERR) and name[len(ERR) :] in KINDS, f"{where}: {reply}"
 
 
-def fuzz(fz: Fuzzer, methods: dict, ctx: Context, per_method: int, wrong: int,
-         label: str) -> None:
+def fuzz(fz: Fuzzer, methods: dict, ctx: Context, per_method: int, wrong: int, label: str) -> None:
     """*per_method* examples of every method, then *wrong* calls with wrong signatures."""
     started = time.monotonic()
     for item in sorted(methods.items()):
@@ -656,8 +1007,13 @@ def fuzz(fz: Fuzzer, methods: dict, ctx: Context, per_method: int, wrong: int,
 
 
 def run_examples(fz: Fuzzer, strategy: st.SearchStrategy[Call], n: int) -> None:
-    @settings(max_examples=examples(n), deadline=None, database=None, phases=PHASES,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples(n),
+        deadline=None,
+        database=None,
+        phases=PHASES,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def one(call: Call) -> None:
         fz.run(call)
@@ -665,13 +1021,25 @@ def run_examples(fz: Fuzzer, strategy: st.SearchStrategy[Call], n: int) -> None:
     one()
 
 
-def report(label: str, members: Counter, stats: Counter, seconds: float,
-           returns: Counter | None = None, slowest: tuple = ()) -> None:
+def report(
+    label: str,
+    members: Counter,
+    stats: Counter,
+    seconds: float,
+    returns: Counter | None = None,
+    slowest: tuple = (),
+) -> None:
     """Numbers for docs/FUZZING.md: printed, and appended to $CGM_FUZZ_REPORT if set.
     per_method: examples (and, for the method fuzzers, how many of them succeeded)."""
     per = {m: [n, returns[m]] if returns is not None else n for m, n in sorted(members.items())}
-    line = {"test": label, "examples": sum(members.values()), "seconds": round(seconds, 1),
-            "outcomes": dict(stats), "slowest_call": slowest, "per_method": per}
+    line = {
+        "test": label,
+        "examples": sum(members.values()),
+        "seconds": round(seconds, 1),
+        "outcomes": dict(stats),
+        "slowest_call": slowest,
+        "per_method": per,
+    }
     print(json.dumps(line))
     out = os.environ.get("CGM_FUZZ_REPORT")
     if out:
@@ -681,8 +1049,10 @@ def report(label: str, members: Counter, stats: Counter, seconds: float,
 
 # -- the method fuzzers --------------------------------------------------------------------
 
+
 def _served_names(place, cgroots) -> list[str]:
     from cgmanager.hierarchy import discover_host
+
     layout = discover_host()
     names = []
     for key in place.dirs:
@@ -701,8 +1071,11 @@ def test_fuzz_every_method_as_root(place, cgroots, test_user):
     worker = Worker(place)
     _prepare(worker)
     sleepers = Sleepers(place, [None, None, test_user])
-    ctx = Context(_served_names(place, cgroots), [place.hp(k) for k in place.dirs],
-                  [test_user.uid, test_user.gid])
+    ctx = Context(
+        _served_names(place, cgroots),
+        [place.hp(k) for k in place.dirs],
+        [test_user.uid, test_user.gid],
+    )
     fz = Fuzzer(place, worker, sleepers, root=True)
     fuzz(fz, methods, ctx, 20, 100, "methods as root")
 
@@ -723,11 +1096,15 @@ def test_fuzz_every_method_as_user(place, cgroots, test_user):
     worker = Worker(place, user=test_user)
     _prepare(worker)
     sleepers = Sleepers(place, [test_user, test_user])
-    ctx = Context(_served_names(place, cgroots), [place.hp(k) for k in place.dirs],
-                  [uid, gid])
-    fz = Fuzzer(place, worker, sleepers, root=False,
-                protected=[os.path.join(d, "r") for d in place.dirs.values()],
-                protected_pids=[*root_sleepers.alive_pids(), root_client.pid])
+    ctx = Context(_served_names(place, cgroots), [place.hp(k) for k in place.dirs], [uid, gid])
+    fz = Fuzzer(
+        place,
+        worker,
+        sleepers,
+        root=False,
+        protected=[os.path.join(d, "r") for d in place.dirs.values()],
+        protected_pids=[*root_sleepers.alive_pids(), root_client.pid],
+    )
     fuzz(fz, methods, ctx, 12, 60, "methods as user")
     assert fz.stats["NotPermitted"] > 0
 
@@ -742,6 +1119,7 @@ AUDIT_OK = re.compile(r"audit: proxy .*\): ok( |$)", re.M)
 def _wanted(member: str) -> int:
     """How many credentials the daemon waits for."""
     from cgmanager import scm
+
     return 1 if scm.BY_NAME[member].second == scm.Second.NONE else 2
 
 
@@ -751,26 +1129,42 @@ def scripts(member: str) -> st.SearchStrategy[list[dict]]:
     oversized payload, no credential (the kernel then attaches the sender's own: SO_PASSCRED),
     two, or a forged one, smuggle fds — or the client stalls, or closes its end."""
     payload = st.one_of(
-        st.just("70"), st.just("70"), st.just(""), st.just("00"),
+        st.just("70"),
+        st.just("70"),
+        st.just(""),
+        st.just("00"),
         st.binary(min_size=1, max_size=64).map(bytes.hex),
     ).map(lambda h: {"hex": h})
     oversized = st.sampled_from([{"hex": "70", "repeat": 65536}, {"hex": "00", "repeat": 200000}])
     datagram = st.tuples(
         st.one_of(payload, payload, oversized),
-        st.fixed_dictionaries({
-            "wait": st.sampled_from([True, True, False]),
-            "creds": st.sampled_from([["honest"], ["honest"], [], ["forged", "honest"],
-                                      ["forged"], ["honest", "forged"]]),
-            "rights": st.sampled_from([0, 0, 0, 0, 1, 3]),
-        }),
+        st.fixed_dictionaries(
+            {
+                "wait": st.sampled_from([True, True, False]),
+                "creds": st.sampled_from(
+                    [
+                        ["honest"],
+                        ["honest"],
+                        [],
+                        ["forged", "honest"],
+                        ["forged"],
+                        ["honest", "forged"],
+                    ]
+                ),
+                "rights": st.sampled_from([0, 0, 0, 0, 1, 3]),
+            }
+        ),
     ).map(lambda pd: {**pd[0], **pd[1]})
     # (one_of would favour the two constant branches: weigh explicitly)
     any_step = st.integers(0, 9).flatmap(
-        lambda k: st.just({"stall": True}) if k == 0 else st.just({"close": True}) if k == 1
-        else datagram)
+        lambda k: (
+            st.just({"stall": True}) if k == 0 else st.just({"close": True}) if k == 1 else datagram
+        )
+    )
     wanted = _wanted(member)
-    return st.tuples(st.lists(any_step, min_size=wanted, max_size=wanted),
-                     st.lists(any_step, max_size=2)).map(lambda t: t[0] + t[1])
+    return st.tuples(
+        st.lists(any_step, min_size=wanted, max_size=wanted), st.lists(any_step, max_size=2)
+    ).map(lambda t: t[0] + t[1])
 
 
 class ScmFuzzer(Fuzzer):
@@ -816,16 +1210,35 @@ class ScmFuzzer(Fuzzer):
         """Arguments with which the request would succeed if the client behaved."""
         self.n += 1
         n = self.n
-        target = {"CreateScm": f"t/c{n}", "RemoveScm": f"r{n}", "RemoveOnEmptyScm": f"e{n}",
-                  "MovePidScm": "m" if self.root else "", "GetTasksScm": "m",
-                  "MovePidAbsScm": "/m" if self.root else "/"}.get(member, "t")
+        target = {
+            "CreateScm": f"t/c{n}",
+            "RemoveScm": f"r{n}",
+            "RemoveOnEmptyScm": f"e{n}",
+            "MovePidScm": "m" if self.root else "",
+            "GetTasksScm": "m",
+            "MovePidAbsScm": "/m" if self.root else "/",
+        }.get(member, "t")
         if member in ("RemoveScm", "RemoveOnEmptyScm"):
             assert "ok" in self.worker.call(IFACE0, "Create", "ss", controller, target)
-        if member in ("GetValueScm", "SetValueScm", "ListChildrenScm", "ListKeysScm",
-                      "GetTasksScm", "GetPidCgroupScm", "GetPidCgroupAbsScm"):
+        if member in (
+            "GetValueScm",
+            "SetValueScm",
+            "ListChildrenScm",
+            "ListKeysScm",
+            "GetTasksScm",
+            "GetPidCgroupScm",
+            "GetPidCgroupAbsScm",
+        ):
             controller = "pids"  # one hierarchy only
-        fixed = {"controller": controller, "cgroup": target, "key": "pids.max", "file": "tasks",
-                 "value": str(n), "mode": 0o644, "recursive": 1}
+        fixed = {
+            "controller": controller,
+            "cgroup": target,
+            "key": "pids.max",
+            "file": "tasks",
+            "value": str(n),
+            "mode": 0o644,
+            "recursive": 1,
+        }
         args = self.methods[(IFACE0, member)]
         return [fixed.get(name, 0) for name, _ in args[:-1]] + [{"fd": "dgram"}]
 
@@ -839,6 +1252,7 @@ class ScmFuzzer(Fuzzer):
 
     def scm_run(self, member: str, controller: str, steps: list[dict]) -> None:
         from cgmanager import scm
+
         wanted = _wanted(member)
         self.sleepers.refill()
         args = self.benign(member, controller)
@@ -857,12 +1271,21 @@ class ScmFuzzer(Fuzzer):
                 step_ = {**step_, "creds": creds}
             sent.append(step_)
         log_before = self.log_offset
-        in_users_name = bool(sent) and "creds" in sent[0] and \
-            (sent[0]["creds"] or ["self"])[-1] == self.forged
+        in_users_name = (
+            bool(sent) and "creds" in sent[0] and (sent[0]["creds"] or ["self"])[-1] == self.forged
+        )
         place_before = self.place_state() if in_users_name else None
         sig = "".join(t for _, t in self.methods[(IFACE0, member)])
-        reply = self.worker.ask({"op": "call", "iface": IFACE0, "member": member, "sig": sig,
-                                 "args": args, "steps": sent})
+        reply = self.worker.ask(
+            {
+                "op": "call",
+                "iface": IFACE0,
+                "member": member,
+                "sig": sig,
+                "args": args,
+                "steps": sent,
+            }
+        )
         where = f"{member}({args}) with the client side {sent}"
         assert reply.get("ok") == [], f"{where}: {reply}"
         done = reply["steps"]
@@ -870,29 +1293,38 @@ class ScmFuzzer(Fuzzer):
         # of a message is the one the kernel delivers; none means the sender's own)
         delivered = len(done) >= wanted and all(
             "hex" in s and s["hex"] and not s["rights"] and done[i].startswith("sent")
-            for i, s in enumerate(sent[:wanted]))
+            for i, s in enumerate(sent[:wanted])
+        )
         forged_requestor = delivered and (sent[0]["creds"] or ["self"])[-1] == self.forged
-        assert wait_for(lambda: not self.extra_fds(), timeout=SCM_TIMEOUT + 10), \
+        assert wait_for(lambda: not self.extra_fds(), timeout=SCM_TIMEOUT + 10), (
             f"{where}: the request did not end; the daemon still holds {self.extra_fds()}"
+        )
         datagrams = [bytes.fromhex(h) for h in self.worker.ask({"op": "drain"})["datagrams"]]
         results = [d for d in datagrams if d != scm.KICK]
         self.log_offset = log_before
         log = self.new_log()
         mutating = member not in READ_ONLY
-        performed = bool(AUDIT_OK.search(log)) if mutating else (
-            bool(results) and results[0] not in (b"", b"\xff\xff\xff\xff"))
+        performed = (
+            bool(AUDIT_OK.search(log))
+            if mutating
+            else (bool(results) and results[0] not in (b"", b"\xff\xff\xff\xff"))
+        )
         self.members[member] += 1
-        kind = "clean" if delivered and not forged_requestor else (
-            "forged requestor" if delivered else "garbage")
+        kind = (
+            "clean"
+            if delivered and not forged_requestor
+            else ("forged requestor" if delivered else "garbage")
+        )
         self.stats[f"{kind} {'performed' if performed else 'refused'}"] += 1
         if not delivered:
             assert not performed, f"{where} was performed: {done}, {results}\n{log}"
             assert not os.path.exists(os.path.join(self.place.path("pids"), "t", f"c{self.n}"))
         if forged_requestor:
             # nothing in the place is the user's: a request in its name changes nothing
-            assert self.place_state() == place_before, \
-                f"{where}: root's request in the name of the user's process changed the " \
+            assert self.place_state() == place_before, (
+                f"{where}: root's request in the name of the user's process changed the "
                 f"place: {done}\n{log}"
+            )
         ping = self.worker.call(IFACE0, "Ping", "i", 0)
         assert ping == {"ok": []}, f"Ping after {where}: {ping}"
         assert self.daemon.popen.poll() is None, f"the daemon died after {where}"
@@ -923,21 +1355,31 @@ def scm_fuzz(start_daemon, place, test_user, *, root: bool, per_method: int) -> 
     fz = ScmFuzzer(p, worker, sleepers, root=root, methods=methods, forged=forged)
     started = time.monotonic()
     for _, member in sorted(methods):
-        strategy = st.tuples(st.just(member), st.sampled_from(["pids", "freezer", "all"]),
-                             scripts(member))
+        strategy = st.tuples(
+            st.just(member), st.sampled_from(["pids", "freezer", "all"]), scripts(member)
+        )
 
         honest = {"hex": "70", "wait": True, "creds": ["honest"], "rights": 0}
 
-        @settings(max_examples=examples(per_method), deadline=None, database=None,
-                  phases=PHASES, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples(per_method),
+            deadline=None,
+            database=None,
+            phases=PHASES,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(strategy)
         @example((member, "pids", [honest] * _wanted(member)))  # one clean request, always
         def one(case) -> None:
             fz.scm_run(*case)
 
         one()
-    report(f"scm socket as {'root' if root else 'user'}", fz.members, fz.stats,
-           time.monotonic() - started)
+    report(
+        f"scm socket as {'root' if root else 'user'}",
+        fz.members,
+        fz.stats,
+        time.monotonic() - started,
+    )
     # not vacuous: every method ran, clean requests went through, garbage was refused
     assert {m for _, m in methods} <= set(fz.members), fz.members
     assert fz.stats["clean performed"] > 0 and fz.stats["garbage refused"] > 0, fz.stats
@@ -954,8 +1396,8 @@ def test_fuzz_scm_socket_as_user(start_daemon, place, test_user):
 
 # -- regressions: what the fuzzers found ---------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["stream", "seqpacket", "inet_dgram", "pipe",
-                                  "devnull", "dir"])
+
+@pytest.mark.parametrize("kind", ["stream", "seqpacket", "inet_dgram", "pipe", "devnull", "dir"])
 def test_an_unusable_sockfd_is_an_invalid_argument(place, kind):
     """Found by the method fuzzer: a sockfd that is no unix datagram socket was answered with
     the generic ``Failed`` (reserved for bugs); it is the caller's mistake."""
@@ -972,8 +1414,8 @@ def test_the_configured_scm_server_is_used():
     from types import SimpleNamespace
 
     from cgmanager.daemon.api import Service
-    from cgmanager.scm_server import ScmServer
     from cgmanager.proxy.service import ProxyService
+    from cgmanager.scm_server import ScmServer
 
     srv = ScmServer(timeout=0.2)
     assert len(srv) == 0

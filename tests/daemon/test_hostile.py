@@ -29,10 +29,17 @@ def test_every_daemon_fd_is_cloexec(start_daemon, place):
 
     conns = [connect(d.address) for _ in range(3)]
     for c in conns:
-        c.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,))
+        c.call(
+            "/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,)
+        )
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # a pending Scm request
-    conns[0].call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "CreateScm",
-                  "ssh", ("pids", "x", b.fileno()))
+    conns[0].call(
+        "/org/linuxcontainers/cgmanager",
+        "org.linuxcontainers.cgmanager0_0",
+        "CreateScm",
+        "ssh",
+        ("pids", "x", b.fileno()),
+    )
     b.close()
     assert p.py("Create", "ss", "unified", "w").returncode == 0
     sleeper = p.spawn(["sleep", "100"])
@@ -64,8 +71,13 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
         "'Create','ss',('pids','ghost'),None,False))\n"
         "os._exit(0)\n"
     )
-    client = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, preexec_fn=place.preexec())
+    client = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=place.preexec(),
+    )
     assert client.stdout.readline() == "ready\n"
     pidfd = os.pidfd_open(d.popen.pid)
     signal.pidfd_send_signal(pidfd, signal.SIGSTOP)  # the daemon cannot look yet
@@ -81,7 +93,6 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
     assert snapshot(place.path("pids")) == before
     assert place.py("Ping", "i", 0).returncode == 0  # and everyone else is still served
     d.stop()
-
 
 
 # -- the kernel side, and a client that tries many things ---------------------------------------
@@ -109,15 +120,20 @@ print(json.dumps(out))
 def attempt(place, attempts, user=None, enter=None) -> list[list[str]]:
     """Run each (method, signature, args) in one client placed like the others → one
     [outcome, message] per attempt ("ok" or the D-Bus error name)."""
-    cp = place.run([sys.executable, "-c", ATTEMPTS,
-                    json.dumps([place.daemon.address, enter, attempts])], user=user)
+    cp = place.run(
+        [sys.executable, "-c", ATTEMPTS, json.dumps([place.daemon.address, enter, attempts])],
+        user=user,
+    )
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)
 
 
 def all_refused(attempts, results, kind=None) -> None:
-    bad = [(a, r) for a, r in zip(attempts, results, strict=True)
-           if not r[0].startswith(ERR) or (kind and r[0] != ERR + kind)]
+    bad = [
+        (a, r)
+        for a, r in zip(attempts, results, strict=True)
+        if not r[0].startswith(ERR) or (kind and r[0] != ERR + kind)
+    ]
     assert bad == [], bad
 
 
@@ -144,35 +160,63 @@ def test_user_path_spellings_that_escape_change_nothing(delegated, test_user):
     x = place.hp("pids")
     before = kernel_state(place.path("pids"))
     attempts = []
-    for spelling in (f"{x}/d2", f"/{x}/d2", f"{x}//d2", f"{x}/d2/", f"{x}/d/../d2", f"{x}/d2/.",
-                     x, "/", "//"):
-        attempts += [["GetValue", "sss", ["pids", spelling, "pids.max"]],
-                     ["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
-                     ["ListChildren", "ss", ["pids", spelling]],
-                     ["ListKeys", "ss", ["pids", spelling]],
-                     ["GetTasks", "ss", ["pids", spelling]]]
+    for spelling in (
+        f"{x}/d2",
+        f"/{x}/d2",
+        f"{x}//d2",
+        f"{x}/d2/",
+        f"{x}/d/../d2",
+        f"{x}/d2/.",
+        x,
+        "/",
+        "//",
+    ):
+        attempts += [
+            ["GetValue", "sss", ["pids", spelling, "pids.max"]],
+            ["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
+            ["ListChildren", "ss", ["pids", spelling]],
+            ["ListKeys", "ss", ["pids", spelling]],
+            ["GetTasks", "ss", ["pids", spelling]],
+        ]
     for spelling in ("..", "../d2", "..//d2", "/../d2", "x/../../d2", ".", "./x", "d2\n", "\x01"):
-        attempts += [["Create", "ss", ["pids", spelling]],
-                     ["Remove", "ssi", ["pids", spelling, 1]],
-                     ["Chmod", "sssi", ["pids", spelling, "", 0o777]],
-                     ["MovePid", "ssi", ["pids", spelling, "SELF"]],
-                     ["RemoveOnEmpty", "ss", ["pids", spelling]],
-                     ["Prune", "ss", ["pids", spelling]]]
+        attempts += [
+            ["Create", "ss", ["pids", spelling]],
+            ["Remove", "ssi", ["pids", spelling, 1]],
+            ["Chmod", "sssi", ["pids", spelling, "", 0o777]],
+            ["MovePid", "ssi", ["pids", spelling, "SELF"]],
+            ["RemoveOnEmpty", "ss", ["pids", spelling]],
+            ["Prune", "ss", ["pids", spelling]],
+        ]
     # names of kernel files are never cgroup names, in any method
-    for name in ("tasks", "cgroup.procs", "notify_on_release", "release_agent",
-                 "cgroup.clone_children", "pids.max", "cgroup.kill"):
+    for name in (
+        "tasks",
+        "cgroup.procs",
+        "notify_on_release",
+        "release_agent",
+        "cgroup.clone_children",
+        "pids.max",
+        "cgroup.kill",
+    ):
         attempts += [["Create", "ss", ["pids", name]], ["Remove", "ssi", ["pids", name, 0]]]
-    attempts += [["Chown", "ssii", ["pids", "", test_user.uid, test_user.gid]],
-                 ["Chown", "ssii", ["pids", "", 0, 0]]]
+    attempts += [
+        ["Chown", "ssii", ["pids", "", test_user.uid, test_user.gid]],
+        ["Chown", "ssii", ["pids", "", 0, 0]],
+    ]
     results = attempt(place, attempts, user=test_user, enter=["pids", "d"])
     all_refused(attempts, results)
     by_kind = {r[0].removeprefix(ERR) for r in results}
     assert by_kind <= {"NotFound", "InvalidArgument", "NotPermitted"}, by_kind
     assert kernel_state(place.path("pids")) == before  # the client itself has exited
     # ... and the same requests from X/d2 itself reach d2 (the refusals above were the bound)
-    assert attempt(place, [["GetValue", "sss", ["pids", f"{x}/d2", "pids.max"]]],
-                   user=test_user, enter=["pids", "d2"])[0][0] == "ok"
-
+    assert (
+        attempt(
+            place,
+            [["GetValue", "sss", ["pids", f"{x}/d2", "pids.max"]]],
+            user=test_user,
+            enter=["pids", "d2"],
+        )[0][0]
+        == "ok"
+    )
 
 
 def test_user_keys_outside_the_allowlist_change_nothing(delegated, test_user):
@@ -190,16 +234,22 @@ def test_user_keys_outside_the_allowlist_change_nothing(delegated, test_user):
     for key in FORBIDDEN_KEYS:
         for value in ("1", str(root_proc.pid), "/tmp/pwn"):
             attempts.append(["SetValue", "ssss", ["pids", "d/own", key, value]])
-        attempts.append(["Chmod", "sssi", ["pids", "d/own", key, 0o777]]
-                        if "/" in key or key in (".", "..") else
-                        ["GetValue", "sss", ["pids", "d/own", "../" + key]])
+        attempts.append(
+            ["Chmod", "sssi", ["pids", "d/own", key, 0o777]]
+            if "/" in key or key in (".", "..")
+            else ["GetValue", "sss", ["pids", "d/own", "../" + key]]
+        )
     results = attempt(place, attempts, user=test_user)
     all_refused(attempts, results)
     assert kernel_state(place.path("pids")) == before
     assert cgroups_of(root_proc.pid) == where
     # a key of the allowlist on the same cgroup works: the refusals above were the allowlist
-    assert attempt(place, [["SetValue", "ssss", ["pids", "d/own", "pids.max", "5"]]],
-                   user=test_user)[0][0] == "ok"
+    assert (
+        attempt(place, [["SetValue", "ssss", ["pids", "d/own", "pids.max", "5"]]], user=test_user)[
+            0
+        ][0]
+        == "ok"
+    )
 
 
 @pytest.fixture
@@ -217,8 +267,9 @@ def no_cpus(place, test_user):
     os.rmdir(path)
 
 
-def test_user_cannot_move_pid_1_the_daemon_or_another_users_process(place, test_user,
-                                                                     make_test_user, no_cpus):
+def test_user_cannot_move_pid_1_the_daemon_or_another_users_process(
+    place, test_user, make_test_user, no_cpus
+):
     """CVE-2015-1344 class.  Refused by the daemon (NotPermitted, not the kernel's ENOSPC),
     with every victim's cgroups unchanged."""
     other = make_test_user()
@@ -230,9 +281,11 @@ def test_user_cannot_move_pid_1_the_daemon_or_another_users_process(place, test_
     x = place.hp("cpuset")
     attempts = []
     for pid in victims:
-        attempts += [["MovePid", "ssi", ["cpuset", "nocpus", pid]],
-                     ["MovePidAbs", "ssi", ["cpuset", f"{x}/nocpus", pid]],
-                     ["MovePid", "ssi", ["pids", "", pid]]]
+        attempts += [
+            ["MovePid", "ssi", ["cpuset", "nocpus", pid]],
+            ["MovePidAbs", "ssi", ["cpuset", f"{x}/nocpus", pid]],
+            ["MovePid", "ssi", ["pids", "", pid]],
+        ]
     results = attempt(place, attempts, user=test_user)
     all_refused(attempts, results, "NotPermitted")
     assert {pid: cgroups_of(pid) for pid in victims} == before
@@ -246,14 +299,28 @@ def test_pids_from_another_pid_namespace_name_nothing(place, test_user, no_cpus)
     """A plain pid means something only in the daemon's pid namespace: from a namespace of its
     own, the user's "1" is its own init, and the daemon must not read it as the host's pid 1."""
     code = ATTEMPTS
-    attempts = [["MovePid", "ssi", ["cpuset", "nocpus", 1]],
-                ["MovePidAbs", "ssi", ["cpuset", place.hp("cpuset") + "/nocpus", 1]],
-                ["GetPidCgroup", "si", ["pids", 1]],
-                ["MovePid", "ssi", ["cpuset", "nocpus", "SELF"]]]
+    attempts = [
+        ["MovePid", "ssi", ["cpuset", "nocpus", 1]],
+        ["MovePidAbs", "ssi", ["cpuset", place.hp("cpuset") + "/nocpus", 1]],
+        ["GetPidCgroup", "si", ["pids", 1]],
+        ["MovePid", "ssi", ["cpuset", "nocpus", "SELF"]],
+    ]
     before = cgroups_of(1)
-    cp = place.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
-                    sys.executable, "-c", code,
-                    json.dumps([place.daemon.address, None, attempts])], user=test_user)
+    cp = place.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            code,
+            json.dumps([place.daemon.address, None, attempts]),
+        ],
+        user=test_user,
+    )
     assert cp.returncode == 0, cp.stderr
     results = json.loads(cp.stdout)
     all_refused(attempts, results, "NotPermitted")
@@ -303,7 +370,6 @@ def test_symlinks_cannot_be_planted_in_a_delegated_subtree(place, test_user, key
     assert snapshot(mine) == before
 
 
-
 # -- as host root (where refusing is the design: its own subtree bounds it too) -----------------
 
 
@@ -318,8 +384,10 @@ def test_host_root_is_bounded_by_its_own_cgroup_and_the_allowlist(place):
     before = kernel_state(place.path("pids"))
     attempts = []
     for spelling in (f"{x}/d2", f"/{x}/d2", f"{x}//d2", f"{x}/d/../d2", x, "/"):
-        attempts += [["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
-                     ["ListKeys", "ss", ["pids", spelling]]]
+        attempts += [
+            ["SetValue", "ssss", ["pids", spelling, "pids.max", "1"]],
+            ["ListKeys", "ss", ["pids", spelling]],
+        ]
     for key in FORBIDDEN_KEYS:
         attempts.append(["SetValue", "ssss", ["pids", "k", key, str(root_proc.pid)]])
     results = attempt(place, attempts, enter=["pids", "d"])
@@ -354,8 +422,9 @@ def _fork_waiting(cgroup_dir: str, uid: int | None, cred_to: socket.socket | Non
                 os.setresuid(uid, uid, uid)
             if cred_to is not None:
                 me = (os.getpid(), os.getuid(), os.getgid())
-                cred_to.sendmsg([b"p"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
-                                          struct.pack("iII", *me))])
+                cred_to.sendmsg(
+                    [b"p"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, struct.pack("iII", *me))]
+                )
             os.write(ready_w, b"r")
             os.read(go_r, 1)
         finally:
@@ -396,8 +465,9 @@ def _manager_in_ns(key: str, dirs: dict[str, str], uid: int):
     hp = {n: "/" + os.path.relpath(d, h.mountpoint) for n, d in dirs.items()}
 
     def party(u: int, cgroup: str) -> Party:
-        ident = Identity(Credentials(os.getpid(), u, u), IdMap.identity(), IdMap.identity(),
-                         True, True)
+        ident = Identity(
+            Credentials(os.getpid(), u, u), IdMap.identity(), IdMap.identity(), True, True
+        )
         return Party(ident, {h.key: cgroup})
 
     m = operations.Manager(layout, {h.key: CgroupTree(h)}, party(0, "/"))
@@ -445,8 +515,8 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
     victim's SCM_CREDENTIALS, as SO_PASSPIDFD delivers it)."""
     import asyncio
 
-    from cgmanager.scm_server import SO_PASSPIDFD, ScmServer
     from cgmanager.errors import CgmError
+    from cgmanager.scm_server import SO_PASSPIDFD, ScmServer
 
     m, req, hp, where = _manager_in_ns(key, dirs, uid)
     out: dict = {}
@@ -498,8 +568,17 @@ def test_pid_reused_between_check_and_move_moves_nobody(cgdir, test_user, key, p
             p = os.path.join(dirs[name], f)
             if os.path.exists(p):
                 os.chown(p, test_user.uid, test_user.gid)
-    out = run_in_ns(_race_after_the_decision, key, dirs, test_user.uid, path,
-                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    out = run_in_ns(
+        _race_after_the_decision,
+        key,
+        dirs,
+        test_user.uid,
+        path,
+        pidns=True,
+        mountns=True,
+        mount_proc=True,
+        timeout=30,
+    )
     hp = out["hp"]
     assert out["control"] == hp["control"]  # the seam is real: unraced, the move works
     assert out["recycled"], out  # the race really happened
@@ -540,8 +619,15 @@ def test_pid_reused_while_making_room_for_controllers_moves_nobody(hugetlb, cgdi
     os.mkdir(dirs["room"]), os.mkdir(dirs["elsewhere"])
     for f in ("", "cgroup.procs", "cgroup.subtree_control"):
         os.chown(os.path.join(dirs["room"], f), test_user.uid, test_user.gid)
-    out = run_in_ns(_race_while_making_room, dirs, test_user.uid,
-                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    out = run_in_ns(
+        _race_while_making_room,
+        dirs,
+        test_user.uid,
+        pidns=True,
+        mountns=True,
+        mount_proc=True,
+        timeout=30,
+    )
     assert out["recycled"], out
     assert out["newcomer"] == out["hp"]["elsewhere"], out  # the stranger stayed put
 
@@ -567,8 +653,12 @@ def _race_in_the_kernel_window(key: str, dirs: dict[str, str], uid: int) -> dict
         result = "moved"
     except CgmError as e:
         result = f"{e.kind}: {e.message}"
-    return {"result": result, "recycled": state.get("newcomer") == victim,
-            "newcomer": where(victim), "hp": hp}
+    return {
+        "result": result,
+        "recycled": state.get("newcomer") == victim,
+        "newcomer": where(victim),
+        "hp": hp,
+    }
 
 
 @pytest.mark.parametrize("key", ["pids", "unified"])
@@ -585,8 +675,16 @@ def test_pid_recycled_inside_the_write_is_reported_as_a_failure(cgdir, test_user
     for f in ("", "cgroup.procs", "tasks"):
         if os.path.exists(os.path.join(dirs["to"], f)):
             os.chown(os.path.join(dirs["to"], f), test_user.uid, test_user.gid)
-    out = run_in_ns(_race_in_the_kernel_window, key, dirs, test_user.uid,
-                    pidns=True, mountns=True, mount_proc=True, timeout=30)
+    out = run_in_ns(
+        _race_in_the_kernel_window,
+        key,
+        dirs,
+        test_user.uid,
+        pidns=True,
+        mountns=True,
+        mount_proc=True,
+        timeout=30,
+    )
     assert out["recycled"], out
     assert out["result"].startswith("NotFound") and "exited during the move" in out["result"]
     assert out["newcomer"] == out["hp"]["to"]  # the kernel did move the stranger
@@ -609,8 +707,8 @@ def test_a_credential_whose_pidfd_the_kernel_could_not_make_is_refused():
     import asyncio
 
     from cgmanager import scm
-    from cgmanager.scm_server import SCM_PIDFD, ScmServer
     from cgmanager.errors import NotPermitted
+    from cgmanager.scm_server import SCM_PIDFD, ScmServer
 
     srv = ScmServer()
     cred = (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(4242, 0, 0))
@@ -646,15 +744,21 @@ def _scm_start(address: str, member: str, args: tuple):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     mine.settimeout(10)
     sig = scm.BY_NAME[member].signature
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", member, sig,
-              (*args, theirs.fileno()))
+    conn.call(
+        "/org/linuxcontainers/cgmanager",
+        "org.linuxcontainers.cgmanager0_0",
+        member,
+        sig,
+        (*args, theirs.fileno()),
+    )
     theirs.close()
     assert mine.recv(16) == scm.KICK
     return conn, mine
 
 
-def _live_daemon_in_fresh_pidns(argv: list[str], address: str, dirs: dict[str, str],
-                                uid: int) -> dict:
+def _live_daemon_in_fresh_pidns(
+    argv: list[str], address: str, dirs: dict[str, str], uid: int
+) -> dict:
     """pid 1 of a fresh pid namespace: run cgmanager here, so that this namespace's pids are
     the daemon's and the test can recycle them; then send Scm credentials whose processes
     are recycled before the (stopped) daemon reads them."""
@@ -671,8 +775,9 @@ def _live_daemon_in_fresh_pidns(argv: list[str], address: str, dirs: dict[str, s
         # controls: unraced, the same requests succeed
         control, control_go = _fork_waiting(dirs["from"], None)
         with connect(address, timeout=10) as c:
-            out["control_move"] = scm_client.call(c, "MovePidScm", ("pids", "control"), me,
-                                                  (control, 0, 0))
+            out["control_move"] = scm_client.call(
+                c, "MovePidScm", ("pids", "control"), me, (control, 0, 0)
+            )
         out["control_where"] = _where_pids(control)
         os.write(control_go, b"x"), os.waitpid(control, 0)
         conn, mine = _scm_start(address, "CreateScm", ("pids", "made"))
@@ -730,8 +835,9 @@ def _where_pids(pid: int) -> str:
     raise LookupError(pid)
 
 
-def test_scm_credentials_of_recycled_processes_are_refused_end_to_end(cgroots, cgdir, test_user,
-                                                                      tmp_path):
+def test_scm_credentials_of_recycled_processes_are_refused_end_to_end(
+    cgroots, cgdir, test_user, tmp_path
+):
     """A live daemon whose pid namespace the test controls: credentials (requestor and victim)
     are stated for processes that are then reaped and whose pids go to root processes in other
     cgroups before the daemon reads them.  SO_PASSPIDFD pins each credential to the process
@@ -749,13 +855,29 @@ def test_scm_credentials_of_recycled_processes_are_refused_end_to_end(cgroots, c
     os.chmod(tmp_path, 0o755)
     sock = f"{tmp_path}/sock"
     _served, skipped = served_and_skipped(cgroots)
-    argv = [f"{VENV_BIN}/cgmanager", "--socket", sock, "--fs-dir", f"{tmp_path}/fs",
-            "--log-level", "debug"]
+    argv = [
+        f"{VENV_BIN}/cgmanager",
+        "--socket",
+        sock,
+        "--fs-dir",
+        f"{tmp_path}/fs",
+        "--log-level",
+        "debug",
+    ]
     if skipped:
         argv += ["--skip", ",".join(skipped)]
     before = snapshot(base)
-    out = run_in_ns(_live_daemon_in_fresh_pidns, argv, f"unix:path={sock}", dirs, test_user.uid,
-                    pidns=True, mountns=True, mount_proc=True, timeout=60)
+    out = run_in_ns(
+        _live_daemon_in_fresh_pidns,
+        argv,
+        f"unix:path={sock}",
+        dirs,
+        test_user.uid,
+        pidns=True,
+        mountns=True,
+        mount_proc=True,
+        timeout=60,
+    )
     hp = "/" + os.path.relpath(base, cgroots.mount("pids"))
     from cgmanager import scm
 

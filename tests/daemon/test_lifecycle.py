@@ -32,9 +32,20 @@ def test_audit_line_for_every_change(place):
 
 
 def test_second_daemon_on_a_live_socket_refuses(daemon, tmp_path):
-    cp = subprocess.run([f"{VENV_BIN}/cgmanager", "--socket", daemon.socket, "--fs-dir",
-                         str(tmp_path / "fs"), "--skip", "memory"], capture_output=True, text=True,
-                        timeout=30)
+    cp = subprocess.run(
+        [
+            f"{VENV_BIN}/cgmanager",
+            "--socket",
+            daemon.socket,
+            "--fs-dir",
+            str(tmp_path / "fs"),
+            "--skip",
+            "memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert cp.returncode == 1
     assert "already" in cp.stderr.lower() or "in use" in cp.stderr.lower(), cp.stderr
     assert os.path.exists(daemon.socket)
@@ -42,9 +53,20 @@ def test_second_daemon_on_a_live_socket_refuses(daemon, tmp_path):
 
 def test_socket_inside_a_cgroup_filesystem_is_refused(cgroots, tmp_path):
     inside = cgroots.path("pids") + "/cgmanager/sock"
-    cp = subprocess.run([f"{VENV_BIN}/cgmanager", "--socket", inside, "--fs-dir",
-                         str(tmp_path / "fs"), "--skip", "memory"], capture_output=True, text=True,
-                        timeout=30)
+    cp = subprocess.run(
+        [
+            f"{VENV_BIN}/cgmanager",
+            "--socket",
+            inside,
+            "--fs-dir",
+            str(tmp_path / "fs"),
+            "--skip",
+            "memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert cp.returncode == 1 and "cgroup filesystem" in cp.stderr
     assert not os.path.exists(cgroots.path("pids") + "/cgmanager")
 
@@ -52,6 +74,7 @@ def test_socket_inside_a_cgroup_filesystem_is_refused(cgroots, tmp_path):
 def test_sigterm_removes_the_socket_and_touches_no_cgroup(start_daemon, place):
     d = start_daemon()
     from dataclasses import replace
+
     p = replace(place, daemon=d)
     assert p.py("Create", "ss", "pids", "keep").returncode == 0
     before = snapshot(place.path("pids"))
@@ -63,21 +86,40 @@ def test_sigterm_removes_the_socket_and_touches_no_cgroup(start_daemon, place):
 
 
 def test_print_layout_and_help():
-    out = subprocess.run([f"{VENV_BIN}/cgmanager", "--print-layout"], capture_output=True, text=True)
+    out = subprocess.run(
+        [f"{VENV_BIN}/cgmanager", "--print-layout"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "mode: hybrid" in out.stdout and "unified" in out.stdout
     h = subprocess.run([f"{VENV_BIN}/cgmanager", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--max-depth" in h.stdout and "--skip" in h.stdout
-    bad = subprocess.run([f"{VENV_BIN}/cgmanager", "--max-depth", "x"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [f"{VENV_BIN}/cgmanager", "--max-depth", "x"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 def test_daemon_mode_writes_a_pidfile(cgroots, tmp_path):
     import tempfile
+
     d = tempfile.mkdtemp(prefix="cgmanager-test-")
     pidfile = f"{d}/cgmanager.pid"
-    cp = subprocess.run([f"{VENV_BIN}/cgmanager", "--daemon", "--pidfile", pidfile, "--socket",
-                         f"{d}/sock", "--fs-dir", f"{d}/fs", "--skip", "memory"],
-                        capture_output=True, text=True, timeout=30)
+    cp = subprocess.run(
+        [
+            f"{VENV_BIN}/cgmanager",
+            "--daemon",
+            "--pidfile",
+            pidfile,
+            "--socket",
+            f"{d}/sock",
+            "--fs-dir",
+            f"{d}/fs",
+            "--skip",
+            "memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert cp.returncode == 0
     assert wait_for(lambda: os.path.exists(f"{d}/sock") and os.path.exists(pidfile))
     pid = int(open(pidfile).read())
@@ -88,4 +130,5 @@ def test_daemon_mode_writes_a_pidfile(cgroots, tmp_path):
     finally:
         os.close(fd)
     import shutil
+
     shutil.rmtree(d, ignore_errors=True)

@@ -45,11 +45,14 @@ def test01_getvalue_of_own_cgroup(place):
 
 def test02_get_my_cgroup(place):
     # the client asks about itself: its cgroup relative to itself is "/"
-    code = ("import os\nfrom cgmanager.dbus.client import connect\n"
-            f"c = connect({place.daemon.address!r})\n"
-            "print(c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0',"
-            "'GetPidCgroup','si',('pids', os.getpid()))[0])")
+    code = (
+        "import os\nfrom cgmanager.dbus.client import connect\n"
+        f"c = connect({place.daemon.address!r})\n"
+        "print(c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0',"
+        "'GetPidCgroup','si',('pids', os.getpid()))[0])"
+    )
     import sys
+
     assert ok(place.run([sys.executable, "-c", code])).strip() == "/"
 
 
@@ -61,7 +64,9 @@ def test03_04_create_and_read(place):
 
 
 def test05_dotdot_is_refused(place):
-    out = fails(place.dbus_send("GetValue", "string:pids", "string:../xxx0123/b", "string:pids.current"))
+    out = fails(
+        place.dbus_send("GetValue", "string:pids", "string:../xxx0123/b", "string:pids.current")
+    )
     assert "InvalidArgument" in out
 
 
@@ -85,18 +90,25 @@ def test07_user_cannot_move_roots_task(place, test_user):
 
 def test08_movepid_self(place):
     import sys
-    code = ("import os\nfrom cgmanager.dbus.client import connect\n"
-            f"c = connect({place.daemon.address!r})\n"
-            "c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0','Create','ss',('pids','xxx/b'))\n"
-            "c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0','MovePid','ssi',('pids','xxx/b',os.getpid()))\n"
-            "print(open('/proc/self/cgroup').read())")
+
+    code = (
+        "import os\nfrom cgmanager.dbus.client import connect\n"
+        f"c = connect({place.daemon.address!r})\n"
+        "c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0','Create','ss',('pids','xxx/b'))\n"
+        "c.call('/org/linuxcontainers/cgmanager','org.linuxcontainers.cgmanager0_0','MovePid','ssi',('pids','xxx/b',os.getpid()))\n"
+        "print(open('/proc/self/cgroup').read())"
+    )
     out = ok(place.run([sys.executable, "-c", code]))
     assert f"pids:{place.hp('pids')}/xxx/b" in out
 
 
 def test09_chown_hands_over_dir_tasks_and_procs(place, test_user):
     ok(place.py("Create", "ss", "pids", "zzz"))
-    ok(place.dbus_send("Chown", "string:pids", "string:zzz", f"int32:{test_user.uid}", f"int32:{test_user.gid}"))
+    ok(
+        place.dbus_send(
+            "Chown", "string:pids", "string:zzz", f"int32:{test_user.uid}", f"int32:{test_user.gid}"
+        )
+    )
     base = place.path("pids") + "/zzz"
     for name in ("", "tasks", "cgroup.procs"):  # 0.42 regressed on cgroup.procs
         st = os.stat(os.path.join(base, name))
@@ -129,7 +141,9 @@ def test12_13_user_creates_and_limits_its_own_children(place, test_user, zzz):
     assert os.stat(zzz + "/b/pids.max").st_uid == test_user.uid  # creator owns every knob
     ok(place.py("SetValue", "ssss", "pids", "zzz/b", "pids.max", "99", user=test_user))
     assert open(zzz + "/b/pids.max").read() == "99\n"
-    assert value(place.py("GetValue", "sss", "pids", "zzz/b", "pids.max", user=test_user)) == ("99",)
+    assert value(place.py("GetValue", "sss", "pids", "zzz/b", "pids.max", user=test_user)) == (
+        "99",
+    )
 
 
 def test14_remove(place):
@@ -176,10 +190,20 @@ def test17_chmod(place, test_user):
 
 
 def test18_api_version(place):
-    out = ok(place.run(["dbus-send", f"--address={place.daemon.address}", "--print-reply",
-                        "--type=method_call", "/org/linuxcontainers/cgmanager",
-                        "org.freedesktop.DBus.Properties.Get",
-                        "string:org.linuxcontainers.cgmanager0_0", "string:api_version"]))
+    out = ok(
+        place.run(
+            [
+                "dbus-send",
+                f"--address={place.daemon.address}",
+                "--print-reply",
+                "--type=method_call",
+                "/org/linuxcontainers/cgmanager",
+                "org.freedesktop.DBus.Properties.Get",
+                "string:org.linuxcontainers.cgmanager0_0",
+                "string:api_version",
+            ]
+        )
+    )
     assert "int32 10" in out
 
 
@@ -274,15 +298,18 @@ def test27_sibling_with_common_prefix_is_unreachable(place):
     ok(place.py("Create", "ss", "pids", "sibling"))
     ok(place.py("Create", "ss", "pids", "sibling1"))
     import sys
-    code = ("import os, sys\nfrom cgmanager.dbus.client import connect\nfrom cgmanager.dbus.errors import DBusError\n"
-            f"c = connect({place.daemon.address!r})\nO='/org/linuxcontainers/cgmanager'; I='org.linuxcontainers.cgmanager0_0'\n"
-            "c.call(O, I, 'MovePid', 'ssi', ('pids', 'sibling', os.getpid()))\n"
-            f"cur = {place.hp('pids')!r}\n"
-            "for path in (cur + '/sibling1', '/' + cur + '/sibling1', cur + '/sibling'):\n"
-            "    try:\n"
-            "        c.call(O, I, 'GetValue', 'sss', ('pids', path, 'pids.max')); print('read', path)\n"
-            "    except DBusError as e:\n"
-            "        print('refused', path, e.name)\n")
+
+    code = (
+        "import os, sys\nfrom cgmanager.dbus.client import connect\nfrom cgmanager.dbus.errors import DBusError\n"
+        f"c = connect({place.daemon.address!r})\nO='/org/linuxcontainers/cgmanager'; I='org.linuxcontainers.cgmanager0_0'\n"
+        "c.call(O, I, 'MovePid', 'ssi', ('pids', 'sibling', os.getpid()))\n"
+        f"cur = {place.hp('pids')!r}\n"
+        "for path in (cur + '/sibling1', '/' + cur + '/sibling1', cur + '/sibling'):\n"
+        "    try:\n"
+        "        c.call(O, I, 'GetValue', 'sss', ('pids', path, 'pids.max')); print('read', path)\n"
+        "    except DBusError as e:\n"
+        "        print('refused', path, e.name)\n"
+    )
     out = ok(place.run([sys.executable, "-c", code])).splitlines()
     assert out[0].startswith("refused") and out[0].endswith("Error.NotFound")
     assert out[1].startswith("refused")

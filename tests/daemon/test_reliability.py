@@ -104,8 +104,17 @@ def launch(cgroots, procs, sock: str, *extra: str) -> tuple[Daemon, float]:
     the first successful call)."""
     served, skipped = served_and_skipped(cgroots)
     log = f"{sock}.{time.monotonic_ns()}.log"
-    argv = [f"{VENV_BIN}/cgmanager", "--socket", sock, "--fs-dir", f"{sock}.fs",
-            "--log-level", "info", *(["--skip", ",".join(skipped)] if skipped else []), *extra]
+    argv = [
+        f"{VENV_BIN}/cgmanager",
+        "--socket",
+        sock,
+        "--fs-dir",
+        f"{sock}.fs",
+        "--log-level",
+        "info",
+        *(["--skip", ",".join(skipped)] if skipped else []),
+        *extra,
+    ]
     t0 = time.monotonic()
     with open(log, "w") as f:
         proc = procs.spawn(argv, stdout=f, stderr=subprocess.STDOUT)
@@ -169,9 +178,11 @@ def test_thousand_connections_at_once_under_the_default_limits(start_daemon, pla
         assert finish(h) == 0
     assert d.popen.poll() is None
     ping(d.address)
-    note(f"1000 connections held at once (root + 3 users x 250, default limits): opened in "
-         f"{opened:.2f} s, 3000 calls served in {served_in:.2f} s, 0 errors; the 257th "
-         f"connection of one uid refused, other uids served")
+    note(
+        f"1000 connections held at once (root + 3 users x 250, default limits): opened in "
+        f"{opened:.2f} s, 3000 calls served in {served_in:.2f} s, 0 errors; the 257th "
+        f"connection of one uid refused, other uids served"
+    )
     d.stop()
 
 
@@ -214,10 +225,12 @@ def test_idle_and_half_open_connections_delay_no_one(start_daemon, place, users)
             s.close()
     ms = [1000 * x for x in during]
     ms0 = [1000 * x for x in before]
-    note(f"well-behaved client (connect+Ping+GetValue+close) with 300 idle/half-open "
-         f"connections: median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms "
-         f"(none: median {statistics.median(ms0):.1f} ms, max {max(ms0):.1f} ms); "
-         f"bound {LATENCY_BOUND} s")
+    note(
+        f"well-behaved client (connect+Ping+GetValue+close) with 300 idle/half-open "
+        f"connections: median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms "
+        f"(none: median {statistics.median(ms0):.1f} ms, max {max(ms0):.1f} ms); "
+        f"bound {LATENCY_BOUND} s"
+    )
     d.stop()
 
 
@@ -228,8 +241,16 @@ def start_workers(place, address: str, tmp: str, owner, n: int, after: int) -> l
     """n load clients (root, in the place) doing Create/SetValue/Chown/MovePid/Remove in
     w<i>, journaling to <tmp>/j<i>; `after` rounds once reconnected (0: stop when lost)."""
     return [
-        client(place, "work", address, f"{tmp}/j{i}", f"w{i}", str(owner.uid), str(owner.gid),
-               str(after))
+        client(
+            place,
+            "work",
+            address,
+            f"{tmp}/j{i}",
+            f"w{i}",
+            str(owner.uid),
+            str(owner.gid),
+            str(after),
+        )
         for i in range(n)
     ]
 
@@ -249,7 +270,9 @@ def check_kernel(place, journals: list[str], sleepers: bool) -> int:
 
 def wait_journals(journals: list[str], pred, what: str, timeout: float = 30.0) -> None:
     assert wait_for(lambda: all(pred(journal(j)) for j in journals), timeout=timeout), (
-        what, [journal(j)[-3:] for j in journals])
+        what,
+        [journal(j)[-3:] for j in journals],
+    )
 
 
 # ------------------------------------------------------------------------ kill -9 and restart
@@ -266,8 +289,9 @@ def test_kill_9_under_load_loses_nothing_and_clients_reconnect(
     sock = os.path.join(socket_dir(), "sock")
     try:
         d1, first_start = launch(cgroots, procs, sock)
-        workers = start_workers(replace(place, daemon=d1), d1.address, str(tmp_path), test_user,
-                                3, after=3)
+        workers = start_workers(
+            replace(place, daemon=d1), d1.address, str(tmp_path), test_user, 3, after=3
+        )
         journals = [f"{tmp_path}/j{i}" for i in range(3)]
         wait_journals(journals, lambda ev: sum(e["ev"] == "ok" for e in ev) >= 12, "load")
         d1.popen.send_signal(signal.SIGKILL)
@@ -281,8 +305,12 @@ def test_kill_9_under_load_loses_nothing_and_clients_reconnect(
         inflight = check_kernel(place, journals, sleepers=True)
 
         # a cgm started meanwhile waits for the new daemon (up to 2.5 s)
-        cgm = place.spawn([CGM, "--socket", sock, "getvalue", "pids", "w0", "pids.max"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cgm = place.spawn(
+            [CGM, "--socket", sock, "getvalue", "pids", "w0", "pids.max"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert wait_for(lambda: retrying(cgm.pid), timeout=10)
         d2, restart = launch(cgroots, procs, sock)  # replaces the stale socket
         out, err = cgm.popen.communicate(timeout=30)
@@ -298,10 +326,12 @@ def test_kill_9_under_load_loses_nothing_and_clients_reconnect(
             assert ev[-1] == {"ev": "done", "rounds": 3, "epoch": 1}, ev[-3:]
         check_kernel(place, journals, sleepers=False)
         assert "audit: pid=" in d2.log()  # the new daemon did the later work
-        note(f"kill -9 under load (3 clients, {acked_at_kill} replies before the kill, "
-             f"{inflight} in flight): cgroupfs matched every reply; restart to first call "
-             f"{1000 * restart:.0f} ms (first start {1000 * first_start:.0f} ms); clients "
-             f"reconnected and went on")
+        note(
+            f"kill -9 under load (3 clients, {acked_at_kill} replies before the kill, "
+            f"{inflight} in flight): cgroupfs matched every reply; restart to first call "
+            f"{1000 * restart:.0f} ms (first start {1000 * first_start:.0f} ms); clients "
+            f"reconnected and went on"
+        )
         d2.stop()
     finally:
         shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
@@ -316,8 +346,9 @@ def test_sigterm_under_load_shuts_down_cleanly(cgroots, procs, place, test_user,
     sock = os.path.join(socket_dir(), "sock")
     try:
         d, _ = launch(cgroots, procs, sock)
-        workers = start_workers(replace(place, daemon=d), d.address, str(tmp_path), test_user,
-                                3, after=0)
+        workers = start_workers(
+            replace(place, daemon=d), d.address, str(tmp_path), test_user, 3, after=0
+        )
         journals = [f"{tmp_path}/j{i}" for i in range(3)]
         held = rc.open_idle(sock, 3)
         wait_journals(journals, lambda ev: sum(e["ev"] == "ok" for e in ev) >= 12, "load")
@@ -338,8 +369,10 @@ def test_sigterm_under_load_shuts_down_cleanly(cgroots, procs, place, test_user,
             for s in socks:
                 s.close()
         inflight = check_kernel(place, journals, sleepers=False)
-        note(f"SIGTERM under load (3 busy clients, {inflight} in flight, 12 idle/half-open): "
-             f"exit 0 in {1000 * took:.0f} ms, socket removed, cgroupfs as clients were told")
+        note(
+            f"SIGTERM under load (3 busy clients, {inflight} in flight, 12 idle/half-open): "
+            f"exit 0 in {1000 * took:.0f} ms, socket removed, cgroupfs as clients were told"
+        )
     finally:
         shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
 
@@ -380,8 +413,12 @@ def test_cgm_waits_for_a_restarting_daemon(daemon, procs, before):
         sock = f"{d}/sock"
         if before == "stale":
             stale_socket(sock)
-        cgm = procs.spawn([CGM, "--socket", sock, "ping"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+        cgm = procs.spawn(
+            [CGM, "--socket", sock, "ping"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert wait_for(lambda: retrying(cgm.pid), timeout=10)  # its first attempt failed
         assert cgm.alive()
         os.link(daemon.socket, f"{d}/.new")
@@ -400,23 +437,33 @@ def test_cgm_without_a_daemon_fails_as_before_after_its_bound(before):
         if before == "stale":
             stale_socket(sock)
         t0 = time.monotonic()
-        cp = subprocess.run([CGM, "--socket", sock, "ping"], capture_output=True, text=True,
-                            timeout=30)
+        cp = subprocess.run(
+            [CGM, "--socket", sock, "ping"], capture_output=True, text=True, timeout=30
+        )
         took = time.monotonic() - t0
-        name, strerror = (("FileNotFound", "No such file or directory") if before == "absent"
-                          else ("NoServer", "Connection refused"))
+        name, strerror = (
+            ("FileNotFound", "No such file or directory")
+            if before == "absent"
+            else ("NoServer", "Connection refused")
+        )
         assert (cp.returncode, cp.stdout, cp.stderr) == (
-            1, "", NOT_RUNNING.format(name=name, sock=sock, strerror=strerror))
+            1,
+            "",
+            NOT_RUNNING.format(name=name, sock=sock, strerror=strerror),
+        )
         assert took >= 2.5  # it did wait (monotonic sleeps: no flakiness) ...
     finally:
         shutil.rmtree(d, ignore_errors=True)
     # ... but not where no daemon can be restarting: the socket's directory does not exist
     t0 = time.monotonic()
-    cp = subprocess.run([CGM, "--socket", f"{d}/sock", "ping"], capture_output=True, text=True,
-                        timeout=30)
+    cp = subprocess.run(
+        [CGM, "--socket", f"{d}/sock", "ping"], capture_output=True, text=True, timeout=30
+    )
     assert cp.returncode == 1 and "No such file or directory" in cp.stderr
-    note(f"cgm with no daemon fails after {took:.2f} s ({before} socket); "
-         f"{time.monotonic() - t0:.3f} s without a socket directory")
+    note(
+        f"cgm with no daemon fails after {took:.2f} s ({before} socket); "
+        f"{time.monotonic() - t0:.3f} s without a socket directory"
+    )
 
 
 def test_cgm_never_sends_a_request_twice(procs):
@@ -428,8 +475,12 @@ def test_cgm_never_sends_a_request_twice(procs):
         listener.bind(f"{d}/sock")
         listener.listen(8)
         listener.settimeout(10)
-        cgm = procs.spawn([CGM, "--socket", f"{d}/sock", "create", "pids", "once"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cgm = procs.spawn(
+            [CGM, "--socket", f"{d}/sock", "create", "pids", "once"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(10)

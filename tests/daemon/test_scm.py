@@ -10,9 +10,9 @@ import pytest
 from kernel.helpers import snapshot, wait_for
 
 from cgmanager import scm
-from cgmanager.scm_server import Received, ScmServer
 from cgmanager.errors import NotPermitted
 from cgmanager.permission import Credentials
+from cgmanager.scm_server import Received, ScmServer
 
 pytestmark = pytest.mark.t3
 
@@ -36,8 +36,15 @@ except OSError as e:
 
 
 def scm_call(place, member, *args, requestor=None, second=None, user=None):
-    cp = place.run([sys.executable, "-c", RUNNER,
-                    json.dumps([place.daemon.address, member, list(args), requestor, second])], user=user)
+    cp = place.run(
+        [
+            sys.executable,
+            "-c",
+            RUNNER,
+            json.dumps([place.daemon.address, member, list(args), requestor, second]),
+        ],
+        user=user,
+    )
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)
 
@@ -68,7 +75,9 @@ def test_every_scm_method_matches_its_plain_twin(place):
     assert "error" in scm_call(place, "ChownScm", "pids", "s", second=(os.getpid(), 4242, 4343))
     assert os.stat(place.path("pids") + "/s").st_uid == 0
     scm_call(place, "CreateScm", "pids", "c")
-    assert scm_call(place, "ChownScm", "pids", "c", second=(os.getpid(), 4242, 4343)) == {"ok": None}
+    assert scm_call(place, "ChownScm", "pids", "c", second=(os.getpid(), 4242, 4343)) == {
+        "ok": None
+    }
     st = os.stat(place.path("pids") + "/c/cgroup.procs")
     assert (st.st_uid, st.st_gid) == (4242, 4343)
     assert scm_call(place, "RemoveOnEmptyScm", "pids", "s/a") == {"ok": None}
@@ -93,11 +102,26 @@ def test_failures_are_reported_over_the_socket_and_change_nothing(place):
 def test_an_unprivileged_client_cannot_forge_credentials(place, test_user):
     before = snapshot(place.path("pids"))
     # the kernel refuses to send a credential naming another pid or uid (EPERM)
-    assert scm_call(place, "CreateScm", "pids", "f", requestor=[1, 0, 0], user=test_user) == {"oserror": 1}
-    assert scm_call(place, "CreateScm", "pids", "f", requestor=[os.getpid(), test_user.uid, test_user.gid],
-                    user=test_user) == {"oserror": 1}
+    assert scm_call(place, "CreateScm", "pids", "f", requestor=[1, 0, 0], user=test_user) == {
+        "oserror": 1
+    }
+    assert scm_call(
+        place,
+        "CreateScm",
+        "pids",
+        "f",
+        requestor=[os.getpid(), test_user.uid, test_user.gid],
+        user=test_user,
+    ) == {"oserror": 1}
     sleeper = place.spawn(["sleep", "100"])
-    r = scm_call(place, "MovePidScm", "pids", "", second=[sleeper.pid, test_user.uid, test_user.gid], user=test_user)
+    r = scm_call(
+        place,
+        "MovePidScm",
+        "pids",
+        "",
+        second=[sleeper.pid, test_user.uid, test_user.gid],
+        user=test_user,
+    )
     assert r == {"oserror": 1}
     assert snapshot(place.path("pids")) == before
 
@@ -115,7 +139,9 @@ def test_host_root_speaks_for_another_process(place, test_user):
     """Root may state any pid: the daemon then judges the request as that process's (this is
     what a proxy does).  The user's process gets the user's rights, not root's."""
     usleep = place.spawn(["sleep", "100"], user=test_user)
-    r = scm_call(place, "CreateScm", "pids", "x", requestor=[usleep.pid, test_user.uid, test_user.gid])
+    r = scm_call(
+        place, "CreateScm", "pids", "x", requestor=[usleep.pid, test_user.uid, test_user.gid]
+    )
     assert "error" in r and not os.path.exists(place.path("pids") + "/x")
 
 
@@ -142,17 +168,28 @@ def _daemon_fds(d) -> int:
 def test_abandoned_handshakes_time_out_and_release_their_fds(start_daemon, place):
     d = start_daemon("--scm-timeout", "0.5")
     from cgmanager.dbus.client import connect
+
     conn = connect(d.address)
     # a first identifying call: the daemon keeps the peer's /proc directory open for the
     # connection's life, and that fd belongs in the baseline
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "GetPidCgroup",
-              "si", ("pids", os.getpid()))
+    conn.call(
+        "/org/linuxcontainers/cgmanager",
+        "org.linuxcontainers.cgmanager0_0",
+        "GetPidCgroup",
+        "si",
+        ("pids", os.getpid()),
+    )
     baseline = _daemon_fds(d)
     kept = []
     for _ in range(10):
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "CreateScm",
-                  "ssh", ("pids", "never", b.fileno()))
+        conn.call(
+            "/org/linuxcontainers/cgmanager",
+            "org.linuxcontainers.cgmanager0_0",
+            "CreateScm",
+            "ssh",
+            ("pids", "never", b.fileno()),
+        )
         b.close()
         kept.append(a)
     assert wait_for(lambda: _daemon_fds(d) == baseline, timeout=10)
@@ -169,13 +206,19 @@ def test_pending_handshakes_are_capped_per_connection(start_daemon):
     d = start_daemon("--scm-timeout", "30")
     from cgmanager.dbus.client import connect
     from cgmanager.dbus.errors import DBusError
+
     conn = connect(d.address)
     kept, refused = [], 0
     for _ in range(40):
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0",
-                      "GetValueScm", "sssh", ("pids", "", "pids.max", b.fileno()))
+            conn.call(
+                "/org/linuxcontainers/cgmanager",
+                "org.linuxcontainers.cgmanager0_0",
+                "GetValueScm",
+                "sssh",
+                ("pids", "", "pids.max", b.fileno()),
+            )
         except DBusError as e:
             assert e.name.endswith("LimitExceeded")
             refused += 1
@@ -184,7 +227,9 @@ def test_pending_handshakes_are_capped_per_connection(start_daemon):
     assert refused == 40 - 32
     # another connection is not affected
     other = connect(d.address)
-    other.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,))
+    other.call(
+        "/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,)
+    )
     for a in kept:
         a.close()
     other.close()
@@ -195,43 +240,71 @@ def test_pending_handshakes_are_capped_per_connection(start_daemon):
 def test_wrong_kinds_of_fd_are_refused(daemon):
     from cgmanager.dbus.client import connect
     from cgmanager.dbus.errors import DBusError
+
     conn = connect(daemon.address)
     r, w = os.pipe()
     with pytest.raises(DBusError) as e:
-        conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "CreateScm",
-                  "ssh", ("pids", "x", r))
+        conn.call(
+            "/org/linuxcontainers/cgmanager",
+            "org.linuxcontainers.cgmanager0_0",
+            "CreateScm",
+            "ssh",
+            ("pids", "x", r),
+        )
     assert "datagram" in e.value.message or "socket" in e.value.message
     s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with pytest.raises(DBusError):
-        conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "CreateScm",
-                  "ssh", ("pids", "x", s2.fileno()))
+        conn.call(
+            "/org/linuxcontainers/cgmanager",
+            "org.linuxcontainers.cgmanager0_0",
+            "CreateScm",
+            "ssh",
+            ("pids", "x", s2.fileno()),
+        )
     for fd in (r, w):
         os.close(fd)
     s1.close(), s2.close()
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,))
+    conn.call(
+        "/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "Ping", "i", (0,)
+    )
     conn.close()
 
 
 def test_fds_smuggled_with_a_credential_are_closed(start_daemon, place):
     d = start_daemon()
     from cgmanager.dbus.client import connect
+
     conn = connect(d.address)
     # a first identifying call: the daemon keeps the peer's /proc directory open for the
     # connection's life, and that fd belongs in the baseline
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "GetPidCgroup",
-              "si", ("pids", os.getpid()))
+    conn.call(
+        "/org/linuxcontainers/cgmanager",
+        "org.linuxcontainers.cgmanager0_0",
+        "GetPidCgroup",
+        "si",
+        ("pids", os.getpid()),
+    )
     baseline = _daemon_fds(d)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    conn.call("/org/linuxcontainers/cgmanager", "org.linuxcontainers.cgmanager0_0", "CreateScm",
-              "ssh", ("pids", "smuggled", b.fileno()))
+    conn.call(
+        "/org/linuxcontainers/cgmanager",
+        "org.linuxcontainers.cgmanager0_0",
+        "CreateScm",
+        "ssh",
+        ("pids", "smuggled", b.fileno()),
+    )
     b.close()
     a.settimeout(5)
     assert a.recv(16) == scm.KICK
     extra = os.open("/dev/null", os.O_RDONLY)
-    a.sendmsg([b"p"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, extra.to_bytes(4, sys.byteorder)),
-                       (socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
-                        scm.UCRED.pack(os.getpid(), 0, 0))])
+    a.sendmsg(
+        [b"p"],
+        [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, extra.to_bytes(4, sys.byteorder)),
+            (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(os.getpid(), 0, 0)),
+        ],
+    )
     os.close(extra)
     a.settimeout(1)
     with pytest.raises(TimeoutError):

@@ -24,16 +24,25 @@ def kernel_state(*dirs):
     """The hostile suite's snapshot, with member lists as sets: a process moved out and back
     is listed in another order."""
     return {
-        k: sorted(v.split()) if k[-1] == "content" and k[-2] in ("cgroup.procs", "cgroup.threads",
-                                                                   "tasks") else v
+        k: sorted(v.split())
+        if k[-1] == "content" and k[-2] in ("cgroup.procs", "cgroup.threads", "tasks")
+        else v
         for k, v in _kernel_state(*dirs).items()
     }
 
 
 def setup(place, controllers, cgroup, uid=-1, gid=-1, values=None, pids=(), user=None):
     return place.py(
-        "Setup", SIG, controllers, cgroup, uid, gid, dict(values or {}), list(pids),
-        user=user, iface=INTERFACE1,
+        "Setup",
+        SIG,
+        controllers,
+        cgroup,
+        uid,
+        gid,
+        dict(values or {}),
+        list(pids),
+        user=user,
+        iface=INTERFACE1,
     )
 
 
@@ -50,10 +59,17 @@ def cgroup_of(pid: int, key: str, place) -> str:
 
 def test_setup_creates_chowns_writes_and_moves_in_one_request(place, test_user):
     kid = place.spawn(["sleep", "100"], user=test_user)
-    created = ok(setup(
-        place, "pids,freezer,unified", "ct/one", test_user.uid, test_user.gid,
-        {"pids.max": "10", "unified:cgroup.max.descendants": "5"}, [kid.pid],
-    ))
+    created = ok(
+        setup(
+            place,
+            "pids,freezer,unified",
+            "ct/one",
+            test_user.uid,
+            test_user.gid,
+            {"pids.max": "10", "unified:cgroup.max.descendants": "5"},
+            [kid.pid],
+        )
+    )
     assert created == (["pids:ct/one", "freezer:ct/one", "unified:ct/one"],)
     for key in ("pids", "freezer", "unified"):
         d = f"{place.path(key)}/ct/one"
@@ -68,8 +84,12 @@ def test_setup_creates_chowns_writes_and_moves_in_one_request(place, test_user):
 @pytest.mark.parametrize(
     "values, pids, kind, step",
     [
-        ({"pids.max": "10", "unified:cgroup.max.depth": "not-a-number"}, (), "KernelRejected",
-         "write unified:cgroup.max.depth"),
+        (
+            {"pids.max": "10", "unified:cgroup.max.depth": "not-a-number"},
+            (),
+            "KernelRejected",
+            "write unified:cgroup.max.depth",
+        ),
         ({"pids.max": "10"}, ("dead",), "NotFound", "move"),
         ({"pids.max": "10"}, ("root's",), "NotPermitted", "move"),
     ],
@@ -124,8 +144,11 @@ def test_an_unprivileged_user_sets_up_below_its_delegation(place, test_user):
     kid = place.spawn(["sleep", "100"], user=test_user)
     user_place_rel = "mine/job"
     # relative to the caller's cgroup: the user's client runs in the place's cgroup
-    assert ok(setup(place, "pids", user_place_rel, values={"pids.max": "3"}, pids=[kid.pid],
-                    user=test_user)) == (["pids:mine/job"],)
+    assert ok(
+        setup(
+            place, "pids", user_place_rel, values={"pids.max": "3"}, pids=[kid.pid], user=test_user
+        )
+    ) == (["pids:mine/job"],)
     assert open(f"{place.path('pids')}/mine/job/pids.max").read().strip() == "3"
     assert cgroup_of(kid.pid, "pids", place) == "mine/job"
     # handing it to someone else is root's business: refused, and the new cgroup is gone
@@ -135,11 +158,22 @@ def test_an_unprivileged_user_sets_up_below_its_delegation(place, test_user):
 
 
 def test_dbus_send_can_call_setup(place):
-    cp = place.run([
-        "dbus-send", f"--address={place.daemon.address}", "--print-reply", "--type=method_call",
-        "/org/linuxcontainers/cgmanager", f"{INTERFACE1}.Setup", "string:pids", "string:ds",
-        "int32:-1", "int32:-1", "dict:string:string:pids.max,7", "array:int32:",
-    ])
+    cp = place.run(
+        [
+            "dbus-send",
+            f"--address={place.daemon.address}",
+            "--print-reply",
+            "--type=method_call",
+            "/org/linuxcontainers/cgmanager",
+            f"{INTERFACE1}.Setup",
+            "string:pids",
+            "string:ds",
+            "int32:-1",
+            "int32:-1",
+            "dict:string:string:pids.max,7",
+            "array:int32:",
+        ]
+    )
     assert cp.returncode == 0, cp.stderr
     assert '"pids:ds"' in cp.stdout
     assert open(f"{place.path('pids')}/ds/pids.max").read().strip() == "7"

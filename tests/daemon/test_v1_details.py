@@ -22,5 +22,7 @@ def test_created_cpuset_cgroups_inherit_cpus_and_mems(place):
     # no host-global switch was flipped for it
     root = place.mounts["cpuset"]
     assert open(f"{root}/cgroup.clone_children").read() == "0\n"
-    assert ast.literal_eval(place.py("GetTasks", "ss", "cpuset", "cs/a").stdout.strip()) == ([sleeper.pid],)
+    assert ast.literal_eval(place.py("GetTasks", "ss", "cpuset", "cs/a").stdout.strip()) == (
+        [sleeper.pid],
+    )
     assert os.path.isdir(f"{base}/cs/a")

@@ -10,8 +10,6 @@ from .replies import ok, refused
 pytestmark = [pytest.mark.t1, pytest.mark.t3]
 
 
-
-
 def read(path):
     with open(path) as f:
         return f.read().split()
@@ -53,9 +51,11 @@ def test_moves_into_a_cgroup_with_controllers_land_in_its_leaf(hugetlb, place):
 
 
 def test_the_leaf_is_reserved(place):
-    for method, sig, args in [("Create", "ss", ("unified", ".cgm_leaf")),
-                              ("MovePid", "ssi", ("unified", ".cgm_leaf", os.getpid())),
-                              ("GetValue", "sss", ("unified", ".cgm_leaf", "cgroup.procs"))]:
+    for method, sig, args in [
+        ("Create", "ss", ("unified", ".cgm_leaf")),
+        ("MovePid", "ssi", ("unified", ".cgm_leaf", os.getpid())),
+        ("GetValue", "sss", ("unified", ".cgm_leaf", "cgroup.procs")),
+    ]:
         refused(place.py(method, sig, *args), "InvalidArgument")
 
 
@@ -66,8 +66,12 @@ def test_other_users_processes_are_never_moved_to_make_room(hugetlb, place, test
     root_proc = place.spawn(["sleep", "100"])
     with open(f"{base}/d/cgroup.procs", "w") as f:  # an administrator, behind the daemon
         f.write(str(root_proc.pid))
-    refused(place.py("SetValue", "ssss", "unified", "d", "cgroup.subtree_control", "+hugetlb",
-                     user=test_user), "Busy")
+    refused(
+        place.py(
+            "SetValue", "ssss", "unified", "d", "cgroup.subtree_control", "+hugetlb", user=test_user
+        ),
+        "Busy",
+    )
     assert read(f"{base}/d/cgroup.procs") == [str(root_proc.pid)]
     assert not os.path.exists(f"{base}/d/.cgm_leaf")
 

@@ -24,10 +24,14 @@ def test_freezer_state_on_v2(place):
     assert value(place.py("GetValue", "sss", "unified", "fz", "freezer.state")) == ("THAWED",)
     value(place.py("SetValue", "ssss", "unified", "fz", "freezer.state", "FROZEN"))
     assert open(place.path("unified") + "/fz/cgroup.freeze").read() == "1\n"
-    assert wait_for(lambda: value(place.py("GetValue", "sss", "unified", "fz", "freezer.state")) == ("FROZEN",))
+    assert wait_for(
+        lambda: value(place.py("GetValue", "sss", "unified", "fz", "freezer.state")) == ("FROZEN",)
+    )
     assert "frozen 1" in open(place.path("unified") + "/fz/cgroup.events").read()
     value(place.py("SetValue", "ssss", "unified", "fz", "freezer.state", "THAWED"))
-    assert wait_for(lambda: value(place.py("GetValue", "sss", "unified", "fz", "freezer.state")) == ("THAWED",))
+    assert wait_for(
+        lambda: value(place.py("GetValue", "sss", "unified", "fz", "freezer.state")) == ("THAWED",)
+    )
 
 
 def test_bad_freezer_value_changes_nothing(place):

@@ -36,6 +36,7 @@ class ServerThread:
     def connections(self) -> int:
         async def count() -> int:
             return self.server.connections
+
         return self.run(count())
 
     def wait_connections(self, n: int, timeout: float = 10.0) -> None:
@@ -116,18 +117,39 @@ def raw_authenticated(path: str) -> socket.socket:
     return s
 
 
-def call_msg(member: str, signature: str = "", body: tuple = (), *,
-             path: str = "/org/linuxcontainers/cgmanager",
-             interface: str | None = "org.example.Test", flags: int = 0) -> Message:
-    return Message(1, flags=flags, path=path, interface=interface, member=member,
-                   signature=signature, body=body)
+def call_msg(
+    member: str,
+    signature: str = "",
+    body: tuple = (),
+    *,
+    path: str = "/org/linuxcontainers/cgmanager",
+    interface: str | None = "org.example.Test",
+    flags: int = 0,
+) -> Message:
+    return Message(
+        1,
+        flags=flags,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=body,
+    )
 
 
 def send_msg(sock: socket.socket, msg: Message, serial: int = 1) -> None:
     data, fds = serialise_message(msg, serial)
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                               b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds))])
+        sock.sendmsg(
+            [data],
+            [
+                (
+                    socket.SOL_SOCKET,
+                    socket.SCM_RIGHTS,
+                    b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds),
+                )
+            ],
+        )
     else:
         sock.sendall(data)
 

@@ -45,9 +45,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "sock")
-        proc = subprocess.Popen([sys.executable, "-c", SERVER, path,
-                                 os.path.dirname(os.path.abspath(__file__))],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, path, os.path.dirname(os.path.abspath(__file__))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stdout.readline().strip() == "ready"
             idlers = [connect(f"unix:path={path}") for _ in range(idle)]
@@ -56,20 +58,28 @@ def main() -> None:
             with connect(f"unix:path={path}") as c:
                 for member, sig, body in [("Ping", "i", (0,)), ("EchoS", "s", ("x" * 20,))]:
                     for _ in range(2000):  # warm-up
-                        c.call("/org/linuxcontainers/cgmanager", "org.example.Test", member,
-                               sig, body)
+                        c.call(
+                            "/org/linuxcontainers/cgmanager", "org.example.Test", member, sig, body
+                        )
                     cpu, lat = [], []
                     for _ in range(rounds):
                         c0, t0 = cpu_ns(proc.pid), time.perf_counter()
                         for _ in range(calls):
-                            c.call("/org/linuxcontainers/cgmanager", "org.example.Test",
-                                   member, sig, body)
+                            c.call(
+                                "/org/linuxcontainers/cgmanager",
+                                "org.example.Test",
+                                member,
+                                sig,
+                                body,
+                            )
                         t1, c1 = time.perf_counter(), cpu_ns(proc.pid)
                         cpu.append((c1 - c0) / calls / 1000)
                         lat.append((t1 - t0) / calls * 1e6)
-                    print(f"{member}: server CPU/call median {statistics.median(cpu):.1f} µs "
-                          f"(rounds {', '.join(f'{x:.1f}' for x in cpu)}); round trip median "
-                          f"{statistics.median(lat):.1f} µs")
+                    print(
+                        f"{member}: server CPU/call median {statistics.median(cpu):.1f} µs "
+                        f"(rounds {', '.join(f'{x:.1f}' for x in cpu)}); round trip median "
+                        f"{statistics.median(lat):.1f} µs"
+                    )
             for i in idlers:
                 i.close()
         finally:

@@ -28,8 +28,9 @@ from jeepney.low_level import Parser  # noqa: E402
 
 
 def call(signature: str, body: tuple, **kw) -> Message:
-    return Message(1, path="/org/x", interface="org.x.Y", member="M", signature=signature,
-                   body=body, **kw)
+    return Message(
+        1, path="/org/x", interface="org.x.Y", member="M", signature=signature, body=body, **kw
+    )
 
 
 SAMPLES = [
@@ -37,10 +38,10 @@ SAMPLES = [
     ("i", (-5,)),
     ("s", ("héllo wörld",)),
     ("as", (["a", "", "ccc"],)),
-    ("ai", ([1, -2, 2**31 - 1, -2**31],)),
+    ("ai", ([1, -2, 2**31 - 1, -(2**31)],)),
     ("a(suuu)", ([("tasks", 0, 0, 0o100644), ("cgroup.procs", 4294967295, 1, 33188)],)),
     ("a{sv}", ({"api_version": ("i", 10), "x": ("as", ["y"])},)),
-    ("yqnutxdb", (255, 65535, -32768, 4294967295, 2**64 - 1, -2**63, 1.5, True)),
+    ("yqnutxdb", (255, 65535, -32768, 4294967295, 2**64 - 1, -(2**63), 1.5, True)),
     ("ogv", ("/a/b_c/D9", "a{sv}(ii)", ("v", ("s", "nested")))),
     ("ay", (b"\x00\x01binary",)),
     ("aai", ([[1], [], [2, 3]],)),
@@ -62,15 +63,17 @@ def test_round_trip_and_jeepney_agree(signature, body):
     jm = p.get_next_message()
     assert jm.body == body
     # ... and we read what jeepney writes
-    jm2 = jeepney.new_method_call(jeepney.DBusAddress("/org/x", "org.x.dest", "org.x.Y"), "M",
-                                  signature or None, body)
+    jm2 = jeepney.new_method_call(
+        jeepney.DBusAddress("/org/x", "org.x.dest", "org.x.Y"), "M", signature or None, body
+    )
     theirs = parse_message(jm2.serialise(serial=3))
     assert theirs.body == body and theirs.destination == "org.x.dest"
 
 
 def test_big_endian_messages_parse():
-    jm = jeepney.new_method_call(jeepney.DBusAddress("/o", "a.b", "a.b"), "M", "ia{sv}",
-                                 (3, {"k": ("u", 9)}))
+    jm = jeepney.new_method_call(
+        jeepney.DBusAddress("/o", "a.b", "a.b"), "M", "ia{sv}", (3, {"k": ("u", 9)})
+    )
     jm.header.endianness = jeepney.low_level.Endianness.big
     msg = parse_message(jm.serialise(serial=1))
     assert msg.body == (3, {"k": ("u", 9)})
@@ -91,6 +94,7 @@ def test_message_announcing_more_fds_than_received():
 
 def _raw_message(signature: bytes, body: bytes, extra_fields: bytes = b"") -> bytes:
     """Hand-built little-endian method call with arbitrary signature/body bytes."""
+
     def field(code: int, sig: bytes, value: bytes) -> bytes:
         return bytes([code, len(sig)]) + sig + b"\0" + value
 
@@ -111,28 +115,31 @@ def test_hand_built_message_parses():
     assert msg.body == (42,) and msg.path == "/x" and msg.member == "M"
 
 
-@pytest.mark.parametrize("signature, body", [
-    (b"a()", struct.pack("<I", 8) + b"\0" * 12),          # hangs jeepney's parser forever
-    (b"()", b""),
-    (b"a{vs}", struct.pack("<I", 0) + b"\0" * 4),          # dict key must be basic
-    (b"{ss}", b""),                                          # dict entry outside array
-    (b"i", struct.pack("<i", 1) + b"\0\0\0\0"),             # trailing bytes
-    (b"ii", struct.pack("<i", 1)),                           # short body
-    (b"b", struct.pack("<I", 2)),                            # boolean must be 0 or 1
-    (b"s", struct.pack("<I", 3) + b"a\0b\0"),                # embedded NUL
-    (b"s", struct.pack("<I", 2) + b"\xff\xfe\0\0"),          # invalid UTF-8
-    (b"s", struct.pack("<I", 0xFFFFFFF0) + b"ab\0\0"),       # length past the end
-    (b"o", struct.pack("<I", 3) + b"a/b\0"),                 # not an object path
-    (b"o", struct.pack("<I", 3) + b"/a/\0"),
-    (b"g", b"\x03a()\0"),                                    # invalid signature value
-    (b"ai", struct.pack("<I", 6) + b"\0" * 8),               # not a multiple of 4
-    (b"as", struct.pack("<I", 6) + struct.pack("<I", 4) + b"abcd\0"),  # element overruns
-    (b"h", struct.pack("<I", 0)),                            # fd index without fds
-    (b"v", b"\x02ii\0" + b"\0" * 8),                         # variant with two types
-    (b"v", b"\x01(\0\0"),
-    (b"a" * 33 + b"i", struct.pack("<I", 0)),                # arrays nested > 32
-    (b"(" * 33 + b"i" + b")" * 33, b"\0" * 8),               # structs nested > 32
-])
+@pytest.mark.parametrize(
+    "signature, body",
+    [
+        (b"a()", struct.pack("<I", 8) + b"\0" * 12),  # hangs jeepney's parser forever
+        (b"()", b""),
+        (b"a{vs}", struct.pack("<I", 0) + b"\0" * 4),  # dict key must be basic
+        (b"{ss}", b""),  # dict entry outside array
+        (b"i", struct.pack("<i", 1) + b"\0\0\0\0"),  # trailing bytes
+        (b"ii", struct.pack("<i", 1)),  # short body
+        (b"b", struct.pack("<I", 2)),  # boolean must be 0 or 1
+        (b"s", struct.pack("<I", 3) + b"a\0b\0"),  # embedded NUL
+        (b"s", struct.pack("<I", 2) + b"\xff\xfe\0\0"),  # invalid UTF-8
+        (b"s", struct.pack("<I", 0xFFFFFFF0) + b"ab\0\0"),  # length past the end
+        (b"o", struct.pack("<I", 3) + b"a/b\0"),  # not an object path
+        (b"o", struct.pack("<I", 3) + b"/a/\0"),
+        (b"g", b"\x03a()\0"),  # invalid signature value
+        (b"ai", struct.pack("<I", 6) + b"\0" * 8),  # not a multiple of 4
+        (b"as", struct.pack("<I", 6) + struct.pack("<I", 4) + b"abcd\0"),  # element overruns
+        (b"h", struct.pack("<I", 0)),  # fd index without fds
+        (b"v", b"\x02ii\0" + b"\0" * 8),  # variant with two types
+        (b"v", b"\x01(\0\0"),
+        (b"a" * 33 + b"i", struct.pack("<I", 0)),  # arrays nested > 32
+        (b"(" * 33 + b"i" + b")" * 33, b"\0" * 8),  # structs nested > 32
+    ],
+)
 def test_hostile_bodies_are_protocol_errors(signature, body):
     with pytest.raises(ProtocolError):
         parse_message(_raw_message(signature, body))
@@ -177,22 +184,37 @@ def test_method_call_requires_path_and_member():
         parse_message(data)
 
 
-@pytest.mark.parametrize("head, error", [
-    (b"x\x01\x00\x01" + b"\0" * 12, ProtocolError),                     # endianness
-    (b"l\x01\x00\x02" + b"\0" * 12, ProtocolError),                     # protocol version
-    (struct.pack("<cBBBIII", b"l", 1, 0, 1, 2 << 20, 1, 16), MessageTooLarge),
-    (struct.pack("<cBBBIII", b"l", 1, 0, 1, 0, 1, 0xFFFFFFF0), MessageTooLarge),
-])
+@pytest.mark.parametrize(
+    "head, error",
+    [
+        (b"x\x01\x00\x01" + b"\0" * 12, ProtocolError),  # endianness
+        (b"l\x01\x00\x02" + b"\0" * 12, ProtocolError),  # protocol version
+        (struct.pack("<cBBBIII", b"l", 1, 0, 1, 2 << 20, 1, 16), MessageTooLarge),
+        (struct.pack("<cBBBIII", b"l", 1, 0, 1, 0, 1, 0xFFFFFFF0), MessageTooLarge),
+    ],
+)
 def test_message_size_checks_header_before_body(head, error):
     with pytest.raises(error):
         message_size(head, 1 << 20)
 
 
 def test_marshal_rejects_bad_values():
-    for sig, body in [("i", ("x",)), ("i", (2**31,)), ("s", (1,)), ("s", ("a\0",)),
-                      ("o", ("nope",)), ("as", ("abc",)), ("(ii)", ((1,),)), ("b", (2,)),
-                      ("v", (("ii", 1),)), ("a{sv}", ([1],)), ("h", (-1,)), ("g", ("a(",)),
-                      ("i", (1, 2)), ("ai", (["1"],))]:
+    for sig, body in [
+        ("i", ("x",)),
+        ("i", (2**31,)),
+        ("s", (1,)),
+        ("s", ("a\0",)),
+        ("o", ("nope",)),
+        ("as", ("abc",)),
+        ("(ii)", ((1,),)),
+        ("b", (2,)),
+        ("v", (("ii", 1),)),
+        ("a{sv}", ([1],)),
+        ("h", (-1,)),
+        ("g", ("a(",)),
+        ("i", (1, 2)),
+        ("ai", (["1"],)),
+    ]:
         with pytest.raises(codec.MarshalError):
             marshal_body(sig, body)
 
@@ -203,6 +225,7 @@ def test_split_signature():
 
 # ------------------------------------------------------------------------------------------
 # fuzzing: random bytes must only ever produce ProtocolError, quickly
+
 
 @settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
@@ -226,7 +249,7 @@ def test_fuzz_mutated_valid_messages(sample, data):
         i = data.draw(st.integers(0, len(raw) - 1))
         raw[i] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
-        raw = raw[:data.draw(st.integers(0, len(raw)))]
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
     try:
         parse_message(bytes(raw), [7])
     except ProtocolError:
@@ -245,24 +268,30 @@ def test_fuzz_signatures_and_bodies(signature, body):
 def _values_for(sig_strategy_depth: int = 2):
     """(signature, value) pairs to round-trip."""
     basic = st.one_of(
-        st.tuples(st.just("i"), st.integers(-2**31, 2**31 - 1)),
+        st.tuples(st.just("i"), st.integers(-(2**31), 2**31 - 1)),
         st.tuples(st.just("u"), st.integers(0, 2**32 - 1)),
         st.tuples(st.just("t"), st.integers(0, 2**64 - 1)),
         st.tuples(st.just("y"), st.integers(0, 255)),
         st.tuples(st.just("ay"), st.binary(max_size=8)),
         st.tuples(st.just("b"), st.booleans()),
         st.tuples(st.just("d"), st.floats(allow_nan=False)),
-        st.tuples(st.just("s"), st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                                                blacklist_characters="\0"))),
+        st.tuples(
+            st.just("s"),
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")
+            ),
+        ),
     )
 
     def extend(children):
         arrays = children.filter(lambda sv: sv[0] != "y").flatmap(
             lambda sv: st.lists(st.just(sv[1]), max_size=3).map(
-                lambda vals, sig=sv[0]: ("a" + sig, vals)))
+                lambda vals, sig=sv[0]: ("a" + sig, vals)
+            )
+        )
         structs = st.lists(children, min_size=1, max_size=3).map(
-            lambda items: ("(" + "".join(s for s, _ in items) + ")",
-                           tuple(v for _, v in items)))
+            lambda items: ("(" + "".join(s for s, _ in items) + ")", tuple(v for _, v in items))
+        )
         variants = children.map(lambda sv: ("v", sv))
         return st.one_of(arrays, structs, variants)
 

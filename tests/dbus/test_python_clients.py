@@ -54,8 +54,9 @@ def test_received_fd_is_cloexec_and_closed_after_handler(conn, tmp_path):
         target, cloexec = conn.call(PATH, IFACE, "FdInfo", "h", (fh.fileno(),))
     assert target == str(f) and cloexec
     # the server closed its copy after the handler returned
-    assert not any(os.path.realpath(f"/proc/self/fd/{n}") == str(f)
-                   for n in os.listdir("/proc/self/fd"))
+    assert not any(
+        os.path.realpath(f"/proc/self/fd/{n}") == str(f) for n in os.listdir("/proc/self/fd")
+    )
 
 
 def test_handler_may_take_an_fd(toy, conn):
@@ -124,8 +125,11 @@ def test_no_interface_resolves_member(conn):
 def test_no_reply_flag_sends_no_success_reply_but_errors(conn):
     assert conn.call(PATH, IFACE, "EchoI", "i", (1,), no_reply=True) == ()
     # the error for a NO_REPLY call is still sent: it arrives before the next reply
-    serial = conn.send(__import__("cgmanager.dbus.client", fromlist=["method_call"]).method_call(
-        PATH, IFACE, "Fail", "", (), None, True))
+    serial = conn.send(
+        __import__("cgmanager.dbus.client", fromlist=["method_call"]).method_call(
+            PATH, IFACE, "Fail", "", (), None, True
+        )
+    )
     with pytest.raises(DBusError) as e:
         conn.wait_reply(serial, 10)
     assert e.value.name == "org.example.Error.Nope"
@@ -136,11 +140,13 @@ def test_properties(toy, conn):
     assert conn.get_property(PATH, IFACE, "api_version") == 10
     props = conn.call(PATH, "org.freedesktop.DBus.Properties", "GetAll", "s", (IFACE,))
     assert props == ({"api_version": ("i", 10), "Label": ("s", toy.state.label)},)
-    assert conn.call(PATH, "org.freedesktop.DBus.Properties", "GetAll", "s",
-                     ("org.freedesktop.DBus.Peer",)) == ({},)
+    assert conn.call(
+        PATH, "org.freedesktop.DBus.Properties", "GetAll", "s", ("org.freedesktop.DBus.Peer",)
+    ) == ({},)
     with pytest.raises(DBusError) as e:
-        conn.call(PATH, "org.freedesktop.DBus.Properties", "Set", "ssv",
-                  (IFACE, "api_version", ("i", 3)))
+        conn.call(
+            PATH, "org.freedesktop.DBus.Properties", "Set", "ssv", (IFACE, "api_version", ("i", 3))
+        )
     assert e.value.name == errors.PROPERTY_READ_ONLY
     with pytest.raises(DBusError) as e:
         conn.get_property(PATH, IFACE, "nope")
@@ -149,13 +155,13 @@ def test_properties(toy, conn):
         conn.get_property(PATH, "org.example.Nope", "x")
     assert e.value.name == errors.UNKNOWN_INTERFACE
     with pytest.raises(DBusError) as e:  # wrong variant type for a writable property
-        conn.call(PATH, "org.freedesktop.DBus.Properties", "Set", "ssv",
-                  (IFACE, "Label", ("i", 3)))
+        conn.call(PATH, "org.freedesktop.DBus.Properties", "Set", "ssv", (IFACE, "Label", ("i", 3)))
     assert e.value.name == errors.INVALID_ARGS
     conn.call(PATH, "org.freedesktop.DBus.Properties", "Set", "ssv", (IFACE, "Label", ("s", "n")))
     assert conn.get_property(PATH, IFACE, "Label") == "n"
-    conn.call(PATH, "org.freedesktop.DBus.Properties", "Set", "ssv",
-              (IFACE, "Label", ("s", "initial")))
+    conn.call(
+        PATH, "org.freedesktop.DBus.Properties", "Set", "ssv", (IFACE, "Label", ("s", "initial"))
+    )
 
 
 def test_bus_driver_stubs(conn):
@@ -213,11 +219,14 @@ def test_call_timeout(conn):
 
 
 def test_client_import_is_light():
-    code = ("import sys, cgmanager.dbus.client; "
-            "bad = {'asyncio', 'socket', 'typing', 'logging', 'dataclasses', 're', 'jeepney',"
-            " 'enum', 'selectors'} & set(sys.modules); print(sorted(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30, check=True).stdout.strip()
+    code = (
+        "import sys, cgmanager.dbus.client; "
+        "bad = {'asyncio', 'socket', 'typing', 'logging', 'dataclasses', 're', 'jeepney',"
+        " 'enum', 'selectors'} & set(sys.modules); print(sorted(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -232,6 +241,7 @@ def test_anonymous_fallback(toy, monkeypatch):
 
 # ------------------------------------------------------------------------------------------
 # asyncio client
+
 
 def test_async_client_basics(toy):
     async def main():
@@ -254,8 +264,9 @@ def test_async_client_basics(toy):
                 await conn.call(PATH, IFACE, "Fail")
             assert e.value.name == "org.example.Error.Nope"
             # several calls in flight on one connection, answered in order
-            results = await asyncio.gather(*(conn.call(PATH, IFACE, "EchoI", "i", (i,))
-                                             for i in range(50)))
+            results = await asyncio.gather(
+                *(conn.call(PATH, IFACE, "EchoI", "i", (i,)) for i in range(50))
+            )
             assert results == [(i,) for i in range(50)]
         finally:
             conn.close()

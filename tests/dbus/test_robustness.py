@@ -45,6 +45,7 @@ def hello() -> Message:
 # ------------------------------------------------------------------------------------------
 # handshake over a real socket
 
+
 def test_pipelined_handshake_and_hello_first(toy):
     s = raw_connect(toy.path)
     with s:
@@ -92,18 +93,20 @@ def test_fd_pipelined_with_begin(toy):
     s = raw_connect(toy.path)
     with s:
         data, fds = serialise_message(call_msg("ReadFd", "h", (r,)), 1)
-        s.sendmsg([HANDSHAKE + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                        struct.pack("i", r))])
+        s.sendmsg([HANDSHAKE + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))])
         os.close(r)
         rest = read_until(s, b"AGREE_UNIX_FD\r\n").partition(b"AGREE_UNIX_FD\r\n")[2]
         assert recv_msg(s, bytearray(rest)).body == ("early fd",)
 
 
-@pytest.mark.parametrize("payload", [
-    b"\0BEGIN\r\n",                               # BEGIN before authentication
-    b"\0AUTH EXTERNAL " + b"3" * 20000,           # over-long line, no terminator
-    b"\0" + b"NOPE\r\n" * 100,                    # too many bad commands
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\0BEGIN\r\n",  # BEGIN before authentication
+        b"\0AUTH EXTERNAL " + b"3" * 20000,  # over-long line, no terminator
+        b"\0" + b"NOPE\r\n" * 100,  # too many bad commands
+    ],
+)
 def test_bad_handshakes_close_only_that_client(toy, payload):
     s = raw_connect(toy.path)
     with s:
@@ -134,6 +137,7 @@ def test_handshake_deadline(make_server):
 
 # ------------------------------------------------------------------------------------------
 # broken or hostile message streams
+
 
 def test_half_message_stall_does_not_block_others(toy):
     s = raw_authenticated(toy.path)
@@ -213,12 +217,15 @@ def test_fds_without_negotiation(toy):
     served(toy)
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\0" * 64,
-    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"l\x01\x00\x01" + b"\xff" * 60,
-    bytes(range(256)),
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\0" * 64,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"l\x01\x00\x01" + b"\xff" * 60,
+        bytes(range(256)),
+    ],
+)
 def test_garbage_after_begin(toy, garbage):
     s = raw_authenticated(toy.path)
     with s:
@@ -269,11 +276,14 @@ def test_flooding_client_does_not_starve_others(make_server):
 def test_non_call_messages_are_ignored(toy):
     s = raw_authenticated(toy.path)
     with s:
-        for i, msg in enumerate([
-            Message(4, path="/a", interface="a.b", member="Sig"),
-            Message(2, reply_serial=5, signature="s", body=("x",)),
-            Message(3, error_name="a.b.C", reply_serial=5),
-        ], start=1):
+        for i, msg in enumerate(
+            [
+                Message(4, path="/a", interface="a.b", member="Sig"),
+                Message(2, reply_serial=5, signature="s", body=("x",)),
+                Message(3, error_name="a.b.C", reply_serial=5),
+            ],
+            start=1,
+        ):
             send_msg(s, msg, i)
         send_msg(s, call_msg("EchoI", "i", (8,)), 10)
         reply = recv_msg(s)
@@ -284,7 +294,7 @@ def test_no_reply_flag_over_socket(toy):
     s = raw_authenticated(toy.path)
     with s:
         send_msg(s, call_msg("EchoI", "i", (1,), flags=1), 1)  # no success reply
-        send_msg(s, call_msg("Fail", flags=1), 2)               # but errors are sent
+        send_msg(s, call_msg("Fail", flags=1), 2)  # but errors are sent
         send_msg(s, call_msg("EchoI", "i", (3,)), 3)
         buf = bytearray()
         err = recv_msg(s, buf)
@@ -294,6 +304,7 @@ def test_no_reply_flag_over_socket(toy):
 
 # ------------------------------------------------------------------------------------------
 # connection limits
+
 
 def test_per_uid_limit(make_server):
     srv = make_server(max_connections_per_uid=3)
@@ -330,6 +341,7 @@ def test_total_limit(make_server):
 
 # ------------------------------------------------------------------------------------------
 # fds: no leaks, everything CLOEXEC
+
 
 def test_no_fd_leaks_and_all_cloexec(make_server, tmp_path):
     srv = make_server("leak")
@@ -376,8 +388,16 @@ def test_no_fd_leaks_and_all_cloexec(make_server, tmp_path):
             with open(f) as fh:
                 s = raw_authenticated(srv.path)
                 data, _ = serialise_message(call_msg("Slow", "i", (1,)), 1)
-                s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                    struct.pack("2i", fh.fileno(), fh.fileno()))])
+                s.sendmsg(
+                    [data],
+                    [
+                        (
+                            socket.SOL_SOCKET,
+                            socket.SCM_RIGHTS,
+                            struct.pack("2i", fh.fileno(), fh.fileno()),
+                        )
+                    ],
+                )
                 s.close()
         else:
             with connect(srv.address) as c:
@@ -388,6 +408,7 @@ def test_no_fd_leaks_and_all_cloexec(make_server, tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # the socket file
+
 
 def test_socket_mode_default_and_custom(make_server):
     srv = make_server("a")
@@ -438,8 +459,12 @@ def test_close_leaves_a_replacement_socket_alone(make_server, tmp_path):
 # ------------------------------------------------------------------------------------------
 # random bytes after a successful handshake, over the socket
 
-@settings(max_examples=examples(40), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+@settings(
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(st.binary(min_size=1, max_size=400))
 def test_fuzz_bytes_after_begin(toy, data):
     s = raw_authenticated(toy.path)
@@ -455,6 +480,9 @@ def test_accepted_sockets_inherit_passcred(toy):
         c.call(PATH, IFACE, "EchoI", "i", (1,))
 
         async def flags() -> list[int]:
-            return [conn._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
-                    for conn in toy.server._connections]
+            return [
+                conn._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
+                for conn in toy.server._connections
+            ]
+
         assert toy.run(flags()) and all(toy.run(flags()))

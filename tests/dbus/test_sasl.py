@@ -60,8 +60,14 @@ def test_bad_hex_is_error():
     assert m.feed(b"AUTH EXTERNAL 30\r\n").reply == OK
 
 
-@pytest.mark.parametrize("line", [b"AUTH ANONYMOUS\r\nDATA\r\n", b"AUTH ANONYMOUS 74657374\r\n",
-                                  b"AUTH ANONYMOUS\r\nDATA 6869\r\n"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"AUTH ANONYMOUS\r\nDATA\r\n",
+        b"AUTH ANONYMOUS 74657374\r\n",
+        b"AUTH ANONYMOUS\r\nDATA 6869\r\n",
+    ],
+)
 def test_anonymous_with_and_without_trace(line):
     m = machine()
     step = m.feed(b"\0" + line)
@@ -80,8 +86,9 @@ def test_unknown_mechanism_rejected():
     assert m.feed(b"AUTH KERBEROS_V4\r\n").reply == REJECTED
 
 
-@pytest.mark.parametrize("line", [b"HELLO", b"auth external", b"DATA 30", b"\xff\xfe", b"",
-                                  b"AGREE_UNIX_FD", b"OK 1234"])
+@pytest.mark.parametrize(
+    "line", [b"HELLO", b"auth external", b"DATA 30", b"\xff\xfe", b"", b"AGREE_UNIX_FD", b"OK 1234"]
+)
 def test_garbage_is_error_and_recoverable(line):
     m = machine()
     step = m.feed(b"\0" + line + b"\r\n")
@@ -100,7 +107,7 @@ def test_cancel_returns_to_start():
 
 def test_error_from_client_gives_rejected():
     m = machine()
-    assert m.feed(b"\0ERROR \"whatever\"\r\n").reply == REJECTED
+    assert m.feed(b'\0ERROR "whatever"\r\n').reply == REJECTED
 
 
 def test_negotiate_unix_fd_only_after_auth():
@@ -218,7 +225,7 @@ def _drive(chunks: list[bytes]) -> None:
         if step.done:
             # the leftover is exactly what followed the BEGIN line that ended the handshake
             assert fed.endswith(step.leftover)
-            assert fed[:len(fed) - len(step.leftover)].endswith(b"BEGIN\r\n")
+            assert fed[: len(fed) - len(step.leftover)].endswith(b"BEGIN\r\n")
             return
         if step.close:
             assert m.close_reason
@@ -232,18 +239,34 @@ def test_fuzz_random_bytes(chunks):
 
 
 _LINES = st.one_of(
-    st.sampled_from([b"AUTH", b"AUTH EXTERNAL", b"AUTH EXTERNAL 30", b"AUTH EXTERNAL 3",
-                     b"AUTH ANONYMOUS", b"AUTH ANONYMOUS 6869", b"AUTH FOO", b"DATA",
-                     b"DATA 30", b"DATA zz", b"CANCEL", b"ERROR", b"BEGIN",
-                     b"NEGOTIATE_UNIX_FD", b"BEGIN x", b"", b"\0"]),
+    st.sampled_from(
+        [
+            b"AUTH",
+            b"AUTH EXTERNAL",
+            b"AUTH EXTERNAL 30",
+            b"AUTH EXTERNAL 3",
+            b"AUTH ANONYMOUS",
+            b"AUTH ANONYMOUS 6869",
+            b"AUTH FOO",
+            b"DATA",
+            b"DATA 30",
+            b"DATA zz",
+            b"CANCEL",
+            b"ERROR",
+            b"BEGIN",
+            b"NEGOTIATE_UNIX_FD",
+            b"BEGIN x",
+            b"",
+            b"\0",
+        ]
+    ),
     st.binary(max_size=20).filter(lambda b: b"\r\n" not in b),
 )
 
 
 @settings(max_examples=examples(400), deadline=None)
-@given(st.booleans(), st.lists(_LINES, max_size=25), st.binary(max_size=30),
-       st.integers(1, 7))
+@given(st.booleans(), st.lists(_LINES, max_size=25), st.binary(max_size=30), st.integers(1, 7))
 def test_fuzz_command_sequences(nul, lines, tail, split):
     stream = (b"\0" if nul else b"") + b"".join(line + b"\r\n" for line in lines) + tail
-    chunks = [stream[i:i + split] for i in range(0, len(stream), split)]
+    chunks = [stream[i : i + split] for i in range(0, len(stream), split)]
     _drive(chunks)

@@ -68,8 +68,13 @@ def make_objects(state: ToyState) -> dict:
 
     def peer(call: MethodCall) -> tuple:
         pidfd = call.pidfd
-        return (call.peer.pid, call.peer.uid, call.peer.gid,
-                pidfd is not None and _cloexec(pidfd), call.sender)
+        return (
+            call.peer.pid,
+            call.peer.uid,
+            call.peer.gid,
+            pidfd is not None and _cloexec(pidfd),
+            call.sender,
+        )
 
     def count(call: MethodCall) -> tuple:
         state.count += 1
@@ -80,32 +85,43 @@ def make_objects(state: ToyState) -> dict:
             raise DBusError("org.freedesktop.DBus.Error.InvalidArgs", "empty label")
         state.label = value
 
-    test = Interface(IFACE, methods=[
-        Method("EchoI", lambda c: (c.body[0],), [("x", "i")], [("x", "i")]),
-        Method("EchoS", lambda c: (c.body[0],), [("x", "s")], [("x", "s")]),
-        Method("EchoAS", lambda c: (c.body[0],), [("x", "as")], [("x", "as")]),
-        Method("EchoAI", lambda c: (c.body[0],), [("x", "ai")], [("x", "ai")]),
-        Method("EchoKeys", lambda c: (c.body[0],), [("x", "a(suuu)")], [("x", "a(suuu)")]),
-        Method("Ping", lambda c: (), [("junk", "i")]),
-        Method("ReadFd", read_fd, [("fd", "h")], [("data", "s")]),
-        Method("FdInfo", fd_info, [("fd", "h")], [("target", "s"), ("cloexec", "b")]),
-        Method("KeepFd", keep_fd, [("fd", "h")]),
-        Method("ReturnFd", return_fd, [], [("fd", "h")]),
-        Method("Fail", fail),
-        Method("Crash", crash),
-        Method("Slow", slow, [("ms", "i")]),
-        Method("SlowFail", slow_fail),
-        Method("Big", lambda c: ("x" * c.body[0],), [("n", "i")], [("data", "s")]),
-        Method("Peer", peer, [], [("pid", "i"), ("uid", "u"), ("gid", "u"),
-                                  ("pidfd_cloexec", "b"), ("name", "s")]),
-        Method("Count", count),
-        Method("GetCount", lambda c: (state.count,), [], [("n", "i")]),
-        Method("BadReturn", lambda c: ("not an int",), [], [("x", "i")]),
-    ], properties=[
-        Property("api_version", "i", lambda c: 10),
-        Property("Label", "s", lambda c: state.label, set_label),
-    ])
-    other = Interface("org.example.Other", methods=[
-        Method("Hi", lambda c: ("hi",), [], [("greeting", "s")]),
-    ])
+    test = Interface(
+        IFACE,
+        methods=[
+            Method("EchoI", lambda c: (c.body[0],), [("x", "i")], [("x", "i")]),
+            Method("EchoS", lambda c: (c.body[0],), [("x", "s")], [("x", "s")]),
+            Method("EchoAS", lambda c: (c.body[0],), [("x", "as")], [("x", "as")]),
+            Method("EchoAI", lambda c: (c.body[0],), [("x", "ai")], [("x", "ai")]),
+            Method("EchoKeys", lambda c: (c.body[0],), [("x", "a(suuu)")], [("x", "a(suuu)")]),
+            Method("Ping", lambda c: (), [("junk", "i")]),
+            Method("ReadFd", read_fd, [("fd", "h")], [("data", "s")]),
+            Method("FdInfo", fd_info, [("fd", "h")], [("target", "s"), ("cloexec", "b")]),
+            Method("KeepFd", keep_fd, [("fd", "h")]),
+            Method("ReturnFd", return_fd, [], [("fd", "h")]),
+            Method("Fail", fail),
+            Method("Crash", crash),
+            Method("Slow", slow, [("ms", "i")]),
+            Method("SlowFail", slow_fail),
+            Method("Big", lambda c: ("x" * c.body[0],), [("n", "i")], [("data", "s")]),
+            Method(
+                "Peer",
+                peer,
+                [],
+                [("pid", "i"), ("uid", "u"), ("gid", "u"), ("pidfd_cloexec", "b"), ("name", "s")],
+            ),
+            Method("Count", count),
+            Method("GetCount", lambda c: (state.count,), [], [("n", "i")]),
+            Method("BadReturn", lambda c: ("not an int",), [], [("x", "i")]),
+        ],
+        properties=[
+            Property("api_version", "i", lambda c: 10),
+            Property("Label", "s", lambda c: state.label, set_label),
+        ],
+    )
+    other = Interface(
+        "org.example.Other",
+        methods=[
+            Method("Hi", lambda c: ("hi",), [], [("greeting", "s")]),
+        ],
+    )
     return {PATH: [test], OTHER_PATH: [other]}

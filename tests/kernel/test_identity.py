@@ -70,8 +70,13 @@ def test_cgroup_namespace_shows_outside_paths_as_dotdot(cgdir, procs):
         "  'parent': open('/proc/%d/cgroup' % os.getppid()).read(),\n"
         "  'v2_root': L.v2.mount_root, 'reach': reach}))\n"
     )
-    out = subprocess.run([*PY, "-c", code], capture_output=True, text=True, timeout=60,
-                         preexec_fn=lambda: open(base + "/cgroup.procs", "w").write(str(os.getpid())))
+    out = subprocess.run(
+        [*PY, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: open(base + "/cgroup.procs", "w").write(str(os.getpid())),
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     [self_v2] = [l for l in parse_cgroup(r["self"]) if l.hierarchy_id == 0]
@@ -103,7 +108,9 @@ def test_v2_delegation_lets_the_user_organise_its_subtree_only(cgdir, procs, tes
     assert mv(other).returncode != 0
     assert t.procs(hp + "/d/c2") == [p.pid]
     # the user cannot raise limits on its delegation root
-    assert test_user.run(["sh", "-c", f"echo 1000 > {base}/d/cgroup.max.descendants"]).returncode != 0
+    assert (
+        test_user.run(["sh", "-c", f"echo 1000 > {base}/d/cgroup.max.descendants"]).returncode != 0
+    )
 
 
 def test_v1_delegation_lets_the_user_create_and_enter_children(cgdir, procs, test_user):

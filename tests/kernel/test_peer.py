@@ -69,8 +69,9 @@ def test_a_peer_that_exits_is_refused_not_reused(procs):
 
 
 def test_user_namespace_changes_and_late_id_maps_are_seen(procs):
-    p = procs.spawn([sys.executable, "-c", UNSHARER], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, text=True)
+    p = procs.spawn(
+        [sys.executable, "-c", UNSHARER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     peer = peer_of(p.pid)
     try:
         before = peer.party()

@@ -23,10 +23,10 @@ def planted(tmp_path):
     (root / "a" / "pids.max").write_text("max\n")
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret").write_text("secret\n")
-    os.symlink(tmp_path / "outside", root / "a" / "link")          # absolute link out
-    os.symlink("../..", root / "a" / "b" / "up")                    # relative link up
+    os.symlink(tmp_path / "outside", root / "a" / "link")  # absolute link out
+    os.symlink("../..", root / "a" / "b" / "up")  # relative link up
     os.symlink(tmp_path / "outside" / "secret", root / "a" / "key")  # key that is a link
-    os.symlink("b", root / "a" / "inside")                           # even a harmless link
+    os.symlink("b", root / "a" / "inside")  # even a harmless link
     t = CgroupTree(Hierarchy(2, (), None, str(root)), delegate_files=("cgroup.procs",))
     yield t, tmp_path
     t.close()

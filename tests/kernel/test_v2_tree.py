@@ -201,8 +201,12 @@ class TestHostileInput:
         t, base, hp = v2
         t.mkdir(hp + "/h")
         before = snapshot(base)
-        for op in (lambda: t.read(hp + "/h", key), lambda: t.write(hp + "/h", key, "1"),
-                   lambda: t.chmod(hp + "/h", key, 0o777), lambda: t.stat(hp + "/h", key)):
+        for op in (
+            lambda: t.read(hp + "/h", key),
+            lambda: t.write(hp + "/h", key, "1"),
+            lambda: t.chmod(hp + "/h", key, 0o777),
+            lambda: t.stat(hp + "/h", key),
+        ):
             with pytest.raises(InvalidArgument):
                 op()
         assert snapshot(base) == before

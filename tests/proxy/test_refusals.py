@@ -272,17 +272,35 @@ def test_a_sibling_whose_name_extends_ours_is_unreachable(box, cgroots):
         name = os.path.basename(sib)
         before = _box_state(box) | kernel_state(sib)
         attempts = []
-        for spelling in (host_spelling, "/" + host_spelling, f"/../{name}", f"../{name}",
-                         f"..//{name}", f"//..//{name}", "/..", "//"):
-            attempts += [("GetValue", "sss", ("pids", spelling, "pids.max")),
-                         ("SetValue", "ssss", ("pids", spelling, "pids.max", "1")),
-                         ("ListKeys", "ss", ("pids", spelling)),
-                         ("GetTasks", "ss", ("pids", spelling))]
+        for spelling in (
+            host_spelling,
+            "/" + host_spelling,
+            f"/../{name}",
+            f"../{name}",
+            f"..//{name}",
+            f"//..//{name}",
+            "/..",
+            "//",
+        ):
+            attempts += [
+                ("GetValue", "sss", ("pids", spelling, "pids.max")),
+                ("SetValue", "ssss", ("pids", spelling, "pids.max", "1")),
+                ("ListKeys", "ss", ("pids", spelling)),
+                ("GetTasks", "ss", ("pids", spelling)),
+            ]
             if ".." in spelling:  # the relative methods read "/a" as "a" below their cgroup
-                attempts += [("Create", "ss", ("pids", spelling + "/x")),
-                             ("Chmod", "sssi", ("pids", spelling, "", 0o777))]
-        for kernel_file in ("cgroup.procs", "tasks", "pids.max", "release_agent",
-                            "notify_on_release", "cgroup.clone_children"):
+                attempts += [
+                    ("Create", "ss", ("pids", spelling + "/x")),
+                    ("Chmod", "sssi", ("pids", spelling, "", 0o777)),
+                ]
+        for kernel_file in (
+            "cgroup.procs",
+            "tasks",
+            "pids.max",
+            "release_agent",
+            "notify_on_release",
+            "cgroup.clone_children",
+        ):
             attempts.append(("Create", "ss", ("pids", kernel_file)))
         for method, sig, args in attempts:
             res = box(ct.py_call, method, sig, args)
@@ -327,8 +345,9 @@ def _start_lingering_client() -> None:
         " None, False))\n"
         "os._exit(0)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline() == "ready\n"
     ct.STATE["lingering"] = p
 

@@ -351,7 +351,6 @@ class Container:
         return problems
 
 
-
 def _checkout_dirs() -> list[str]:
     """The repository and the interpreter's venv (when outside it), for read-only binds."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -360,6 +359,7 @@ def _checkout_dirs() -> list[str]:
     if not (venv + "/").startswith(repo + "/") and venv != "/usr":
         dirs.append(venv)
     return dirs
+
 
 def boot(
     parents: Mapping[str, str],

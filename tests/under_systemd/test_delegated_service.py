@@ -49,6 +49,7 @@ from .helpers import (
 
 pytestmark = pytest.mark.t4
 
+
 @dataclass
 class Tree:
     """What the workload made (paths relative to the delegation point; container pids)."""

@@ -34,8 +34,16 @@ class TestHybridThisMachine:
         L = layout_of("hybrid")
         assert L.mode == "hybrid"
         assert keys(L.all()) == [
-            "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory",
-            "name=systemd", "pids", "unified",
+            "blkio",
+            "cpu",
+            "cpuacct",
+            "cpuset",
+            "devices",
+            "freezer",
+            "memory",
+            "name=systemd",
+            "pids",
+            "unified",
         ]
         assert L.v2.controllers == ("hugetlb",)
         assert L.v2.mountpoint == "/sys/fs/cgroup/unified"
@@ -54,7 +62,12 @@ class TestHybridThisMachine:
 
     def test_proc_lines_map_to_hierarchies(self):
         L = layout_of("hybrid")
-        paths = {h.key: p for h, p in L.for_lines(parse_cgroup((SAMPLES / "hybrid/self-cgroup").read_text())).items()}
+        paths = {
+            h.key: p
+            for h, p in L.for_lines(
+                parse_cgroup((SAMPLES / "hybrid/self-cgroup").read_text())
+            ).items()
+        }
         assert paths["unified"] == "/"
         assert paths["name=systemd"] == "/"
         assert paths["memory"].startswith("/process_api/")
@@ -144,7 +157,12 @@ class TestLegacy:
 
     def test_proc_lines(self):
         L = layout_of("legacy")
-        paths = {h.key: p for h, p in L.for_lines(parse_cgroup((SAMPLES / "legacy/self-cgroup").read_text())).items()}
+        paths = {
+            h.key: p
+            for h, p in L.for_lines(
+                parse_cgroup((SAMPLES / "legacy/self-cgroup").read_text())
+            ).items()
+        }
         assert paths["cpu,cpuacct"] == "/user.slice"
         assert paths["name=systemd"] == "/user.slice/user-1000.slice/session-2.scope"
         assert paths["net_cls,net_prio"] == "/"

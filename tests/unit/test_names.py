@@ -26,8 +26,21 @@ def test_split_accepts(path, expected):
 
 @pytest.mark.parametrize(
     "path",
-    ["..", "../x", "a/../../b", "a/..", "/..", ".", "a/./b", "a\0b", "a\nb", "a\x7fb",
-     "x" * 256, "a/" + "y" * 256, "/".join(["abcdefgh"] * 500)],
+    [
+        "..",
+        "../x",
+        "a/../../b",
+        "a/..",
+        "/..",
+        ".",
+        "a/./b",
+        "a\0b",
+        "a\nb",
+        "a\x7fb",
+        "x" * 256,
+        "a/" + "y" * 256,
+        "/".join(["abcdefgh"] * 500),
+    ],
 )
 def test_split_refuses_hostile(path):
     with pytest.raises(InvalidArgument):
@@ -75,15 +88,30 @@ def test_relative_to_and_parent():
 
 @pytest.mark.parametrize(
     "name",
-    ["tasks", "cgroup.procs", "cgroup.foo", "memory.max", "cpu.weight", "pids.x",
-     "notify_on_release", "release_agent", "..", ".", "", "a/b", "a\0"],
+    [
+        "tasks",
+        "cgroup.procs",
+        "cgroup.foo",
+        "memory.max",
+        "cpu.weight",
+        "pids.x",
+        "notify_on_release",
+        "release_agent",
+        "..",
+        ".",
+        "",
+        "a/b",
+        "a\0",
+    ],
 )
 def test_new_names_colliding_with_kernel_files_are_refused(name):
     with pytest.raises(InvalidArgument):
         names.check_new_name(name)
 
 
-@pytest.mark.parametrize("name", ["foo", "lxc", "user-1000", "cgroupx", "memoryhog", "a.b", "_cpu.x"])
+@pytest.mark.parametrize(
+    "name", ["foo", "lxc", "user-1000", "cgroupx", "memoryhog", "a.b", "_cpu.x"]
+)
 def test_ordinary_new_names_pass(name):
     names.check_new_name(name)
 
@@ -99,7 +127,9 @@ def test_keys_pass(key):
     names.check_key(key)
 
 
-@pytest.mark.parametrize("key", ["", ".", "..", "../release_agent", "a/b", "/pids.max", "x\0", "k" * 256])
+@pytest.mark.parametrize(
+    "key", ["", ".", "..", "../release_agent", "a/b", "/pids.max", "x\0", "k" * 256]
+)
 def test_hostile_keys_are_refused(key):
     with pytest.raises(InvalidArgument):
         names.check_key(key)

@@ -133,8 +133,13 @@ def test_refusal_message_names_owner_as_the_caller_sees_it():
 
 @pytest.mark.parametrize(
     "path, bound, ok",
-    [("/a", "/a", True), ("/a/b", "/a", True), ("/a2", "/a", False), ("/", "/a", False),
-     ("/x", "/", True)],
+    [
+        ("/a", "/a", True),
+        ("/a/b", "/a", True),
+        ("/a2", "/a", False),
+        ("/", "/a", False),
+        ("/x", "/", True),
+    ],
 )
 def test_reach_refusal_is_not_found(path, bound, ok):
     if ok:
@@ -162,9 +167,17 @@ def test_invalid_ids(value):
 
 @pytest.mark.parametrize(
     "key, controllers",
-    [("pids.max", ("pids",)), ("cpu.shares", ("cpu", "cpuacct")), ("cpuacct.usage", ("cpu", "cpuacct")),
-     ("cgroup.subtree_control", ("hugetlb",)), ("cgroup.freeze", ()), ("cgroup.max.descendants", ()),
-     ("memory.max", ("memory", "pids")), ("freezer.state", ("freezer",)), ("devices.allow", ("devices",))],
+    [
+        ("pids.max", ("pids",)),
+        ("cpu.shares", ("cpu", "cpuacct")),
+        ("cpuacct.usage", ("cpu", "cpuacct")),
+        ("cgroup.subtree_control", ("hugetlb",)),
+        ("cgroup.freeze", ()),
+        ("cgroup.max.descendants", ()),
+        ("memory.max", ("memory", "pids")),
+        ("freezer.state", ("freezer",)),
+        ("devices.allow", ("devices",)),
+    ],
 )
 def test_settable_keys(key, controllers):
     require_settable_key(key, controllers)
@@ -172,10 +185,18 @@ def test_settable_keys(key, controllers):
 
 @pytest.mark.parametrize(
     "key, controllers",
-    [("tasks", ("pids",)), ("cgroup.procs", ("pids",)), ("cgroup.threads", ()),
-     ("release_agent", ("pids",)), ("notify_on_release", ("pids",)),
-     ("cgroup.clone_children", ("cpuset",)), ("memory.max", ("pids",)), ("pids.", ("pids",)),
-     ("cgroup.sane_behavior", ()), ("release-agent", ("pids",))],
+    [
+        ("tasks", ("pids",)),
+        ("cgroup.procs", ("pids",)),
+        ("cgroup.threads", ()),
+        ("release_agent", ("pids",)),
+        ("notify_on_release", ("pids",)),
+        ("cgroup.clone_children", ("cpuset",)),
+        ("memory.max", ("pids",)),
+        ("pids.", ("pids",)),
+        ("cgroup.sane_behavior", ()),
+        ("release-agent", ("pids",)),
+    ],
 )
 def test_unsettable_keys(key, controllers):
     with pytest.raises(NotPermitted):

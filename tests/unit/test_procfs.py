@@ -101,7 +101,8 @@ def test_real_uid_is_the_first_of_four_fields():
 
 
 @pytest.mark.parametrize(
-    "text", ["Name: x\n", "Name: x\nUid:\t1 2\n", "Name: x\nUid:\t-1\t0\t0\t0\n", "Uid:\t1\t1\t1\t1\n"]
+    "text",
+    ["Name: x\n", "Name: x\nUid:\t1 2\n", "Name: x\nUid:\t-1\t0\t0\t0\n", "Uid:\t1\t1\t1\t1\n"],
 )
 def test_real_uid_refuses_what_it_cannot_read(text):
     with pytest.raises(ValueError):

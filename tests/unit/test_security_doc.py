@@ -77,4 +77,5 @@ def test_the_limits_table_states_the_code_defaults():
     assert f"{scm_server.MAX_PENDING_PER_CONNECTION} per connection" in pending
     assert f"{scm_server.MAX_PENDING} in all" in pending
     assert Limits.max_message_size == 1 << 20 and "| 1 MiB |" in next(
-        line for line in lines if "max_message_size" in line)
+        line for line in lines if "max_message_size" in line
+    )

@@ -394,7 +394,9 @@ def t(method, sig, *args):
         return {"ok": False, "error": e.name, "message": e.message}
 """
 
-CLIENT_IN_LEAF = CLIENT_PRELUDE + r"""
+CLIENT_IN_LEAF = (
+    CLIENT_PRELUDE
+    + r"""
 out = {}
 import os
 out["own"] = t("GetPidCgroup", "si", "memory", os.getpid())
@@ -404,6 +406,7 @@ out["enable_memory_on_own"] = t("SetValue", "ssss", "unified", "", "cgroup.subtr
 out["create_via_parent_leaf"] = t("Create", "ss", "memory", "c2/leaf")
 print(json.dumps(out), flush=True)
 """
+)
 
 
 @case
@@ -425,7 +428,9 @@ def client_in_leaf(ctx: Ctx) -> dict[str, Any]:
     return obs
 
 
-DELEGATED_CLIENT = CLIENT_PRELUDE + r"""
+DELEGATED_CLIENT = (
+    CLIENT_PRELUDE
+    + r"""
 def direct(path, value):
     try:
         with open(path, "w") as f:
@@ -450,6 +455,7 @@ out["move_self_out"] = t("MovePidAbs", "ssi", "unified", "/", os.getpid())
 out["move_self_out_direct"] = direct("/sys/fs/cgroup/cgroup.procs", str(os.getpid()))
 print(json.dumps(out), flush=True)
 """
+)
 
 
 @case

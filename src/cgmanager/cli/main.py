@@ -136,8 +136,12 @@ COMMANDS = {
     "kill": (2, 2, "<controller> <cgroup>", "kill"),
     "events": (1, 2, "<controller> [cgroup]", "events"),
     "stat": (1, 2, "<controller> [cgroup]", "stat"),
-    "setup": (2, None, "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",
-              "setup"),
+    "setup": (
+        2,
+        None,
+        "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",
+        "setup",
+    ),
     "help": (0, 1, "[subcommand]", "help"),
 }
 
@@ -638,8 +642,11 @@ def do_setup(ctx, args):
         else:
             bad_value(ctx, "setup", f"{item!r}: unknown item {name!r} (owner=, pid= or a file)")
     (created,) = ctx.call(
-        "cgmanager_setup_sync", "Setup", "ssiia{ss}ai",
-        (controllers, cgroup, uid, gid, values, pids), INTERFACE1,
+        "cgmanager_setup_sync",
+        "Setup",
+        "ssiia{ss}ai",
+        (controllers, cgroup, uid, gid, values, pids),
+        INTERFACE1,
     )
     return _lines(ctx, created)
 

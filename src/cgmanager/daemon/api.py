@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import contract, scm
+from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
 from ..hierarchy import Layout
-from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, Peer, identify
@@ -334,10 +334,7 @@ class Service:
 
     def interface(self) -> Interface:
         methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in PLAIN_METHODS]
-        methods += [
-            Method(m.name, self._scm_handler(m), m.in_args, ())
-            for m in scm.SCM_METHODS
-        ]
+        methods += [Method(m.name, self._scm_handler(m), m.in_args, ()) for m in scm.SCM_METHODS]
         props = [Property("api_version", "i", lambda call: API_VERSION)]
         return Interface(INTERFACE, methods, props)
 

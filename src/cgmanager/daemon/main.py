@@ -8,9 +8,9 @@ import os
 import sys
 
 from .. import mounts
+from ..contract import DEFAULT_SOCKET
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
-from ..contract import DEFAULT_SOCKET
 from ..process import add_common_options, set_process_name
 
 log = logging.getLogger("cgmanager")

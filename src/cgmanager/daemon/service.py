@@ -19,9 +19,9 @@ from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
 from ..process import daemonize, report
 from ..requestor import Namespaces
+from ..scm_server import ScmServer
 from .api import Service, daemon_party
 from .reaper import Reaper
-from ..scm_server import ScmServer
 
 log = logging.getLogger("cgmanager")
 
@@ -137,8 +137,9 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     )
     scm_server = ScmServer(timeout=args.scm_timeout)
     service = Service(manager, layout, ns, me, scm_server)
-    limits = Limits(max_connections=args.max_connections,
-                    max_connections_per_uid=args.max_connections_per_uid)
+    limits = Limits(
+        max_connections=args.max_connections, max_connections_per_uid=args.max_connections_per_uid
+    )
     raise_fd_limit(limits)
     server = Server(service.objects(), limits=limits)
     try:

@@ -83,7 +83,7 @@ def _unescape(value: str) -> str:
     i = 0
     while i < len(raw):
         if raw[i] == 0x25 and i + 2 < len(raw):  # "%"
-            out.append(int(raw[i + 1:i + 3], 16))
+            out.append(int(raw[i + 1 : i + 3], 16))
             i += 3
         else:
             out.append(raw[i])
@@ -93,6 +93,7 @@ def _unescape(value: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Handshake helpers (pure; shared with the asyncio client)
+
 
 def handshake_request(mechanism: str, unix_fd: bool) -> bytes:
     """The whole pipelined client side of the handshake for ``EXTERNAL`` or ``ANONYMOUS``."""
@@ -126,7 +127,7 @@ class HandshakeReader:
                     raise DBusError(errors.AUTH_FAILED, "handshake reply too long")
                 return None
             line = self._buf[:end]
-            self._buf = self._buf[end + 2:]
+            self._buf = self._buf[end + 2 :]
             word = line.split(b" ", 1)[0]
             want = self._expect.pop(0)
             if want == "FD":
@@ -135,8 +136,9 @@ class HandshakeReader:
                     raise DBusError(errors.AUTH_FAILED, f"unexpected {line[:80]!r}")
             elif word != want.encode():
                 self.rejected = word == b"REJECTED"
-                raise DBusError(errors.AUTH_FAILED,
-                                f"server answered {line[:80].decode('ascii', 'replace')!r}")
+                raise DBusError(
+                    errors.AUTH_FAILED, f"server answered {line[:80].decode('ascii', 'replace')!r}"
+                )
         return self.unix_fd, self._buf
 
 
@@ -147,14 +149,29 @@ def error_from_reply(msg: Message) -> DBusError:
     return DBusError(msg.error_name or errors.FAILED, text)
 
 
-def method_call(path: str, interface: str | None, member: str, signature: str, body,
-                destination: str | None, no_reply: bool) -> Message:
-    return Message(METHOD_CALL, flags=NO_REPLY_EXPECTED if no_reply else 0, path=path,
-                   interface=interface, member=member, signature=signature, body=tuple(body),
-                   destination=destination)
+def method_call(
+    path: str,
+    interface: str | None,
+    member: str,
+    signature: str,
+    body,
+    destination: str | None,
+    no_reply: bool,
+) -> Message:
+    return Message(
+        METHOD_CALL,
+        flags=NO_REPLY_EXPECTED if no_reply else 0,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=tuple(body),
+        destination=destination,
+    )
 
 
 # --------------------------------------------------------------------------------------------
+
 
 class Connection:
     """A blocking connection.  Use :func:`connect` (or :meth:`Connection.connect`)."""
@@ -183,8 +200,14 @@ class Connection:
         return None if timeout is None else time.monotonic() + timeout
 
     @classmethod
-    def connect(cls, address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-                unix_fd: bool = True, pipeline: bool = False) -> Connection:
+    def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        unix_fd: bool = True,
+        pipeline: bool = False,
+    ) -> Connection:
         """Connect and authenticate (EXTERNAL without uid, then ANONYMOUS if rejected).
 
         With *pipeline*, the handshake's replies are read with the first reply: the first
@@ -199,8 +222,13 @@ class Connection:
         for path in parse_address(address):
             for mechanism in ("EXTERNAL", "ANONYMOUS"):
                 try:
-                    return cls._connect_one(path, mechanism, timeout, unix_fd,
-                                            defer=pipeline and mechanism == "EXTERNAL")
+                    return cls._connect_one(
+                        path,
+                        mechanism,
+                        timeout,
+                        unix_fd,
+                        defer=pipeline and mechanism == "EXTERNAL",
+                    )
                 except _Rejected as exc:
                     last = exc.error
                     continue
@@ -212,8 +240,9 @@ class Connection:
         raise DBusError(errors.DISCONNECTED, f"cannot connect to {address}: {last}")
 
     @classmethod
-    def _connect_one(cls, path: str, mechanism: str, timeout: float | None,
-                     unix_fd: bool, defer: bool = False) -> Connection:
+    def _connect_one(
+        cls, path: str, mechanism: str, timeout: float | None, unix_fd: bool, defer: bool = False
+    ) -> Connection:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
@@ -248,9 +277,18 @@ class Connection:
 
     # ----------------------------------------------------------------------------------------
 
-    def call(self, path: str, interface: str | None, member: str, signature: str = "",
-             body=(), *, destination: str | None = None, no_reply: bool = False,
-             timeout: float | None | type = ...) -> tuple:
+    def call(
+        self,
+        path: str,
+        interface: str | None,
+        member: str,
+        signature: str = "",
+        body=(),
+        *,
+        destination: str | None = None,
+        no_reply: bool = False,
+        timeout: float | None | type = ...,
+    ) -> tuple:
         """Call a method; return the reply body (``()`` with ``no_reply``).
 
         Raises :class:`DBusError` for an error reply, a timeout (``…Error.Timeout``) or a lost
@@ -363,11 +401,13 @@ class Connection:
                         raw = bytes(buf[:size])
                         del buf[:size]
                         msg = parse_message(raw, self._fds)
-                        del self._fds[:len(msg.fds)]
+                        del self._fds[: len(msg.fds)]
                         return msg
                 except ProtocolError as exc:
                     self.close()
-                    raise DBusError(errors.DISCONNECTED, f"bad message from server: {exc}") from None
+                    raise DBusError(
+                        errors.DISCONNECTED, f"bad message from server: {exc}"
+                    ) from None
             self._recv(deadline)
 
     def _recv(self, deadline: float | None) -> None:
@@ -427,8 +467,13 @@ class _Rejected(Exception):
         self.error = error
 
 
-def connect(address: str, *, timeout: float | None = DEFAULT_TIMEOUT,
-            unix_fd: bool = True, pipeline: bool = False) -> Connection:
+def connect(
+    address: str,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    unix_fd: bool = True,
+    pipeline: bool = False,
+) -> Connection:
     """Connect to ``address`` (``unix:path=…`` or a socket path); see :meth:`Connection.connect`
     (*pipeline*: send the first call with the handshake — for cgmanager and cgproxy)."""
     return Connection.connect(address, timeout=timeout, unix_fd=unix_fd, pipeline=pipeline)

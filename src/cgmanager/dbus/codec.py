@@ -73,8 +73,19 @@ class Message:
     """
 
     __slots__ = (
-        "type", "flags", "serial", "path", "interface", "member", "error_name", "reply_serial",
-        "destination", "sender", "signature", "body", "fds",
+        "type",
+        "flags",
+        "serial",
+        "path",
+        "interface",
+        "member",
+        "error_name",
+        "reply_serial",
+        "destination",
+        "sender",
+        "signature",
+        "body",
+        "fds",
     )
 
     def __init__(
@@ -110,8 +121,17 @@ class Message:
 
     def __repr__(self) -> str:
         parts = [f"type={self.type}", f"serial={self.serial}"]
-        for name in ("flags", "path", "interface", "member", "error_name", "reply_serial",
-                     "destination", "sender", "signature"):
+        for name in (
+            "flags",
+            "path",
+            "interface",
+            "member",
+            "error_name",
+            "reply_serial",
+            "destination",
+            "sender",
+            "signature",
+        ):
             value = getattr(self, name)
             if value:
                 parts.append(f"{name}={value!r}")
@@ -123,6 +143,7 @@ class Message:
 
 # --------------------------------------------------------------------------------------------
 # Name validation (no `re`: it costs milliseconds to import)
+
 
 def valid_object_path(path: object) -> bool:
     """True if ``path`` is a syntactically valid object path (``/`` or ``/a/b_c/d9``)."""
@@ -167,8 +188,8 @@ def valid_bus_name(name: object) -> bool:
     if name[0] == ":":
         elements = name[1:].split(".")
         return len(elements) >= 2 and all(
-            e and e.isascii() and e.replace("_", "a").replace("-", "a").isalnum()
-            for e in elements)
+            e and e.isascii() and e.replace("_", "a").replace("-", "a").isalnum() for e in elements
+        )
     elements = name.split(".")
     return len(elements) >= 2 and all(_valid_element(e, allow_dash=True) for e in elements)
 
@@ -177,10 +198,37 @@ def valid_bus_name(name: object) -> bool:
 # Signatures
 
 _BASIC = "ybnqiuxtdhsog"
-_FIXED = {"y": "B", "b": "I", "n": "h", "q": "H", "i": "i", "u": "I", "x": "q", "t": "Q",
-          "d": "d", "h": "I"}
-_ALIGN = {"y": 1, "b": 4, "n": 2, "q": 2, "i": 4, "u": 4, "x": 8, "t": 8, "d": 8, "h": 4,
-          "s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "(": 8, "{": 8}
+_FIXED = {
+    "y": "B",
+    "b": "I",
+    "n": "h",
+    "q": "H",
+    "i": "i",
+    "u": "I",
+    "x": "q",
+    "t": "Q",
+    "d": "d",
+    "h": "I",
+}
+_ALIGN = {
+    "y": 1,
+    "b": 4,
+    "n": 2,
+    "q": 2,
+    "i": 4,
+    "u": 4,
+    "x": 8,
+    "t": 8,
+    "d": 8,
+    "h": 4,
+    "s": 4,
+    "o": 4,
+    "g": 1,
+    "v": 1,
+    "a": 4,
+    "(": 8,
+    "{": 8,
+}
 
 
 def _parse_type(sig: str, i: int, arrays: int, structs: int) -> tuple[tuple, int]:
@@ -285,6 +333,7 @@ def is_valid_signature(sig: object) -> bool:
 # Readers (unmarshalling).  A reader is ``r(buf, pos, ctx) -> (value, new_pos)``; positions are
 # absolute in the message, which makes alignment right because the body starts 8-aligned.
 
+
 class _ReadCtx:
     __slots__ = ("fds", "base", "endian")
 
@@ -304,29 +353,36 @@ def _mk_fixed_reader(code: str, e: str):
     size = st.size
     mask = size - 1
     if code == "b":
+
         def read_bool(buf, pos, ctx):
             pos = (pos + 3) & ~3
             v = unpack(buf, pos)[0]
             if v > 1:
                 raise _bad(f"boolean value {v}")
             return v == 1, pos + 4
+
         return read_bool
     if code == "h":
+
         def read_fd(buf, pos, ctx):
             pos = (pos + 3) & ~3
             idx = unpack(buf, pos)[0]
             if idx >= len(ctx.fds):
                 raise _bad(f"fd index {idx} but {len(ctx.fds)} fds")
             return ctx.fds[idx], pos + 4
+
         return read_fd
     if size == 1:
+
         def read_byte(buf, pos, ctx):
             return buf[pos], pos + 1
+
         return read_byte
 
     def read_fixed(buf, pos, ctx):
         pos = (pos + mask) & ~mask
         return unpack(buf, pos)[0], pos + size
+
     return read_fixed
 
 
@@ -348,6 +404,7 @@ def _mk_string_reader(code: str, e: str):
         if check_path and not valid_object_path(s):
             raise _bad(f"invalid object path {s[:80]!r}")
         return s, end + 1
+
     return read_string
 
 
@@ -356,7 +413,7 @@ def _read_sig_raw(buf, pos) -> tuple[str, int]:
     end = pos + 1 + n
     if end >= len(buf) or buf[end] != 0:
         raise _bad("signature not NUL-terminated inside the message")
-    raw = buf[pos + 1:end]
+    raw = buf[pos + 1 : end]
     if not raw.isascii():
         raise _bad("non-ASCII signature")
     return raw.decode("ascii"), end + 1
@@ -395,6 +452,7 @@ def _mk_reader(node: tuple, e: str, level: int):
                 v, pos = field(buf, pos, ctx)
                 out.append(v)
             return tuple(out), pos
+
         return read_struct
     if code == "{":
         key_r = _mk_reader((node[1],), e, level + 2)
@@ -418,6 +476,7 @@ def _mk_reader(node: tuple, e: str, level: int):
             if pos != end:
                 raise _bad("array elements overrun the array length")
             return out, pos
+
         return read_dict
     # plain array
     elem = node[1]
@@ -425,6 +484,7 @@ def _mk_reader(node: tuple, e: str, level: int):
     ealign = _ALIGN[ecode]
     emask = ealign - 1
     if ecode == "y":
+
         def read_bytes(buf, pos, ctx):
             pos = (pos + 3) & ~3
             n = u32(buf, pos)[0]
@@ -433,6 +493,7 @@ def _mk_reader(node: tuple, e: str, level: int):
             if n > _MAX_ARRAY or end > len(buf):
                 raise _bad("byte array extends past the message")
             return bytes(buf[pos:end]), end
+
         return read_bytes
     if ecode in _FIXED_ARRAY_FMT:
         fmt = _FIXED_ARRAY_FMT[ecode]
@@ -446,6 +507,7 @@ def _mk_reader(node: tuple, e: str, level: int):
             if n > _MAX_ARRAY or end > len(buf) or n % esize:
                 raise _bad("bad fixed-size array length")
             return list(struct.unpack_from(f"{e}{n // esize}{fmt}", buf, pos)), end
+
         return read_fixed_array
     elem_r = _mk_reader(elem, e, level + 1)
 
@@ -465,6 +527,7 @@ def _mk_reader(node: tuple, e: str, level: int):
         if pos != end:
             raise _bad("array elements overrun the array length")
         return out, pos
+
     return read_array
 
 
@@ -484,6 +547,7 @@ def _mk_variant_reader(e: str, level: int):
         finally:
             ctx.base = outer
         return (sig, v), pos
+
     return read_variant
 
 
@@ -502,13 +566,16 @@ def _mk_fixed_writer(code: str):
     size = struct.calcsize(_FIXED[code])
     mask = size - 1
     if code == "b":
+
         def write_bool(out, value, fds):
             if value is not True and value is not False and value not in (0, 1):
                 raise MarshalError(f"expected bool, got {value!r}")
             out += _PAD[(-len(out)) & 3]
             out += pack(1 if value else 0)
+
         return write_bool
     if code == "h":
+
         def write_fd(out, value, fds):
             if hasattr(value, "fileno"):
                 value = value.fileno()
@@ -517,13 +584,16 @@ def _mk_fixed_writer(code: str):
             out += _PAD[(-len(out)) & 3]
             out += pack(len(fds))
             fds.append(value)
+
         return write_fd
     if code == "d":
+
         def write_double(out, value, fds):
             if type(value) not in (float, int):
                 raise MarshalError(f"expected float, got {value!r}")
             out += _PAD[(-len(out)) & 7]
             out += pack(value)
+
         return write_double
 
     def write_int(out, value, fds):
@@ -534,6 +604,7 @@ def _mk_fixed_writer(code: str):
             out += pack(value)
         except struct.error:
             raise MarshalError(f"{value!r} out of range for {code!r}") from None
+
     return write_int
 
 
@@ -553,6 +624,7 @@ def _mk_string_writer(code: str):
         out += _pack_u32(len(raw))
         out += raw
         out += b"\0"
+
     return write_string
 
 
@@ -599,6 +671,7 @@ def _mk_writer(node: tuple):
             out += _PAD[(-len(out)) & 7]
             for field, item in zip(fields, value):
                 field(out, item, fds)
+
         return write_struct
     if code == "{":
         key_w = _mk_writer((node[1],))
@@ -620,11 +693,13 @@ def _mk_writer(node: tuple):
             if n > _MAX_ARRAY:
                 raise MarshalError("array longer than 64 MiB")
             _pack_into_u32(out, at, n)
+
         return write_dict
     elem = node[1]
     ecode = elem[0]
     emask = _ALIGN[ecode] - 1
     if ecode == "y":
+
         def write_bytes(out, value, fds):
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 if type(value) not in (list, tuple):
@@ -638,6 +713,7 @@ def _mk_writer(node: tuple):
             out += _PAD[(-len(out)) & 3]
             out += _pack_u32(len(value))
             out += value
+
         return write_bytes
     if ecode in _FIXED_ARRAY_FMT:
         fmt = _FIXED_ARRAY_FMT[ecode]
@@ -658,6 +734,7 @@ def _mk_writer(node: tuple):
             out += _pack_u32(len(raw))
             out += _PAD[(-len(out)) & emask]
             out += raw
+
         return write_fixed_array
     elem_w = _mk_writer(elem)
 
@@ -675,11 +752,13 @@ def _mk_writer(node: tuple):
         if n > _MAX_ARRAY:
             raise MarshalError("array longer than 64 MiB")
         _pack_into_u32(out, at, n)
+
     return write_array
 
 
 # --------------------------------------------------------------------------------------------
 # Compiled signatures, cached.  The cache is bounded: variant signatures come from peers.
+
 
 class _Compiled:
     __slots__ = ("sig", "nodes", "depth", "_readers", "_writers")
@@ -745,7 +824,8 @@ def marshal_body(signature: str, values: tuple | list) -> tuple[bytes, list[int]
     writers = comp.writers
     if type(values) not in (tuple, list) or len(values) != len(writers):
         raise MarshalError(
-            f"signature {signature!r} needs {len(writers)} values, got {values!r:.120}")
+            f"signature {signature!r} needs {len(writers)} values, got {values!r:.120}"
+        )
     out = bytearray()
     fds: list[int] = []
     try:
@@ -756,8 +836,9 @@ def marshal_body(signature: str, values: tuple | list) -> tuple[bytes, list[int]
     return bytes(out), fds
 
 
-def unmarshal_body(signature: str, data: bytes, fds: list[int] | tuple = (),
-                   endian: str = "<") -> tuple:
+def unmarshal_body(
+    signature: str, data: bytes, fds: list[int] | tuple = (), endian: str = "<"
+) -> tuple:
     """Unmarshal a standalone body (test helper; offsets start at 0, which is 8-aligned)."""
     comp = _compiled(signature)
     if comp is None:
@@ -825,8 +906,15 @@ def parse_message(data: bytes, fds: list[int] | tuple = ()) -> Message:
         return _parse_message(data, fds)
     except ProtocolError:
         raise
-    except (struct.error, IndexError, ValueError, KeyError, RecursionError, OverflowError,
-            TypeError) as exc:
+    except (
+        struct.error,
+        IndexError,
+        ValueError,
+        KeyError,
+        RecursionError,
+        OverflowError,
+        TypeError,
+    ) as exc:
         raise ProtocolError(f"malformed message: {exc!r:.200}") from None
 
 
@@ -918,9 +1006,19 @@ def _parse_message(data: bytes, fds) -> Message:
         raise ProtocolError("body without signature")
 
     return Message(
-        mtype, flags=data[2], serial=serial, path=path, interface=interface, member=member,
-        error_name=error_name, reply_serial=fields.get(5), destination=fields.get(6),
-        sender=fields.get(7), signature=signature, body=body, fds=msg_fds,
+        mtype,
+        flags=data[2],
+        serial=serial,
+        path=path,
+        interface=interface,
+        member=member,
+        error_name=error_name,
+        reply_serial=fields.get(5),
+        destination=fields.get(6),
+        sender=fields.get(7),
+        signature=signature,
+        body=body,
+        fds=msg_fds,
     )
 
 
@@ -961,15 +1059,21 @@ def serialise_message(msg: Message, serial: int) -> tuple[bytes, list[int]]:
         out += _pack_u32(len(fds))
     fields_len = len(out) - 16
     out += _PAD[(-len(out)) & 7]
-    struct.pack_into("<cBBBIII", out, 0, b"l", msg.type, msg.flags, 1, len(body), serial,
-                     fields_len)
+    struct.pack_into(
+        "<cBBBIII", out, 0, b"l", msg.type, msg.flags, 1, len(body), serial, fields_len
+    )
     out += body
     if len(out) > PROTOCOL_MAX_MESSAGE:
         raise MarshalError("message larger than 128 MiB")
     return bytes(out), fds
 
 
-_FIELD_S = {2: b"\x02\x01s\x00", 3: b"\x03\x01s\x00", 4: b"\x04\x01s\x00",
-            6: b"\x06\x01s\x00", 7: b"\x07\x01s\x00"}
+_FIELD_S = {
+    2: b"\x02\x01s\x00",
+    3: b"\x03\x01s\x00",
+    4: b"\x04\x01s\x00",
+    6: b"\x06\x01s\x00",
+    7: b"\x07\x01s\x00",
+}
 _write_str = _mk_string_writer("s")
 _write_path = _mk_string_writer("o")

@@ -302,8 +302,12 @@ class Connection:
         if self.closed:
             return
         self._process()
-        if (not self.closed and self._busy is None and not self._reading
-                and not self._complete_message_buffered()):
+        if (
+            not self.closed
+            and self._busy is None
+            and not self._reading
+            and not self._complete_message_buffered()
+        ):
             self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
 
@@ -358,8 +362,9 @@ class Connection:
             if msg.type != METHOD_CALL:
                 close_fds(msg.fds)  # replies, errors, signals: nothing to do here
                 continue
-            reply = self._dispatcher.handle(msg, self.peer, self.pidfd, self.unique_name,
-                                            self.state)
+            reply = self._dispatcher.handle(
+                msg, self.peer, self.pidfd, self.unique_name, self.state
+            )
             if reply is not None and type(reply) is not Message:
                 self._pause()
                 self._busy = asyncio.ensure_future(reply)

@@ -50,8 +50,10 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 #: The unique name the server pretends to own (what GetNameOwner answers).
 SERVER_UNIQUE_NAME = ":1.0"
 
-_DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+_DOCTYPE = (
+    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+    ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+)
 
 
 class _MethodEntry:
@@ -119,8 +121,14 @@ def _validate(objects: Mapping[str, Sequence[Interface]]) -> None:
 
 
 def _error(msg: Message, name: str, text: str) -> Message:
-    return Message(ERROR, error_name=name, reply_serial=msg.serial, signature="s", body=(text,),
-                   destination=msg.sender)
+    return Message(
+        ERROR,
+        error_name=name,
+        reply_serial=msg.serial,
+        signature="s",
+        body=(text,),
+        destination=msg.sender,
+    )
 
 
 def _close_fds(fds: Sequence[int]) -> None:
@@ -134,10 +142,13 @@ def _close_fds(fds: Sequence[int]) -> None:
 class Dispatcher:
     """Routes method calls to handlers.  Built once from the object registry (validated here)."""
 
-    def __init__(self, objects: Mapping[str, Sequence[Interface]], *,
-                 machine_id_paths: Sequence[str] = ("/etc/machine-id",
-                                                    "/var/lib/dbus/machine-id"),
-                 server_id: str | None = None) -> None:
+    def __init__(
+        self,
+        objects: Mapping[str, Sequence[Interface]],
+        *,
+        machine_id_paths: Sequence[str] = ("/etc/machine-id", "/var/lib/dbus/machine-id"),
+        server_id: str | None = None,
+    ) -> None:
         _validate(objects)
         self._objects: dict[str, dict[str, _IfaceEntry]] = {
             path: {i.name: _IfaceEntry(i) for i in ifaces} for path, ifaces in objects.items()
@@ -158,15 +169,23 @@ class Dispatcher:
         self._builtins = self._make_builtins()
         self._driver = self._builtins[BUS_NAME]
         self._peer = self._builtins[PEER]
-        self._object_builtins = (self._builtins[INTROSPECTABLE], self._builtins[PROPERTIES],
-                                 self._peer)
+        self._object_builtins = (
+            self._builtins[INTROSPECTABLE],
+            self._builtins[PROPERTIES],
+            self._peer,
+        )
 
     # ----------------------------------------------------------------------------------------
     # entry point
 
-    def handle(self, msg: Message, peer: PeerCredentials, pidfd: int | None,
-               sender: str, state: dict[str, Any] | None = None,
-               ) -> Message | None | Awaitable[Message | None]:
+    def handle(
+        self,
+        msg: Message,
+        peer: PeerCredentials,
+        pidfd: int | None,
+        sender: str,
+        state: dict[str, Any] | None = None,
+    ) -> Message | None | Awaitable[Message | None]:
         """Handle one method call (any other message type must not be passed).
 
         Returns the reply to send (``None`` for none), or an awaitable giving it when the handler
@@ -179,12 +198,21 @@ class Dispatcher:
             return _error(msg, exc.name, exc.message)
         if (msg.signature or "") != entry.in_sig:
             _close_fds(msg.fds)
-            return _error(msg, errors.INVALID_ARGS,
-                          f"Invalid arguments to {msg.member} method")
-        call = MethodCall(peer=peer, pidfd=pidfd, sender=sender, path=msg.path,
-                          interface=msg.interface, member=msg.member,
-                          signature=msg.signature, body=msg.body, fds=msg.fds,
-                          flags=msg.flags, serial=msg.serial, state=state)
+            return _error(msg, errors.INVALID_ARGS, f"Invalid arguments to {msg.member} method")
+        call = MethodCall(
+            peer=peer,
+            pidfd=pidfd,
+            sender=sender,
+            path=msg.path,
+            interface=msg.interface,
+            member=msg.member,
+            signature=msg.signature,
+            body=msg.body,
+            fds=msg.fds,
+            flags=msg.flags,
+            serial=msg.serial,
+            state=state,
+        )
         try:
             result = entry.method.handler(call)
             if entry.is_coro or (type(result) is not tuple and inspect.isawaitable(result)):
@@ -199,8 +227,9 @@ class Dispatcher:
         _close_fds(call.untaken_fds())
         return self._reply(msg, entry, result)
 
-    async def _finish_async(self, msg: Message, entry: _MethodEntry, call: MethodCall,
-                            awaitable: Any) -> Message | None:
+    async def _finish_async(
+        self, msg: Message, entry: _MethodEntry, call: MethodCall, awaitable: Any
+    ) -> Message | None:
         try:
             result = await awaitable
         except DBusError as exc:
@@ -216,15 +245,24 @@ class Dispatcher:
         if result is None:
             result = ()
         if type(result) is not tuple:
-            log.error("handler for %s.%s returned %s, not a tuple", entry.interface, msg.member,
-                      type(result).__name__)
+            log.error(
+                "handler for %s.%s returned %s, not a tuple",
+                entry.interface,
+                msg.member,
+                type(result).__name__,
+            )
             return _error(msg, errors.FAILED, "internal error")
         if msg.flags & NO_REPLY_EXPECTED:
             if "h" in entry.out_sig:  # returned fds are ours to close
                 _close_returned_fds(entry.out_sig, result)
             return None
-        return Message(METHOD_RETURN, reply_serial=msg.serial, signature=entry.out_sig,
-                       body=result, destination=msg.sender)
+        return Message(
+            METHOD_RETURN,
+            reply_serial=msg.serial,
+            signature=entry.out_sig,
+            body=result,
+            destination=msg.sender,
+        )
 
     def _resolve(self, msg: Message) -> _MethodEntry:
         path = msg.path
@@ -243,8 +281,10 @@ class Dispatcher:
                     for b in self._object_builtins:
                         if b.interface.name == iface:
                             return self._find(b, msg)
-                    raise DBusError(errors.UNKNOWN_INTERFACE,
-                                    f'No such interface "{iface}" at object path "{path}"')
+                    raise DBusError(
+                        errors.UNKNOWN_INTERFACE,
+                        f'No such interface "{iface}" at object path "{path}"',
+                    )
                 return self._find(ie, msg)
             for ie in entries.values():
                 me = ie.methods.get(member)
@@ -254,9 +294,10 @@ class Dispatcher:
                 me = b.methods.get(member)
                 if me is not None:
                     return me
-            raise DBusError(errors.UNKNOWN_METHOD,
-                            f'No such method "{member}" at object path "{path}" '
-                            f'(signature "{msg.signature}")')
+            raise DBusError(
+                errors.UNKNOWN_METHOD,
+                f'No such method "{member}" at object path "{path}" (signature "{msg.signature}")',
+            )
         if path in self._children:  # an ancestor of registered objects: introspection only
             if iface in (None, INTROSPECTABLE) and member == "Introspect":
                 return self._builtins[INTROSPECTABLE].methods["Introspect"]
@@ -272,48 +313,91 @@ class Dispatcher:
     def _find(ie: _IfaceEntry, msg: Message) -> _MethodEntry:
         me = ie.methods.get(msg.member)
         if me is None:
-            raise DBusError(errors.UNKNOWN_METHOD,
-                            f'No such method "{msg.member}" in interface '
-                            f'"{ie.interface.name}" at object path "{msg.path}" '
-                            f'(signature "{msg.signature}")')
+            raise DBusError(
+                errors.UNKNOWN_METHOD,
+                f'No such method "{msg.member}" in interface '
+                f'"{ie.interface.name}" at object path "{msg.path}" '
+                f'(signature "{msg.signature}")',
+            )
         return me
 
     # ----------------------------------------------------------------------------------------
     # built-ins
 
     def _make_builtins(self) -> dict[str, _IfaceEntry]:
-        driver = Interface(BUS_NAME, methods=[
-            Method("Hello", lambda call: (call.sender,), out_args=[("name", "s")]),
-            Method("AddMatch", lambda call: (), in_args=[("rule", "s")]),
-            Method("RemoveMatch", lambda call: (), in_args=[("rule", "s")]),
-            Method("GetNameOwner", self._get_name_owner, in_args=[("name", "s")],
-                   out_args=[("owner", "s")]),
-            Method("RequestName", lambda call: (1,), in_args=[("name", "s"), ("flags", "u")],
-                   out_args=[("result", "u")]),
-            Method("ReleaseName", lambda call: (1,), in_args=[("name", "s")],
-                   out_args=[("result", "u")]),
-            Method("NameHasOwner", lambda call: (True,), in_args=[("name", "s")],
-                   out_args=[("has_owner", "b")]),
-            Method("ListNames", lambda call: ([BUS_NAME, SERVER_UNIQUE_NAME, call.sender],),
-                   out_args=[("names", "as")]),
-            Method("GetId", lambda call: (self.server_id,), out_args=[("id", "s")]),
-        ])
-        peer = Interface(PEER, methods=[
-            Method("Ping", lambda call: ()),
-            Method("GetMachineId", self._get_machine_id, out_args=[("machine_uuid", "s")]),
-        ])
-        introspectable = Interface(INTROSPECTABLE, methods=[
-            Method("Introspect", self._introspect, out_args=[("xml_data", "s")]),
-        ])
-        properties = Interface(PROPERTIES, methods=[
-            Method("Get", self._prop_get, in_args=[("interface_name", "s"),
-                                                   ("property_name", "s")],
-                   out_args=[("value", "v")]),
-            Method("GetAll", self._prop_get_all, in_args=[("interface_name", "s")],
-                   out_args=[("props", "a{sv}")]),
-            Method("Set", self._prop_set, in_args=[("interface_name", "s"),
-                                                   ("property_name", "s"), ("value", "v")]),
-        ])
+        driver = Interface(
+            BUS_NAME,
+            methods=[
+                Method("Hello", lambda call: (call.sender,), out_args=[("name", "s")]),
+                Method("AddMatch", lambda call: (), in_args=[("rule", "s")]),
+                Method("RemoveMatch", lambda call: (), in_args=[("rule", "s")]),
+                Method(
+                    "GetNameOwner",
+                    self._get_name_owner,
+                    in_args=[("name", "s")],
+                    out_args=[("owner", "s")],
+                ),
+                Method(
+                    "RequestName",
+                    lambda call: (1,),
+                    in_args=[("name", "s"), ("flags", "u")],
+                    out_args=[("result", "u")],
+                ),
+                Method(
+                    "ReleaseName",
+                    lambda call: (1,),
+                    in_args=[("name", "s")],
+                    out_args=[("result", "u")],
+                ),
+                Method(
+                    "NameHasOwner",
+                    lambda call: (True,),
+                    in_args=[("name", "s")],
+                    out_args=[("has_owner", "b")],
+                ),
+                Method(
+                    "ListNames",
+                    lambda call: ([BUS_NAME, SERVER_UNIQUE_NAME, call.sender],),
+                    out_args=[("names", "as")],
+                ),
+                Method("GetId", lambda call: (self.server_id,), out_args=[("id", "s")]),
+            ],
+        )
+        peer = Interface(
+            PEER,
+            methods=[
+                Method("Ping", lambda call: ()),
+                Method("GetMachineId", self._get_machine_id, out_args=[("machine_uuid", "s")]),
+            ],
+        )
+        introspectable = Interface(
+            INTROSPECTABLE,
+            methods=[
+                Method("Introspect", self._introspect, out_args=[("xml_data", "s")]),
+            ],
+        )
+        properties = Interface(
+            PROPERTIES,
+            methods=[
+                Method(
+                    "Get",
+                    self._prop_get,
+                    in_args=[("interface_name", "s"), ("property_name", "s")],
+                    out_args=[("value", "v")],
+                ),
+                Method(
+                    "GetAll",
+                    self._prop_get_all,
+                    in_args=[("interface_name", "s")],
+                    out_args=[("props", "a{sv}")],
+                ),
+                Method(
+                    "Set",
+                    self._prop_set,
+                    in_args=[("interface_name", "s"), ("property_name", "s"), ("value", "v")],
+                ),
+            ],
+        )
         return {i.name: _IfaceEntry(i) for i in (driver, peer, introspectable, properties)}
 
     @staticmethod
@@ -368,8 +452,9 @@ class Dispatcher:
             return [ie]
         if iface in (INTROSPECTABLE, PROPERTIES, PEER):
             return []
-        raise DBusError(errors.UNKNOWN_INTERFACE,
-                        f'No such interface "{iface}" at object path "{call.path}"')
+        raise DBusError(
+            errors.UNKNOWN_INTERFACE, f'No such interface "{iface}" at object path "{call.path}"'
+        )
 
     def _find_prop(self, call: MethodCall, iface: str, name: str) -> Property:
         for ie in self._props_of(call, iface):
@@ -404,6 +489,7 @@ class Dispatcher:
             for p, aw in pending:
                 values[p.name] = (p.signature, await aw)
             return ({p.name: values[p.name] for p in props},)
+
         return finish()
 
     def _prop_set(self, call: MethodCall) -> Any:
@@ -412,8 +498,9 @@ class Dispatcher:
         if prop.setter is None:
             raise DBusError(errors.PROPERTY_READ_ONLY, f'Property "{name}" is read-only')
         if sig != prop.signature:
-            raise DBusError(errors.INVALID_ARGS,
-                            f'Property "{name}" has type "{prop.signature}", not "{sig}"')
+            raise DBusError(
+                errors.INVALID_ARGS, f'Property "{name}" has type "{prop.signature}", not "{sig}"'
+            )
         result = prop.setter(call, value)
         if inspect.isawaitable(result):
             return _await_then(result, lambda _v: ())
@@ -436,8 +523,16 @@ def _close_returned_fds(out_sig: str, result: tuple) -> None:
 
 def quoteattr(value: str) -> str:
     """An XML attribute value in double quotes (names are validated, but escape anyway)."""
-    return '"' + (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                  .replace('"', "&quot;")) + '"'
+    return (
+        '"'
+        + (
+            value.replace("&", "&amp;")
+            .replace("<", "&lt;")
+            .replace(">", "&gt;")
+            .replace('"', "&quot;")
+        )
+        + '"'
+    )
 
 
 def _iface_xml(iface: Interface) -> str:
@@ -449,15 +544,19 @@ def _iface_xml(iface: Interface) -> str:
         out.append(f"    <method name={quoteattr(m.name)}>\n")
         for direction, args in (("in", m.in_args), ("out", m.out_args)):
             for name, sig in args:
-                out.append(f"      <arg name={quoteattr(name)} type={quoteattr(sig)} "
-                           f'direction="{direction}"/>\n')
+                out.append(
+                    f"      <arg name={quoteattr(name)} type={quoteattr(sig)} "
+                    f'direction="{direction}"/>\n'
+                )
         out.append("    </method>\n")
     for p in iface.properties:
         access = "read" if p.setter is None else "readwrite"
         # the server never emits PropertiesChanged: say so, or proxies would cache forever
-        out.append(f"    <property name={quoteattr(p.name)} type={quoteattr(p.signature)} "
-                   f'access="{access}">\n'
-                   '      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" '
-                   'value="false"/>\n    </property>\n')
+        out.append(
+            f"    <property name={quoteattr(p.name)} type={quoteattr(p.signature)} "
+            f'access="{access}">\n'
+            '      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" '
+            'value="false"/>\n    </property>\n'
+        )
     out.append("  </interface>\n")
     return "".join(out)

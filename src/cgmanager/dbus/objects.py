@@ -31,7 +31,12 @@ from .codec import NO_REPLY_EXPECTED
 from .errors import DBusError
 
 __all__ = [
-    "DBusError", "Interface", "Method", "MethodCall", "PeerCredentials", "Property",
+    "DBusError",
+    "Interface",
+    "Method",
+    "MethodCall",
+    "PeerCredentials",
+    "Property",
 ]
 
 Handler = Callable[["MethodCall"], "tuple | None | Awaitable[tuple | None]"]
@@ -92,13 +97,38 @@ class MethodCall:
     ``close()`` method are closed with the connection).
     """
 
-    __slots__ = ("peer", "pidfd", "sender", "path", "interface", "member", "signature", "body",
-                 "fds", "flags", "serial", "state", "_taken")
+    __slots__ = (
+        "peer",
+        "pidfd",
+        "sender",
+        "path",
+        "interface",
+        "member",
+        "signature",
+        "body",
+        "fds",
+        "flags",
+        "serial",
+        "state",
+        "_taken",
+    )
 
-    def __init__(self, *, peer: PeerCredentials, pidfd: int | None, sender: str, path: str,
-                 interface: str | None, member: str, signature: str, body: tuple,
-                 fds: list[int], flags: int, serial: int,
-                 state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        peer: PeerCredentials,
+        pidfd: int | None,
+        sender: str,
+        path: str,
+        interface: str | None,
+        member: str,
+        signature: str,
+        body: tuple,
+        fds: list[int],
+        flags: int,
+        serial: int,
+        state: dict[str, Any] | None = None,
+    ) -> None:
         self.peer = peer
         self.pidfd = pidfd
         self.state = {} if state is None else state
@@ -134,5 +164,7 @@ class MethodCall:
         return [fd for fd in self.fds if fd not in self._taken]
 
     def __repr__(self) -> str:
-        return (f"MethodCall({self.interface}.{self.member} at {self.path} "
-                f"sig={self.signature!r} peer={self.peer})")
+        return (
+            f"MethodCall({self.interface}.{self.member} at {self.path} "
+            f"sig={self.signature!r} peer={self.peer})"
+        )

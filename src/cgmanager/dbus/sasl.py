@@ -114,7 +114,7 @@ class ServerSasl:
             if end > self._max_line:
                 return self._close(replies, "handshake line too long")
             line = bytes(buf[:end])
-            del buf[:end + 2]
+            del buf[: end + 2]
             self._commands += 1
             if self._commands > self._max_commands:
                 return self._close(replies, "too many handshake commands")

@@ -36,9 +36,14 @@ log = logging.getLogger("cgmanager.dbus")
 class Server:
     """Serves the objects in ``objects`` (``{path: [Interface, …]}``) on a Unix socket."""
 
-    def __init__(self, objects: Mapping[str, Sequence[Interface]], *,
-                 limits: Limits | None = None, socket_mode: int = 0o666,
-                 backlog: int = socket.SOMAXCONN) -> None:
+    def __init__(
+        self,
+        objects: Mapping[str, Sequence[Interface]],
+        *,
+        limits: Limits | None = None,
+        socket_mode: int = 0o666,
+        backlog: int = socket.SOMAXCONN,
+    ) -> None:
         self.dispatcher = Dispatcher(objects)
         self.limits = limits or Limits()
         self.socket_mode = socket_mode
@@ -136,6 +141,7 @@ class Server:
             self._paused = None
             if self._listener is not None and not self._closing:
                 self._loop.add_reader(self._listener.fileno(), self._on_accept)  # type: ignore
+
         self._paused = self._loop.call_later(delay, resume)
 
     def _new_connection(self, sock: socket.socket) -> None:
@@ -149,14 +155,22 @@ class Server:
         limits = self.limits
         if len(self._connections) >= limits.max_connections:
             self.refused += 1
-            log.warning("refusing connection from pid %d uid %d: %d connections open",
-                        pid, uid, len(self._connections))
+            log.warning(
+                "refusing connection from pid %d uid %d: %d connections open",
+                pid,
+                uid,
+                len(self._connections),
+            )
             sock.close()
             return
         if self._per_uid.get(uid, 0) >= limits.max_connections_per_uid:
             self.refused += 1
-            log.warning("refusing connection from pid %d uid %d: uid has %d connections",
-                        pid, uid, self._per_uid[uid])
+            log.warning(
+                "refusing connection from pid %d uid %d: uid has %d connections",
+                pid,
+                uid,
+                self._per_uid[uid],
+            )
             sock.close()
             return
         pidfd = peer_pidfd(sock)
@@ -242,8 +256,13 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-async def serve(path: str, objects: Mapping[str, Sequence[Interface]], *,
-                limits: Limits | None = None, socket_mode: int = 0o666) -> Server:
+async def serve(
+    path: str,
+    objects: Mapping[str, Sequence[Interface]],
+    *,
+    limits: Limits | None = None,
+    socket_mode: int = 0o666,
+) -> Server:
     """Build a :class:`Server` and start it on ``path``; ``await server.close()`` when done."""
     server = Server(objects, limits=limits, socket_mode=socket_mode)
     await server.start(path)

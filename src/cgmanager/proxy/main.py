@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace, upstream_sock: str, ready_fd: int | None) -> int:
     # imported here: --help and --check-master need none of the D-Bus server stack
-    from ..scm_server import ScmServer
     from ..dbus.server import Server
     from ..requestor import Namespaces
+    from ..scm_server import ScmServer
     from .service import ProxyService
     from .upstream import Unavailable, Upstream
 

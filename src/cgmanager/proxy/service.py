@@ -27,13 +27,13 @@ from typing import Any
 
 from .. import contract, errors, names, scm
 from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, OBJECT_PATH
-from ..scm_server import Received, ScmServer
 from ..dbus.errors import DBusError
 from ..dbus.objects import Interface, Method, MethodCall, Property
 from ..errors import CgmError, InvalidArgument, NotFound, NotPermitted
 from ..permission import UNMAPPED_ID
 from ..procfs import ProcDir, overflow_id
 from ..requestor import Namespaces
+from ..scm_server import Received, ScmServer
 from .upstream import (
     CredentialRefused,
     ProtocolFailure,
@@ -47,12 +47,8 @@ audit = logging.getLogger("cgproxy.audit")
 
 #: plain methods whose arguments name a pid (or a uid/gid): meaningful only in the proxy's own
 #: pid (user) namespace, as at the daemon
-PID_GATED = frozenset(
-    m.name for m in contract.METHODS if contract.PID in dict(m.ids).values()
-)
-USERNS_GATED = frozenset(
-    m.name for m in contract.METHODS if contract.UID in dict(m.ids).values()
-)
+PID_GATED = frozenset(m.name for m in contract.METHODS if contract.PID in dict(m.ids).values())
+USERNS_GATED = frozenset(m.name for m in contract.METHODS if contract.UID in dict(m.ids).values())
 Cred = tuple[int, int, int]
 
 
@@ -156,7 +152,9 @@ class ProxyService:
             return ()
         return (result,)
 
-    def _plain_handler(self, spec: contract.Method) -> Callable[[MethodCall], Coroutine[Any, Any, tuple]]:
+    def _plain_handler(
+        self, spec: contract.Method
+    ) -> Callable[[MethodCall], Coroutine[Any, Any, tuple]]:
         method = scm.BY_PLAIN[spec.name]
         arg_names = [n for n, _ in spec.in_args]
 
@@ -237,10 +235,7 @@ class ProxyService:
             else:
                 handler = self._plain_handler(s)
             methods.append(Method(s.name, handler, s.in_args, s.out_args))
-        methods += [
-            Method(m.name, self._scm_handler(m), m.in_args, ())
-            for m in scm.SCM_METHODS
-        ]
+        methods += [Method(m.name, self._scm_handler(m), m.in_args, ()) for m in scm.SCM_METHODS]
         props = [Property("api_version", "i", lambda call: API_VERSION)]
         return Interface(INTERFACE, methods, props)
 

@@ -23,10 +23,10 @@ import socket
 from typing import Any
 
 from .. import scm
+from ..contract import INTERFACE, OBJECT_PATH
 from ..dbus import errors as dbus_errors
 from ..dbus.aio_client import AsyncConnection
 from ..dbus.errors import DBusError
-from ..contract import INTERFACE, OBJECT_PATH
 
 log = logging.getLogger(__name__)
 
