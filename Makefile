@@ -15,7 +15,7 @@ PREFIX ?= /usr/local
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 	# byte-compile now: cgm starts once per shell command and must not compile on each start
 	$(PY) -m compileall -q src
 	# replace pip's cgm script with one that starts `python -I -S` (see cli/launcher.py)
@@ -47,8 +47,11 @@ install-docs:
 	install -Dm644 man/cgproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/cgproxy.8
 	install -Dm644 completion/cgm.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cgm
 
+## ruff (lint and format) over everything, mypy --strict over src/.
 lint: venv
 	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info
