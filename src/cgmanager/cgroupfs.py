@@ -78,7 +78,7 @@ class CgroupTree:
         self.threads_file = "cgroup.threads" if self.v2 else "tasks"
         #: resolved paths (pure function of the path; bounded)
         self._rels: dict[str, str] = {}
-        #: while holding (see :meth:`hold`): path -> O_PATH fd resolved once for the request
+        #: in a request's view (see :meth:`bound`): path -> O_PATH fd resolved once for it
         self._held: dict[str, int] | None = None
 
     def close(self) -> None:
@@ -154,20 +154,17 @@ class CgroupTree:
                     raise from_oserror(exc, f"cgroup {self._what(path)}") from None
         return _Dirfd(self._open(path, flags), True)
 
-    def hold(self) -> None:
-        """Until :meth:`release`, resolve each cgroup path once: one request's checks and its
-        action then concern the same directory, and repeated ``openat2`` calls are saved.
-        Only the first ``MAX_HELD`` paths are held (a request walking 10,000 cgroups must not
-        hold 10,000 fds).  Only for the duration of one synchronous request (never across an
-        ``await``)."""
-        if self._held is None:
-            self._held = {}
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held:
-            for fd in held.values():
-                os.close(fd)
+    def bound(self, held: dict[str, int]) -> CgroupTree:
+        """A view of this tree for one request: each cgroup path it names is resolved once,
+        into *held* (the request's, closed by it with :func:`release`), so the request's checks
+        and its action concern the very same directory and repeated ``openat2`` calls are
+        saved.  Only the first ``MAX_HELD`` paths are held (a request walking 10,000 cgroups
+        must not hold 10,000 fds).  Views share the mount and the path cache; each request,
+        on whichever thread it runs, has its own."""
+        view = object.__new__(CgroupTree)
+        view.__dict__.update(self.__dict__)
+        view._held = held
+        return view
 
     def _forget(self, path: str) -> None:
         """*path* and its descendants were removed: resolve them afresh if asked again."""
@@ -472,6 +469,13 @@ class CgroupTree:
             raise from_oserror(exc, f"chmod {self._what(path, key)}") from None
         finally:
             os.close(kfd)
+
+
+def release(held: dict[str, int]) -> None:
+    """Close what a request's views held (see :meth:`CgroupTree.bound`)."""
+    for fd in held.values():
+        os.close(fd)
+    held.clear()
 
 
 class _Dirfd:

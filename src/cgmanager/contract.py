@@ -12,6 +12,9 @@ What an entry says:
 * ``name``, ``interface``, ``in_args`` and ``out_args`` as ``(name, D-Bus signature)`` pairs —
   exactly as 0.42's XML for the ``0_0`` methods;
 * ``mutating``: the daemon writes an audit line for it;
+* ``family``: how its ``cgroup`` argument is read (0.42 §3.2): :data:`LOOKUP` (``/a`` from the
+  hierarchy root, ``a`` below the caller's cgroup, bounded by the proxy's), :data:`RELATIVE`
+  (always below the caller's cgroup; a leading ``/`` means nothing), or ``None`` (no cgroup);
 * ``absolute``: an ``*Abs`` method; a plain call is bounded by the daemon's own cgroup rather
   than the caller's (0.42 §3.2);
 * ``ids``: which arguments carry a pid, uid or gid.  A plain call that gives one (not ``-1``,
@@ -49,6 +52,8 @@ ERROR_KINDS = (
     "Failed",
 )
 
+#: path families (``Method.family``)
+LOOKUP, RELATIVE = "lookup", "relative"
 #: argument kinds (``Method.ids``)
 PID, UID, GID = "pid", "uid", "gid"
 #: what the second credential of an Scm twin carries
@@ -80,6 +85,7 @@ class Method:
         "in_args",
         "out_args",
         "mutating",
+        "family",
         "absolute",
         "ids",
         "scm",
@@ -95,6 +101,7 @@ class Method:
         *,
         interface: str = INTERFACE,
         mutating: bool = False,
+        family: str | None = None,
         absolute: bool = False,
         ids: tuple[tuple[str, str], ...] = (),
         scm: bool = True,
@@ -104,6 +111,7 @@ class Method:
         self.in_args = in_args
         self.out_args = out_args
         self.mutating = mutating
+        self.family = family
         self.absolute = absolute
         #: (argument name, PID | UID | GID)
         self.ids = ids
@@ -160,32 +168,44 @@ METHODS: tuple[Method, ...] = (
         absolute=True,
         ids=(("pid", PID),),
     ),
-    Method("Create", (_C, _G), (("existed", "i"),), mutating=True),
+    Method("Create", (_C, _G), (("existed", "i"),), mutating=True, family=RELATIVE),
     Method(
         "Chown",
         (_C, _G, ("uid", "i"), ("gid", "i")),
         mutating=True,
         ids=(("uid", UID), ("gid", GID)),
+        family=RELATIVE,
     ),
-    Method("Chmod", (_C, _G, ("file", "s"), ("mode", "i")), mutating=True),
-    Method("MovePid", (_C, _G, ("pid", "i")), mutating=True, ids=(("pid", PID),)),
-    Method("MovePidAbs", (_C, _G, ("pid", "i")), mutating=True, absolute=True, ids=(("pid", PID),)),
-    Method("GetValue", (_C, _G, ("key", "s")), (("value", "s"),)),
-    Method("SetValue", (_C, _G, ("key", "s"), ("value", "s")), mutating=True),
-    Method("Remove", (_C, _G, ("recursive", "i")), (("existed", "i"),), mutating=True),
-    Method("GetTasks", (_C, _G), (("output", "ai"),)),
-    Method("GetTasksRecursive", (_C, _G), (("output", "ai"),)),
-    Method("ListChildren", (_C, _G), (("output", "as"),)),
-    Method("RemoveOnEmpty", (_C, _G), mutating=True),
-    Method("Prune", (_C, _G), mutating=True),
+    Method("Chmod", (_C, _G, ("file", "s"), ("mode", "i")), mutating=True, family=RELATIVE),
+    Method("MovePid", (_C, _G, ("pid", "i")), mutating=True, ids=(("pid", PID),), family=RELATIVE),
+    Method(
+        "MovePidAbs",
+        (_C, _G, ("pid", "i")),
+        mutating=True,
+        absolute=True,
+        ids=(("pid", PID),),
+        family=RELATIVE,
+    ),
+    Method("GetValue", (_C, _G, ("key", "s")), (("value", "s"),), family=LOOKUP),
+    Method("SetValue", (_C, _G, ("key", "s"), ("value", "s")), mutating=True, family=LOOKUP),
+    Method(
+        "Remove", (_C, _G, ("recursive", "i")), (("existed", "i"),), mutating=True, family=RELATIVE
+    ),
+    Method("GetTasks", (_C, _G), (("output", "ai"),), family=LOOKUP),
+    Method("GetTasksRecursive", (_C, _G), (("output", "ai"),), family=LOOKUP),
+    Method("ListChildren", (_C, _G), (("output", "as"),), family=LOOKUP),
+    Method("RemoveOnEmpty", (_C, _G), mutating=True, family=RELATIVE),
+    Method("Prune", (_C, _G), mutating=True, family=RELATIVE),
     Method("ListControllers", (), (("output", "as"),), scm=False),
-    Method("ListKeys", (_C, _G), (("output", "a(suuu)"),)),
+    Method("ListKeys", (_C, _G), (("output", "a(suuu)"),), family=LOOKUP),
     # -- org.linuxcontainers.cgmanager1 (beyond 0.42; same path families and permissions) --
-    Method("Freeze", (_C, _G), interface=_I1, mutating=True, scm=False),
-    Method("Thaw", (_C, _G), interface=_I1, mutating=True, scm=False),
-    Method("Kill", (_C, _G), (("killed", "i"),), interface=_I1, mutating=True, scm=False),
-    Method("GetEvents", (_C, _G), (("events", "a{sx}"),), interface=_I1, scm=False),
-    Method("GetStat", (_C, _G), (("stat", "a{sx}"),), interface=_I1, scm=False),
+    Method("Freeze", (_C, _G), interface=_I1, mutating=True, scm=False, family=LOOKUP),
+    Method("Thaw", (_C, _G), interface=_I1, mutating=True, scm=False, family=LOOKUP),
+    Method(
+        "Kill", (_C, _G), (("killed", "i"),), interface=_I1, mutating=True, scm=False, family=LOOKUP
+    ),
+    Method("GetEvents", (_C, _G), (("events", "a{sx}"),), interface=_I1, scm=False, family=LOOKUP),
+    Method("GetStat", (_C, _G), (("stat", "a{sx}"),), interface=_I1, scm=False, family=LOOKUP),
     Method(
         "Setup",
         (
@@ -201,6 +221,7 @@ METHODS: tuple[Method, ...] = (
         mutating=True,
         ids=(("uid", UID), ("gid", GID), ("pids", PID)),
         scm=False,
+        family=RELATIVE,
     ),
 )
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import names
-from .errors import InvalidArgument, NotFound, NotPermitted
+from .errors import InvalidArgument, LimitExceeded, NotFound, NotPermitted
 from .procfs import IdMap
 
 #: what an unmapped id looks like to a reader of ListKeys (0.42: (uint32)-1)
@@ -191,3 +191,68 @@ def require_settable_key(key: str, controllers: tuple[str, ...]) -> None:
     if key in ("tasks", "cgroup.procs", "cgroup.threads"):
         raise NotPermitted(f"not permitted: {key} cannot be set; use MovePid to move processes")
     raise NotPermitted(f"not permitted: {key} is not a settable key of this hierarchy")
+
+
+def require_may_chown(who: Identity) -> None:
+    if not may_chown(who):
+        raise NotPermitted(
+            "not permitted: only root (of the host or of a user namespace) may chown"
+        )
+
+
+def require_outside(path: str, fence: str, shown: str) -> None:
+    """The daemon's own leaf (the cgroup it moved into when started delegated) is out of every
+    client's reach: it is *not found*, like anything else the caller cannot reach."""
+    if names.is_under(path, fence):
+        raise NotFound(f"cgroup {shown}: not found")
+
+
+def require_not_base(path: str, base: str, shown: str) -> None:
+    """The cgroup the daemon was started in bounds everything it does, but its own attributes
+    belong to whoever delegated it (under systemd: the unit's cgroup, which systemd owns): they
+    are never written, removed, frozen or killed through the API."""
+    if path == base:
+        raise NotPermitted(
+            f"not permitted: {shown} is the cgroup this cgmanager was started in;"
+            " it is not changed through cgmanager"
+        )
+
+
+def require_depth(depth: int, limit: int, shown: str) -> None:
+    """``--max-depth``: how deep below the daemon's own cgroup a new cgroup may be."""
+    if depth > limit:
+        raise LimitExceeded(f"{shown}: deeper than this cgmanager allows ({limit})")
+
+
+def require_mode(mode: int) -> None:
+    """Chmod takes permission bits only: no setuid/setgid/sticky, no file type."""
+    if not 0 <= mode <= 0o777:
+        raise InvalidArgument(f"invalid mode {mode:o}: permission bits (0 to 777) only")
+
+
+def delegatee_accepts(
+    who: Identity, owner_uid: int, victim_pid: int, victim_uid: int | Callable[[], int]
+) -> bool:
+    """Whether a process may be placed in a cgroup delegated to uid *owner_uid*: never another
+    user's process (the delegatee could then freeze, kill or starve it — the kernel lets the
+    owner of cgroup.kill and cgroup.procs do so) — unless the delegatee itself (or root of a
+    namespace mapping both) asks, or the process moves itself (pam_cgm does, before setuid)."""
+    if owner_uid == 0 or victim_pid == who.pid or who.uid == owner_uid:
+        return True
+    uid = victim_uid() if callable(victim_uid) else victim_uid
+    if uid == owner_uid:
+        return True
+    return (
+        who.root_in_userns
+        and not who.is_host_root
+        and who.maps_uid(owner_uid)
+        and who.maps_uid(uid)
+    )
+
+
+def may_hand_over(new_owner: int, requestor_pid: int, pid: int, process_uid: int) -> bool:
+    """Whether a cgroup holding process *pid* may be delegated (chowned) to *new_owner*: a
+    delegatee never gets another user's processes.  The requestor's own process is exempt: it
+    hands over its own cgroup knowingly (0.42's nstest; a login manager about to drop
+    privileges)."""
+    return new_owner == 0 or pid == requestor_pid or process_uid == new_owner

@@ -68,6 +68,10 @@ class Victim:
             self._uid = self._proc.real_uid()
         return self._uid
 
+    def real_uid(self) -> int:
+        """:attr:`uid` as a call, for checks that learn it only when they need it."""
+        return self.uid
+
     def require_alive(self) -> None:
         """Right before acting on the pid: the checked process still owns it (the kernel takes
         a pid, not a pidfd, in cgroup.procs)."""

@@ -4,7 +4,7 @@ cgroup.kill, v1 fallback), events and stat — under the same permission model a
 import pytest
 from kernel.helpers import wait_for
 
-from cgmanager.daemon.api import INTERFACE1
+from cgmanager.contract import INTERFACE1
 
 from .replies import ok, refused
 

@@ -1419,7 +1419,7 @@ def test_the_configured_scm_server_is_used():
 
     srv = ScmServer(timeout=0.2)
     assert len(srv) == 0
-    assert Service(None, None, None, None, srv).scm is srv
+    assert Service(None, None, None, None, None, srv).scm is srv
     assert ProxyService(SimpleNamespace(timeout=9.0), None, srv).relay is srv
 
 

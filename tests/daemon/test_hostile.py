@@ -485,13 +485,14 @@ def _manager_in_ns(key: str, dirs: dict[str, str], uid: int):
 
 
 class _RecycleAfterDecision:
-    """Wraps operations.may_move: once it has said yes about *victim*, recycle the victim's
-    pid to a root process in *elsewhere*."""
+    """Wraps the victim rule (permission.may_move, as MovePid calls it): once it has said yes
+    about *victim*, recycle the victim's pid to a root process in *elsewhere*."""
 
     def __init__(self, victim: int, go: int, elsewhere: str) -> None:
-        from cgmanager import operations
+        from cgmanager.operations import leaf, lifecycle, processes
+        from cgmanager.permission import may_move
 
-        self.ops, self.real = operations, operations.may_move
+        self.modules, self.real = (processes, leaf, lifecycle), may_move
         self.victim, self.go, self.elsewhere = victim, go, elsewhere
         self.newcomer: int | None = None
 
@@ -502,11 +503,13 @@ class _RecycleAfterDecision:
         return allowed
 
     def __enter__(self):
-        self.ops.may_move = self
+        for module in self.modules:
+            module.may_move = self
         return self
 
     def __exit__(self, *exc) -> None:
-        self.ops.may_move = self.real
+        for module in self.modules:
+            module.may_move = self.real
 
 
 def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str) -> dict:
@@ -516,13 +519,14 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
     import asyncio
 
     from cgmanager.errors import CgmError
+    from cgmanager.operations.processes import move_pid
     from cgmanager.scm_server import SO_PASSPIDFD, ScmServer
 
     m, req, hp, where = _manager_in_ns(key, dirs, uid)
     out: dict = {}
     # control: without the race the very same request moves the victim
     control, control_go = _fork_waiting(dirs["from"], uid)
-    m.move_pid(req, key, "control", control, absolute=False)
+    move_pid(m, req, key, "control", control, absolute=False)
     out["control"] = where(control)
     os.write(control_go, b"x")
     os.waitpid(control, 0)
@@ -541,7 +545,7 @@ def _race_after_the_decision(key: str, dirs: dict[str, str], uid: int, path: str
 
     with _RecycleAfterDecision(victim, go, dirs["elsewhere"]) as race:
         try:
-            m.move_pid(req, key, "to", victim, absolute=False, pidfd=pidfd)
+            move_pid(m, req, key, "to", victim, absolute=False, pidfd=pidfd)
             out["result"] = "moved"
         except CgmError as e:
             out["result"] = f"{e.kind}: {e.message}"
@@ -592,13 +596,14 @@ def _race_while_making_room(dirs: dict[str, str], uid: int) -> dict:
     cgroup ``room``, which holds its process; the daemon must move that process into
     ``room/.cgm_leaf`` first — and the process is recycled right after being judged."""
     from cgmanager.errors import CgmError
+    from cgmanager.operations.values import set_value
 
     m, req, hp, where = _manager_in_ns("unified", dirs, uid)
     victim, go = _fork_waiting(dirs["room"], uid)
     out: dict = {}
     with _RecycleAfterDecision(victim, go, dirs["elsewhere"]) as race:
         try:
-            m.set_value(req, "unified", "room", "cgroup.subtree_control", "+hugetlb")
+            set_value(m, req, "unified", "room", "cgroup.subtree_control", "+hugetlb")
             out["result"] = "ok"
         except CgmError as e:
             out["result"] = f"{e.kind}: {e.message}"
@@ -636,6 +641,7 @@ def _race_in_the_kernel_window(key: str, dirs: dict[str, str], uid: int) -> dict
     """pid 1 of a fresh pid namespace: the victim is recycled after the last liveness check,
     right before the pid is written (the one window no userspace check can close)."""
     from cgmanager.errors import CgmError
+    from cgmanager.operations.processes import move_pid
 
     m, req, hp, where = _manager_in_ns(key, dirs, uid)
     victim, go = _fork_waiting(dirs["from"], uid)
@@ -649,7 +655,7 @@ def _race_in_the_kernel_window(key: str, dirs: dict[str, str], uid: int) -> dict
 
     tree.move = recycle_then_move
     try:
-        m.move_pid(req, key, "to", victim, absolute=False)
+        move_pid(m, req, key, "to", victim, absolute=False)
         result = "moved"
     except CgmError as e:
         result = f"{e.kind}: {e.message}"

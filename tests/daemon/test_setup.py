@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cgmanager.daemon.api import INTERFACE1
+from cgmanager.contract import INTERFACE1
 
 from .hostile_helpers import kernel_state as _kernel_state
 from .replies import ok, refused

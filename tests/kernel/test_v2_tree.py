@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from cgmanager.cgroupfs import release
 from cgmanager.errors import Busy, InvalidArgument, KernelRejected, LimitExceeded, NotFound
 from cgmanager.procfs import ProcDir
 
@@ -262,28 +263,28 @@ class TestHostileInput:
 
 
 def test_a_held_cgroup_is_resolved_once_and_forgotten_when_removed(v2):
-    """Within one request (hold … release) a path names the directory first resolved; a
+    """Within one request (its bound view) a path names the directory first resolved; a
     removal drops it (and its descendants) so a re-created cgroup is seen afresh, and release
-    closes every fd held."""
+    closes every fd held.  The tree itself and other requests' views are unaffected."""
     t, base, hp = v2
     t.create(hp + "/h/k")
     fds_before = set(os.listdir("/proc/self/fd"))
-    t.hold()
+    held: dict[str, int] = {}
+    view = t.bound(held)
     try:
-        first = t.stat(hp + "/h")
+        first = view.stat(hp + "/h")
         os.rmdir(base + "/h/k")
         os.rmdir(base + "/h")
         os.mkdir(base + "/h")  # replaced behind the layer's back: the held directory stays
-        assert t.stat(hp + "/h").st_ino == first.st_ino
-        t.rmdir(hp + "/h")  # removed through the layer: forgotten
-        assert not t.exists(hp + "/h")
-        t.mkdir(hp + "/h")
-        assert t.stat(hp + "/h").st_ino != first.st_ino
+        assert view.stat(hp + "/h").st_ino == first.st_ino
+        assert t.stat(hp + "/h").st_ino != first.st_ino  # the tree itself holds nothing
+        view.rmdir(hp + "/h")  # removed through the layer: forgotten
+        assert not view.exists(hp + "/h")
+        view.mkdir(hp + "/h")
+        assert view.stat(hp + "/h").st_ino != first.st_ino
     finally:
-        t.release()
+        release(held)
     assert set(os.listdir("/proc/self/fd")) == fds_before
-    t.hold()
-    t.release()
     assert t.stat(hp + "/h").st_ino == os.stat(base + "/h").st_ino
 
 
@@ -291,11 +292,12 @@ def test_holding_is_bounded_for_requests_that_walk_subtrees(v2):
     """A request over a big subtree must not hold an fd per cgroup (EMFILE at ~20,000)."""
     from cgmanager.cgroupfs import MAX_HELD
 
-    t, base, hp = v2
+    t0, base, hp = v2
     for i in range(MAX_HELD * 3):
-        t.mkdir(hp + f"/w{i}")
+        t0.mkdir(hp + f"/w{i}")
     fds_before = len(os.listdir("/proc/self/fd"))
-    t.hold()
+    held: dict[str, int] = {}
+    t = t0.bound(held)
     try:
         for i in range(MAX_HELD * 3):
             assert t.stat(hp + f"/w{i}").st_nlink >= 2
@@ -304,5 +306,5 @@ def test_holding_is_bounded_for_requests_that_walk_subtrees(v2):
             t.rmdir(hp + f"/w{i}")
         assert t.children(hp) == []
     finally:
-        t.release()
+        release(held)
     assert len(os.listdir("/proc/self/fd")) == fds_before

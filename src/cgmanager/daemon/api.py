@@ -1,42 +1,40 @@
-"""The D-Bus facade: ``org.linuxcontainers.cgmanager0_0`` at ``/org/linuxcontainers/cgmanager``.
+"""The D-Bus facade: both interfaces at ``/org/linuxcontainers/cgmanager``, from the contract.
 
-Thin by design: unpack arguments, establish who asks (SO_PEERCRED of the connection, pinned
-by its pidfd), apply the namespace gates of plain calls, call the operation, map its error
-kind to a D-Bus error name, and write an audit line for every request that changes something.
+Thin by design, and the same for every method (:mod:`cgmanager.contract` says what each one
+is; :data:`cgmanager.operations.OPERATIONS` how it is carried out): establish who asks
+(SO_PEERCRED of the connection, pinned by its pidfd — or, for an ``*Scm`` twin, the
+``SCM_CREDENTIALS`` the kernel vouched for), apply the namespace gates of plain calls, hand the
+operation to the scheduler (inline or on a worker, see :mod:`.scheduler`), map its error kind to
+a D-Bus error name, and write an audit line for every request that changes something.
 """
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import contract, scm
-from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
+from .. import contract
+from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
 from ..hierarchy import Layout
-from ..operations import Manager, Request
+from ..operations import OPERATIONS, Manager, Operation, Request, Scope, Settling
+from ..operations.targets import claims
 from ..permission import Credentials, require_same_pidns, require_same_userns
-from ..requestor import Namespaces, Party, Peer, identify
+from ..requestor import Namespaces, Party, identify
 from ..scm_server import Received, ScmServer
+from .notify import PriorityWatch, close_quietly, poll_until
+from .peers import ConnectionPeer
+from .scheduler import Job, Scheduler
 
 audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
 
 #: how long Freeze/Thaw wait for the kernel to report the new state
 FREEZE_TIMEOUT = 10.0
-
-
-Spec = contract.Method
-PLAIN_METHODS = contract.methods_of(INTERFACE)
-EXTRA_METHODS = contract.methods_of(INTERFACE1)
-
-
-#: methods that touch no cgroup
-NO_CGROUP_METHODS = frozenset({"Ping", "ListControllers"})
 
 
 def to_dbus_error(e: CgmError) -> DBusError:
@@ -52,298 +50,259 @@ class Service:
         layout: Layout,
         ns: Namespaces,
         daemon: Party,
+        scheduler: Scheduler,
         scm_server: ScmServer | None = None,
+        watch: PriorityWatch | None = None,
     ) -> None:
         self.m = manager
         self.layout = layout
         self.ns = ns
         self.daemon = daemon
+        self.scheduler = scheduler
         # (an idle ScmServer is falsy: it has a length)
         self.scm = scm_server if scm_server is not None else ScmServer()
+        self.watch = watch
 
     # -- who asks ----------------------------------------------------------------------------
 
-    def requestor(self, call: MethodCall) -> Party:
-        """The connection's peer as of now (see :class:`~cgmanager.requestor.Peer` for what is
-        kept between its requests and why that cannot widen access)."""
+    def peer(self, call: MethodCall) -> ConnectionPeer:
         peer = call.state.get("peer")
         if peer is None:
             p = call.peer
-            peer = Peer(Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, call.pidfd)
+            peer = ConnectionPeer(
+                Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, call.pidfd
+            )
             call.state["peer"] = peer
-        return peer.party()
+        assert isinstance(peer, ConnectionPeer)
+        return peer
 
-    def plain(self, call: MethodCall) -> Request:
-        r = self.requestor(call)
-        return Request(r, r)
+    def on_hello(self, call: MethodCall) -> None:
+        """A client's Hello: it waits for the reply, so it is alive — remember its facts."""
+        try:
+            self.peer(call).remember()
+        except CgmError:
+            pass
 
-    def plain_abs(self, call: MethodCall) -> Request:
-        """Plain *Abs calls are bounded by the daemon's own cgroup (the daemon is p)."""
-        return Request(self.requestor(call), self.daemon)
+    # -- one request, plain or Scm -----------------------------------------------------------
 
-    # -- handlers ---------------------------------------------------------------------------
-
-    def Ping(self, call: MethodCall, junk: int) -> tuple:
-        return ()
-
-    def GetPidCgroup(self, call: MethodCall, controller: str, pid: int) -> tuple:
-        req = self.plain(call)
-        require_same_pidns(req.r, "GetPidCgroup")
-        return (self.m.get_pid_cgroup(req, controller, pid, absolute=False),)
-
-    def GetPidCgroupAbs(self, call: MethodCall, controller: str, pid: int) -> tuple:
-        req = self.plain_abs(call)
-        require_same_pidns(req.r, "GetPidCgroupAbs")
-        return (self.m.get_pid_cgroup(req, controller, pid, absolute=True),)
-
-    def Create(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.create(self.plain(call), controller, cgroup),)
-
-    def Chown(self, call: MethodCall, controller: str, cgroup: str, uid: int, gid: int) -> tuple:
-        req = self.plain(call)
-        # plain uid/gid arguments mean something only in the daemon's user namespace
-        require_same_userns(req.r, "Chown")
-        self.m.chown(req, controller, cgroup, uid, gid)
-        return ()
-
-    def Chmod(self, call: MethodCall, controller: str, cgroup: str, file: str, mode: int) -> tuple:
-        self.m.chmod(self.plain(call), controller, cgroup, file, mode)
-        return ()
-
-    def MovePid(self, call: MethodCall, controller: str, cgroup: str, pid: int) -> tuple:
-        req = self.plain(call)
-        require_same_pidns(req.r, "MovePid")
-        self.m.move_pid(req, controller, cgroup, pid, absolute=False)
-        return ()
-
-    def MovePidAbs(self, call: MethodCall, controller: str, cgroup: str, pid: int) -> tuple:
-        req = self.plain_abs(call)
-        require_same_pidns(req.r, "MovePidAbs")
-        self.m.move_pid(req, controller, cgroup, pid, absolute=True)
-        return ()
-
-    def GetValue(self, call: MethodCall, controller: str, cgroup: str, key: str) -> tuple:
-        return (self.m.get_value(self.plain(call), controller, cgroup, key),)
-
-    def SetValue(
-        self, call: MethodCall, controller: str, cgroup: str, key: str, value: str
-    ) -> tuple:
-        self.m.set_value(self.plain(call), controller, cgroup, key, value)
-        return ()
-
-    def Remove(self, call: MethodCall, controller: str, cgroup: str, recursive: int) -> tuple:
-        return (self.m.remove(self.plain(call), controller, cgroup, recursive != 0),)
-
-    def GetTasks(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.get_tasks(self.plain(call), controller, cgroup),)
-
-    def GetTasksRecursive(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.get_tasks_recursive(self.plain(call), controller, cgroup),)
-
-    def ListChildren(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.list_children(self.plain(call), controller, cgroup),)
-
-    def RemoveOnEmpty(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        self.m.remove_on_empty(self.plain(call), controller, cgroup)
-        return ()
-
-    def Prune(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        self.m.prune(self.plain(call), controller, cgroup)
-        return ()
-
-    def ListControllers(self, call: MethodCall) -> tuple:
-        return (self.m.list_controllers(),)
-
-    def ListKeys(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.list_keys(self.plain(call), controller, cgroup),)
-
-    # -- org.linuxcontainers.cgmanager1 ------------------------------------------------------
-
-    async def _until(self, done: Callable[[], bool], what: str) -> None:
-        """Poll the kernel's report (every 5 ms; the wait blocks only this caller)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FREEZE_TIMEOUT
-        while not done():
-            if loop.time() > deadline:
-                raise Busy(f"{what} did not complete within {FREEZE_TIMEOUT:g} s")
-            await asyncio.sleep(0.005)
-
-    async def Freeze(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        await self._until(self.m.freeze(self.plain(call), controller, cgroup, True), "freezing")
-        return ()
-
-    async def Thaw(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        await self._until(self.m.freeze(self.plain(call), controller, cgroup, False), "thawing")
-        return ()
-
-    def Kill(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.kill(self.plain(call), controller, cgroup),)
-
-    def GetEvents(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.events(self.plain(call), controller, cgroup),)
-
-    def GetStat(self, call: MethodCall, controller: str, cgroup: str) -> tuple:
-        return (self.m.stat(self.plain(call), controller, cgroup),)
-
-    def Setup(
+    def submit(
         self,
-        call: MethodCall,
-        controllers: str,
-        cgroup: str,
-        uid: int,
-        gid: int,
-        values: dict[str, str],
-        pids: list[int],
-    ) -> tuple:
-        req = self.plain(call)
-        if uid != -1 or gid != -1:
-            require_same_userns(req.r, "Setup with an owner")  # as Chown
-        if pids:
-            require_same_pidns(req.r, "Setup with pids")  # as MovePid
-        return (self.m.setup(req, controllers, cgroup, uid, gid, values, pids),)
+        method: contract.Method,
+        op: Operation,
+        requestor: Party,
+        proxy: Party,
+        args: Sequence[Any],
+        extra: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run *op* for one request (inline, or a future when it went to a worker)."""
+        m = self.m
+        kwargs = {**op.kwargs, **(extra or {})}
 
-    # -- Scm methods: credentials from the kernel, over the passed socket --------------------
+        def run(inline: bool) -> Any:
+            with Scope(may_escalate=inline) as scope:
+                return op.fn(m, Request(requestor, proxy, scope), *args, **kwargs)
 
-    def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
-        mutating = method.plain.mutating
+        def claimed() -> list[tuple[str, str]]:
+            if method.family is None:
+                return []
+            controller = args[0]  # "controller" or Setup's "controllers": always first
+            cgroup = args[method.arg_index("cgroup")]
+            req = Request(requestor, proxy)
+            return claims(m, req, method.family, method.absolute, controller, cgroup)
 
-        def handler(call: MethodCall) -> tuple:
-            *args, fd = call.body
-            call.take_fd(fd)
+        return self.scheduler.submit(Job(run, claimed, method.mutating, requestor.cred.uid))
+
+    async def settle(self, s: Settling) -> None:
+        """Wait until the kernel reports a Freeze/Thaw done (v2: notified; v1: polled)."""
+        what = "freezing" if s.frozen else "thawing"
+        if s.notifies and self.watch is not None:
+            fd = s.tree.open_key_fd(s.path, s.events_key)
             try:
-                proxy = self.requestor(call)  # p: the peer of the D-Bus connection
-            except CgmError as e:
-                os.close(fd)
-                raise to_dbus_error(e) from None
+                done = await self.watch.until(fd, s.reached, FREEZE_TIMEOUT)
+            finally:
+                close_quietly(fd)
+        else:
+            done = await poll_until(s.reached, FREEZE_TIMEOUT)
+        if not done:
+            raise Busy(f"{what} did not complete within {FREEZE_TIMEOUT:g} s")
 
-            def op(m: scm.ScmMethod, r: Received, second: Received | None) -> tuple:
-                try:
-                    requestor = identify(r.cred, self.layout, self.ns, r.pidfd)
-                    with self.m.holding():
-                        reply = self._scm_op(m, Request(requestor, proxy), tuple(args), second)
-                except CgmError as e:
-                    if mutating:
-                        _audit_scm(call, m.name, r, args, f"refused ({e.kind}: {e.message})")
-                    raise
-                if mutating:
-                    _audit_scm(call, m.name, r, args, f"ok {_brief(reply)}".rstrip())
-                return reply
+    async def _reply_later(
+        self, method: contract.Method, outcome: Any, done: Callable[[], None] | None = None
+    ) -> tuple[Any, ...]:
+        value = await outcome if inspect.isawaitable(outcome) else outcome
+        if isinstance(value, Settling):
+            await self.settle(value)
+            value = None
+        if done is not None:
+            done()
+        return _reply(method, value)
 
-            try:
-                self.scm.start(call.sender, fd, method, op)
-            except CgmError as e:
-                raise to_dbus_error(e) from None
-            return ()
+    # -- plain calls -------------------------------------------------------------------------
 
-        return handler
+    def plain_handler(self, method: contract.Method) -> Callable[[MethodCall], Any]:
+        op = OPERATIONS[method.name]
+        name = method.name
+        audited = method.mutating
+        enabled = audit.isEnabledFor  # lines are built only when they will be written
+        gates = [(method.arg_index(arg), kind) for arg, kind in method.ids]
+        moves = any(kind == contract.PID for _, kind in method.ids)
 
-    def _scm_op(
-        self, method: scm.ScmMethod, req: Request, args: tuple, second: Received | None
-    ) -> tuple:
-        """The plain twin's operation with the victim or target ids the kernel vouched for."""
-        m, name = self.m, method.plain.name
-        if name in ("GetPidCgroup", "GetPidCgroupAbs"):
-            assert second is not None
-            return (
-                m.get_pid_cgroup(
-                    req, args[0], second.cred.pid, absolute=name.endswith("Abs"), pidfd=second.pidfd
-                ),
-            )
-        if name in ("MovePid", "MovePidAbs"):
-            assert second is not None
-            m.move_pid(
-                req,
-                args[0],
-                args[1],
-                second.cred.pid,
-                absolute=name.endswith("Abs"),
-                pidfd=second.pidfd,
-            )
-            return ()
-        if name == "Chown":
-            assert second is not None
-            m.chown(req, args[0], args[1], second.cred.uid, second.cred.gid)
-            return ()
-        if name == "Remove":
-            return (m.remove(req, args[0], args[1], args[2] != 0),)
-        fn = {
-            "Create": m.create,
-            "Chmod": m.chmod,
-            "GetValue": m.get_value,
-            "SetValue": m.set_value,
-            "GetTasks": m.get_tasks,
-            "GetTasksRecursive": m.get_tasks_recursive,
-            "ListChildren": m.list_children,
-            "RemoveOnEmpty": m.remove_on_empty,
-            "Prune": m.prune,
-            "ListKeys": m.list_keys,
-        }[name]
-        result = fn(req, *args)
-        return () if result is None else (result,)
+        if not op.identified:  # Ping, ListControllers: nobody to identify, nothing to audit
 
-    # -- wiring -----------------------------------------------------------------------------
+            def light(call: MethodCall) -> tuple[Any, ...]:
+                return _reply(method, op.fn(self.m, *call.body))
 
-    def _wrap(self, spec: Spec) -> Callable[[MethodCall], Any]:
-        """Map errors to D-Bus errors and audit changes, for plain and coroutine handlers."""
-        fn: Callable[..., Any] = getattr(self, spec.name)
-        name = spec.name
-
-        audited = spec.mutating
-        enabled = audit.isEnabledFor  # the lines are built only when they will be written
-
-        def finish(call: MethodCall, result: tuple) -> tuple:
-            if audited and enabled(logging.INFO):
-                _audit(call, name, f"ok {_brief(result)}".rstrip())
-            return result
+            return light
 
         def refuse(call: MethodCall, e: CgmError) -> DBusError:
             if audited and enabled(logging.INFO):
                 _audit(call, name, f"refused ({e.kind}: {e.message})")
             return to_dbus_error(e)
 
-        if asyncio.iscoroutinefunction(fn):
+        def finished(call: MethodCall, peer: ConnectionPeer, result: tuple[Any, ...]) -> None:
+            if moves:
+                peer.remember()  # it may have moved itself; it awaits this reply: alive
+            if audited and enabled(logging.INFO):
+                _audit(call, name, f"ok {_brief(result)}".rstrip())
 
-            async def async_handler(call: MethodCall) -> tuple:
-                try:
-                    return finish(call, await fn(call, *call.body))
-                except CgmError as e:
-                    raise refuse(call, e) from None
-
-            return async_handler
-
-        if name in NO_CGROUP_METHODS:  # no request scope to set up
-
-            def light_handler(call: MethodCall) -> tuple:
-                try:
-                    return finish(call, fn(call, *call.body))
-                except CgmError as e:
-                    raise refuse(call, e) from None
-
-            return light_handler
-
-        holding = self.m.holding
-
-        def handler(call: MethodCall) -> tuple:
+        def handler(call: MethodCall) -> Any:
+            args = call.body
             try:
-                with holding():
-                    return finish(call, fn(call, *call.body))
+                peer = self.peer(call)
+                r = peer.party()
+                for i, kind in gates:
+                    if contract.given(args[i]):
+                        if kind == contract.PID:
+                            require_same_pidns(r.identity, name)
+                        else:
+                            require_same_userns(r.identity, name)
+                p = self.daemon if method.absolute else r  # plain *Abs: bounded by the daemon
+                outcome = self.submit(method, op, r, p, args)
+                if not inspect.isawaitable(outcome) and not isinstance(outcome, Settling):
+                    result = _reply(method, outcome)
+                    finished(call, peer, result)
+                    return result
             except CgmError as e:
                 raise refuse(call, e) from None
+            return self._plain_later(call, method, outcome, peer, finished, refuse)
 
         return handler
 
-    def interface(self) -> Interface:
-        methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in PLAIN_METHODS]
-        methods += [Method(m.name, self._scm_handler(m), m.in_args, ()) for m in scm.SCM_METHODS]
-        props = [Property("api_version", "i", lambda call: API_VERSION)]
-        return Interface(INTERFACE, methods, props)
+    async def _plain_later(
+        self,
+        call: MethodCall,
+        method: contract.Method,
+        outcome: Any,
+        peer: ConnectionPeer,
+        finished: Callable[[MethodCall, ConnectionPeer, tuple[Any, ...]], None],
+        refuse: Callable[[MethodCall, CgmError], DBusError],
+    ) -> tuple[Any, ...]:
+        try:
+            result = await self._reply_later(method, outcome)
+        except CgmError as e:
+            raise refuse(call, e) from None
+        finished(call, peer, result)
+        return result
 
-    def interface1(self) -> Interface:
-        methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in EXTRA_METHODS]
-        return Interface(INTERFACE1, methods)
+    # -- Scm twins: credentials from the kernel, over the passed socket ----------------------
+
+    def scm_handler(self, twin: contract.ScmTwin) -> Callable[[MethodCall], tuple[()]]:
+        method = twin.plain
+        op = OPERATIONS[method.name]
+        kinds = dict(method.ids)
+
+        def plain_args(args: Sequence[Any], second: Received | None) -> list[Any]:
+            """The plain twin's arguments: the kept ones, and the ids the kernel vouched for."""
+            given = iter(args)
+            out: list[Any] = []
+            for arg, _ in method.in_args:
+                kind = kinds.get(arg)
+                if kind is None:
+                    out.append(next(given))
+                else:
+                    assert second is not None
+                    cred = second.cred
+                    if kind == contract.PID:
+                        out.append(cred.pid)
+                    else:
+                        out.append(cred.uid if kind == contract.UID else cred.gid)
+            return out
+
+        def handler(call: MethodCall) -> tuple[()]:
+            *args, fd = call.body
+            call.take_fd(fd)
+            try:
+                proxy = self.peer(call).party()  # p: the peer of the D-Bus connection
+            except CgmError as e:
+                os.close(fd)
+                raise to_dbus_error(e) from None
+
+            def run_op(t: contract.ScmTwin, r: Received, second: Received | None) -> Any:
+                try:
+                    requestor = identify(r.cred, self.layout, self.ns, r.pidfd)
+                    extra = {"pidfd": second.pidfd} if op.pidfd and second is not None else {}
+                    outcome = self.submit(
+                        method, op, requestor, proxy, plain_args(args, second), extra
+                    )
+                except CgmError as e:
+                    if method.mutating:
+                        _audit_scm(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
+                    raise
+                if inspect.isawaitable(outcome) or isinstance(outcome, Settling):
+                    return self._scm_later(call, t, r, args, outcome)
+                result = _reply(method, outcome)
+                if method.mutating:
+                    _audit_scm(call, t.name, r, args, f"ok {_brief(result)}".rstrip())
+                return result
+
+            try:
+                self.scm.start(call.sender, fd, twin, run_op)
+            except CgmError as e:
+                raise to_dbus_error(e) from None
+            return ()
+
+        return handler
+
+    async def _scm_later(
+        self, call: MethodCall, t: contract.ScmTwin, r: Received, args: Any, outcome: Any
+    ) -> tuple[Any, ...]:
+        try:
+            result = await self._reply_later(t.plain, outcome)
+        except CgmError as e:
+            if t.plain.mutating:
+                _audit_scm(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
+            raise
+        if t.plain.mutating:
+            _audit_scm(call, t.name, r, args, f"ok {_brief(result)}".rstrip())
+        return result
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def interface(self, name: str) -> Interface:
+        methods = [
+            Method(m.name, self.plain_handler(m), m.in_args, m.out_args)
+            for m in contract.methods_of(name)
+        ]
+        methods += [
+            Method(t.name, self.scm_handler(t), t.in_args, ())
+            for t in contract.SCM_TWINS
+            if t.plain.interface == name
+        ]
+        props = []
+        if name == contract.INTERFACE:
+            props.append(Property("api_version", "i", lambda call: API_VERSION))
+        return Interface(name, methods, props)
 
     def objects(self) -> dict[str, list[Interface]]:
-        return {OBJECT_PATH: [self.interface(), self.interface1()]}
+        return {
+            OBJECT_PATH: [self.interface(contract.INTERFACE), self.interface(contract.INTERFACE1)]
+        }
+
+
+def _reply(method: contract.Method, value: Any) -> tuple[Any, ...]:
+    if not method.out_args:
+        return ()
+    return (value,)
 
 
 def _audit(call: MethodCall, method: str, outcome: str) -> None:
@@ -379,7 +338,7 @@ def _arg(a: Any) -> str:
     return repr(a)[:200]
 
 
-def _brief(result: tuple) -> str:
+def _brief(result: tuple[Any, ...]) -> str:
     return f"-> {result[0]}" if result else ""
 
 

@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="likewise per client uid, as the kernel reports it (default: %(default)s)",
     )
     p.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        default=4,
+        help="threads for requests whose work grows with a subtree (recursive Remove, Prune, "
+        "GetTasksRecursive, big listings and Setups); one uid uses at most half of them "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--fs-dir",
         default=mounts.DEFAULT_FS_DIR,
         help="where the private hierarchy mounts go (default: %(default)s)",
@@ -151,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.max_depth < 1:
         log.error("--max-depth must be at least 1")
+        return 2
+    if args.workers < 1:
+        log.error("--workers must be at least 1")
         return 2
     for opt in ("max_connections", "max_connections_per_uid"):
         if getattr(args, opt) < 1:

@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 
 from .. import names
 from ..cgroupfs import CgroupTree
@@ -21,7 +22,10 @@ from ..process import daemonize, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
 from .api import Service, daemon_party
+from .notify import PriorityWatch
 from .reaper import Reaper
+from .scheduler import OnLoop, Scheduler
+from .workers import WorkerPool
 
 log = logging.getLogger("cgmanager")
 
@@ -61,6 +65,10 @@ def raise_fd_limit(limits: Limits) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         log.warning("RLIMIT_NOFILE limited to %d (wanted %d)", hard, want)
 
+
+#: the GIL switch interval while workers run (seconds): bounds how long Python code on a worker
+#: can keep the event loop waiting
+SWITCH_INTERVAL = 0.0005
 
 #: the leaf the daemon moves into when started in a delegated cgroup
 LEAF = "cgmanager"
@@ -132,16 +140,28 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
         )
         if value is not None
     }
+    on_loop = OnLoop(loop)
     manager = Manager(
-        layout, trees, me, max_depth=args.max_depth, reaper=reaper, leaves=leaves, quota=quota
+        layout,
+        trees,
+        me,
+        max_depth=args.max_depth,
+        reaper=_LoopReaper(reaper, on_loop),
+        leaves=leaves,
+        quota=quota,
     )
+    pool = WorkerPool(loop, args.workers)
+    # a worker running Python code gives the loop the GIL back within this (default 5 ms)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     scm_server = ScmServer(timeout=args.scm_timeout)
-    service = Service(manager, layout, ns, me, scm_server)
+    watch = PriorityWatch(loop)
+    service = Service(manager, layout, ns, me, Scheduler(pool), scm_server, watch)
     limits = Limits(
         max_connections=args.max_connections, max_connections_per_uid=args.max_connections_per_uid
     )
     raise_fd_limit(limits)
     server = Server(service.objects(), limits=limits)
+    server.dispatcher.on_hello = service.on_hello
     try:
         prepare_socket_dir(args.socket)
         await server.start(args.socket)
@@ -160,10 +180,23 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     log.info("stopping")
     await server.close()
     await scm_server.close()
+    pool.close()
     reaper.close()
-    for t in trees.values():
-        t.close()
+    watch.close()
+    pool.join(timeout=5)
+    manager.close()
     return 0
+
+
+class _LoopReaper:
+    """The reaper, callable from a worker (it lives on the loop)."""
+
+    def __init__(self, reaper: Reaper, on_loop: OnLoop) -> None:
+        self._reaper = reaper
+        self._on_loop = on_loop
+
+    def watch(self, tree: CgroupTree, path: str) -> None:
+        self._on_loop.call(self._reaper.watch, tree, path)
 
 
 def run(args: argparse.Namespace, layout: Layout) -> int:

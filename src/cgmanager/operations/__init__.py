@@ -1,0 +1,106 @@
+"""The operations of both interfaces, independent of any transport.
+
+Each D-Bus method of :mod:`cgmanager.contract` has one entry in :data:`OPERATIONS`: a plain
+function ``fn(m, req, *args)`` taking the method's arguments in the contract's order (its plain
+and Scm forms share it).  Every client string goes through :mod:`cgmanager.names`, every
+decision through :mod:`cgmanager.permission`, every kernel action through
+:class:`~cgmanager.cgroupfs.CgroupTree` (a request's view of it).
+
+Modules, by concern:
+
+* :mod:`.context` — the daemon-wide state (:class:`Manager`), a :class:`Request` and its scope;
+* :mod:`.targets` — from a client's path to the cgroups acted on (path families, bounds);
+* :mod:`.leaf` — cgroup v2's no-internal-process rule, made transparent;
+* :mod:`.cgroups` — Create, Chown, Chmod, Remove;
+* :mod:`.processes` — GetPidCgroup(Abs), MovePid(Abs), GetTasks(Recursive);
+* :mod:`.values` — GetValue, SetValue, ListKeys, ListChildren;
+* :mod:`.reaping` — RemoveOnEmpty, Prune;
+* :mod:`.lifecycle` — Freeze, Thaw, Kill, GetEvents, GetStat (cgmanager1);
+* :mod:`.setup` — Setup, a transaction with its rollback (cgmanager1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cgroups import chmod, chown, create, remove
+from .context import V2_LEAF, Escalate, Manager, Reaper, Request, Scope, open_trees
+from .lifecycle import Settling, events, freeze, kill, stat
+from .processes import get_pid_cgroup, get_tasks, get_tasks_recursive, move_pid
+from .reaping import prune, remove_on_empty
+from .setup import SETUP_MAX_ITEMS, setup
+from .values import MAX_VALUE, get_value, list_children, list_keys, set_value
+
+__all__ = [
+    "MAX_VALUE",
+    "OPERATIONS",
+    "SETUP_MAX_ITEMS",
+    "V2_LEAF",
+    "Escalate",
+    "Manager",
+    "Operation",
+    "Reaper",
+    "Request",
+    "Scope",
+    "Settling",
+    "list_controllers",
+    "open_trees",
+]
+
+
+def list_controllers(m: Manager) -> list[str]:
+    """One entry per served hierarchy; comounted names joined by commas, the v2 hierarchy as
+    ``unified`` followed by the controllers available on it."""
+    out = []
+    for h in m.layout.hierarchies:
+        out.append(",".join(("unified", *h.controllers)) if h.version == 2 else h.key)
+    return out
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How a contract method is carried out.
+
+    ``fn(m, req, *args, **kwargs)``; ``identified``: it needs to know who asks (a
+    :class:`Request`) — ListControllers and Ping do not, and are answered without reading
+    /proc; ``pidfd``: it takes the pidfd the kernel passed with a victim's credential
+    (``pidfd=`` keyword) so an Scm twin acts on exactly that process."""
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    identified: bool = True
+    pidfd: bool = False
+
+
+def _ping(m: Manager, junk: int) -> tuple[()]:
+    return ()
+
+
+OPERATIONS: dict[str, Operation] = {
+    "Ping": Operation(_ping, identified=False),
+    "ListControllers": Operation(list_controllers, identified=False),
+    "GetPidCgroup": Operation(get_pid_cgroup, {"absolute": False}, pidfd=True),
+    "GetPidCgroupAbs": Operation(get_pid_cgroup, {"absolute": True}, pidfd=True),
+    "Create": Operation(create),
+    "Chown": Operation(chown),
+    "Chmod": Operation(chmod),
+    "MovePid": Operation(move_pid, {"absolute": False}, pidfd=True),
+    "MovePidAbs": Operation(move_pid, {"absolute": True}, pidfd=True),
+    "GetValue": Operation(get_value),
+    "SetValue": Operation(set_value),
+    "Remove": Operation(remove),
+    "GetTasks": Operation(get_tasks),
+    "GetTasksRecursive": Operation(get_tasks_recursive),
+    "ListChildren": Operation(list_children),
+    "RemoveOnEmpty": Operation(remove_on_empty),
+    "Prune": Operation(prune),
+    "ListKeys": Operation(list_keys),
+    "Freeze": Operation(freeze, {"frozen": True}),
+    "Thaw": Operation(freeze, {"frozen": False}),
+    "Kill": Operation(kill),
+    "GetEvents": Operation(events),
+    "GetStat": Operation(stat),
+    "Setup": Operation(setup),
+}
