@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import contract
 from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
+from ..dbus.connection import Connection
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
 from ..hierarchy import Layout
@@ -76,12 +77,19 @@ class Service:
         assert isinstance(peer, ConnectionPeer)
         return peer
 
-    def on_hello(self, call: MethodCall) -> None:
-        """A client's Hello: it waits for the reply, so it is alive — remember its facts."""
+    def on_connect(self, conn: Connection) -> None:
+        """A client has just connected and waits for the handshake's answer, so it is alive:
+        learn who it is now (a client that sends its request and exits at once — dbus-send
+        without --print-reply — is then judged by these facts)."""
+        p = conn.peer
         try:
-            self.peer(call).remember()
+            peer = ConnectionPeer(
+                Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, conn.pidfd
+            )
         except CgmError:
-            pass
+            return  # (pid 0: not visible; or gone already) — its requests will say so
+        conn.state["peer"] = peer
+        peer.remember()
 
     # -- one request, plain or Scm -----------------------------------------------------------
 
@@ -102,13 +110,14 @@ class Service:
             with Scope(may_escalate=inline) as scope:
                 return op.fn(m, Request(requestor, proxy, scope), *args, **kwargs)
 
-        def claimed() -> list[tuple[str, str]]:
+        def claimed() -> list[tuple[str, str, bool]]:
             if method.family is None:
                 return []
             controller = args[0]  # "controller" or Setup's "controllers": always first
             cgroup = args[method.arg_index("cgroup")]
             req = Request(requestor, proxy)
-            return claims(m, req, method.family, method.absolute, controller, cgroup)
+            family, absolute = method.family, method.absolute
+            return claims(m, req, family, absolute, controller, cgroup, op.subtree)
 
         return self.scheduler.submit(Job(run, claimed, method.mutating, requestor.cred.uid))
 

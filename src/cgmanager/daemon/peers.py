@@ -7,10 +7,9 @@ hierarchy, which must never be believed (it would judge the client at the root) 
 
 So the facts (:class:`~cgmanager.requestor.Peer`: cgroups, namespaces, id maps, read through
 ``/proc/<pid>`` pinned by the connection's pidfd) are read afresh for every request, and also
-*remembered* each time they were read while the process was alive and not exiting: at its Hello
-(the first call of dbus-send, gdbus and busctl, which then wait for the reply), at each request,
-and after each request that moved the requestor itself (before its reply, which the client
-awaits).  A request whose sender is found exiting or gone is judged by the remembered facts if
+*remembered* each time they were read while the process was alive and not exiting: when it
+connects (it then waits for the handshake's answer), at each request, and after each request
+that moved the requestor itself (before its reply, which the client awaits).  A request whose sender is found exiting or gone is judged by the remembered facts if
 they are at most :data:`REMEMBERED_FOR` seconds old, and refused otherwise.
 
 What this allows, said plainly: a process moved by someone else less than that long before it

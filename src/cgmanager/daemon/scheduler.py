@@ -12,9 +12,10 @@ Ordering guarantees (documented in docs/ARCHITECTURE.md):
 * a connection's requests are answered in order (the connection reads its next request only
   after replying: see cgmanager.dbus.connection);
 * requests on overlapping subtrees are serialised: a request on a worker *claims* the cgroups it
-  acts on ``(hierarchy, path)`` — shared for reads, exclusive for changes — from before it
-  starts until it ends; another request whose claims overlap (one path at or below the other)
-  waits, in arrival order, and then runs as usual.  An inline request needs no claim: nothing
+  acts on ``(hierarchy, path)`` — shared for reads, exclusive for changes, and for the whole
+  subtree when it acts on every cgroup below (a recursive Remove, Prune, Kill, …) — from before
+  it starts until it ends; another request whose claims overlap (the same cgroup, or one inside
+  a subtree the other acts on) waits, in arrival order, and then runs as usual.  An inline request needs no claim: nothing
   else runs on the loop while it does.
 * permission decisions are made on the state they act on: within a request, each cgroup is
   resolved once and checked and acted on through the same directory fd (Scope), and no
@@ -38,13 +39,19 @@ from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
-#: (hierarchy key, absolute path)
-Claim = tuple[str, str]
+#: (hierarchy key, absolute path, whether the whole subtree below is acted on)
+Claim = tuple[str, str, bool]
 T = TypeVar("T")
 
 
 def _overlap(a: Claim, b: Claim) -> bool:
-    return a[0] == b[0] and (names.is_under(a[1], b[1]) or names.is_under(b[1], a[1]))
+    """Two claims meet when they name the same cgroup, or one acts on a whole subtree that
+    holds the other's cgroup.  (Reading /a does not meet removing /a/b: /a itself stays.)"""
+    if a[0] != b[0]:
+        return False
+    if a[1] == b[1]:
+        return True
+    return (a[2] and names.is_under(b[1], a[1])) or (b[2] and names.is_under(a[1], b[1]))
 
 
 class Job:

@@ -161,7 +161,7 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     )
     raise_fd_limit(limits)
     server = Server(service.objects(), limits=limits)
-    server.dispatcher.on_hello = service.on_hello
+    server.on_connect = service.on_connect
     try:
         prepare_socket_dir(args.socket)
         await server.start(args.socket)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from . import errors
@@ -166,9 +166,6 @@ class Dispatcher:
         self._machine_id_paths = tuple(machine_id_paths)
         self._machine_id: str | None = None
         self.server_id = server_id or os.urandom(16).hex()
-        #: called with each Hello (the first call of most clients, which then wait for its
-        #: reply): the server's owner may learn about the peer while it is certainly alive
-        self.on_hello: Callable[[MethodCall], None] | None = None
         self._builtins = self._make_builtins()
         self._driver = self._builtins[BUS_NAME]
         self._peer = self._builtins[PEER]
@@ -331,7 +328,7 @@ class Dispatcher:
         driver = Interface(
             BUS_NAME,
             methods=[
-                Method("Hello", self._hello, out_args=[("name", "s")]),
+                Method("Hello", lambda call: (call.sender,), out_args=[("name", "s")]),
                 Method("AddMatch", lambda call: (), in_args=[("rule", "s")]),
                 Method("RemoveMatch", lambda call: (), in_args=[("rule", "s")]),
                 Method(
@@ -402,11 +399,6 @@ class Dispatcher:
             ],
         )
         return {i.name: _IfaceEntry(i) for i in (driver, peer, introspectable, properties)}
-
-    def _hello(self, call: MethodCall) -> tuple[str]:
-        if self.on_hello is not None:
-            self.on_hello(call)
-        return (call.sender,)
 
     @staticmethod
     def _get_name_owner(call: MethodCall) -> tuple:

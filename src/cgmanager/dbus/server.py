@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ._unix import SO_PASSCRED, SOL_SOCKET, peer_credentials, peer_pidfd
 from .connection import Connection
@@ -60,6 +60,9 @@ class Server:
         self._closing = False
         #: Connections refused because a limit was hit (for tests and statistics).
         self.refused = 0
+        #: called with each accepted connection, before its handshake: the client has just
+        #: connected and waits for the server's answer, so it is alive (see daemon/peers.py)
+        self.on_connect: Callable[[Connection], None] | None = None
 
     @property
     def connections(self) -> int:
@@ -179,6 +182,8 @@ class Server:
         conn = Connection(self, sock, PeerCredentials(pid, uid, gid), pidfd, name)
         self._connections.add(conn)
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+        if self.on_connect is not None:
+            self.on_connect(conn)
         conn.task = asyncio.get_running_loop().create_task(conn.run(), name=f"dbus {name}")
         log.debug("accepted %r", conn)
 

@@ -66,12 +66,14 @@ class Operation:
     ``fn(m, req, *args, **kwargs)``; ``identified``: it needs to know who asks (a
     :class:`Request`) — ListControllers and Ping do not, and are answered without reading
     /proc; ``pidfd``: it takes the pidfd the kernel passed with a victim's credential
-    (``pidfd=`` keyword) so an Scm twin acts on exactly that process."""
+    (``pidfd=`` keyword) so an Scm twin acts on exactly that process; ``subtree``: it acts on
+    every cgroup below its target (the scheduler serialises it with anything there)."""
 
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     identified: bool = True
     pidfd: bool = False
+    subtree: bool = False
 
 
 def _ping(m: Manager, junk: int) -> tuple[()]:
@@ -84,23 +86,23 @@ OPERATIONS: dict[str, Operation] = {
     "GetPidCgroup": Operation(get_pid_cgroup, {"absolute": False}, pidfd=True),
     "GetPidCgroupAbs": Operation(get_pid_cgroup, {"absolute": True}, pidfd=True),
     "Create": Operation(create),
-    "Chown": Operation(chown),
+    "Chown": Operation(chown, subtree=True),
     "Chmod": Operation(chmod),
     "MovePid": Operation(move_pid, {"absolute": False}, pidfd=True),
     "MovePidAbs": Operation(move_pid, {"absolute": True}, pidfd=True),
     "GetValue": Operation(get_value),
     "SetValue": Operation(set_value),
-    "Remove": Operation(remove),
+    "Remove": Operation(remove, subtree=True),
     "GetTasks": Operation(get_tasks),
-    "GetTasksRecursive": Operation(get_tasks_recursive),
+    "GetTasksRecursive": Operation(get_tasks_recursive, subtree=True),
     "ListChildren": Operation(list_children),
-    "RemoveOnEmpty": Operation(remove_on_empty),
-    "Prune": Operation(prune),
+    "RemoveOnEmpty": Operation(remove_on_empty, subtree=True),
+    "Prune": Operation(prune, subtree=True),
     "ListKeys": Operation(list_keys),
-    "Freeze": Operation(freeze, {"frozen": True}),
-    "Thaw": Operation(freeze, {"frozen": False}),
-    "Kill": Operation(kill),
-    "GetEvents": Operation(events),
-    "GetStat": Operation(stat),
+    "Freeze": Operation(freeze, {"frozen": True}, subtree=True),
+    "Thaw": Operation(freeze, {"frozen": False}, subtree=True),
+    "Kill": Operation(kill, subtree=True),
+    "GetEvents": Operation(events, subtree=True),
+    "GetStat": Operation(stat, subtree=True),
     "Setup": Operation(setup),
 }

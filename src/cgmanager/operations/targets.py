@@ -172,20 +172,26 @@ class Denials:
 
 
 def claims(
-    m: Manager, req: Request, family: str, absolute: bool, controller: str, cgroup: str
-) -> list[tuple[str, str]]:
-    """The cgroups ``(hierarchy key, path)`` at or below which a request will act, resolved as
-    the operation will resolve them (the daemon serialises requests whose claims overlap).  A
+    m: Manager,
+    req: Request,
+    family: str,
+    absolute: bool,
+    controller: str,
+    cgroup: str,
+    subtree: bool,
+) -> list[tuple[str, str, bool]]:
+    """The cgroups ``(hierarchy key, path, subtree)`` a request will act on, resolved as the
+    operation will resolve them (the daemon serialises requests whose claims overlap).  A
     request whose target cannot be resolved claims nothing: it fails before touching the
     kernel."""
     try:
         out = []
         for h in m.layout.resolve(controller):
             if family == LOOKUP:
-                out.append((h.key, lookup(m, req, h, cgroup).path))
+                out.append((h.key, lookup(m, req, h, cgroup).path, subtree))
             else:
                 party = req.proxy if absolute else req.requestor
-                out.append((h.key, below(m, party, h, components(m, cgroup)).path))
+                out.append((h.key, below(m, party, h, components(m, cgroup)).path, subtree))
         return out
     except CgmError:
         return []
