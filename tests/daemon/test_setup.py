@@ -189,3 +189,79 @@ def test_the_python_client_helper(place):
     cp = place.run([sys.executable, "-c", code])
     assert (cp.returncode, cp.stdout) == (0, "['pids:py']\n"), cp.stderr
     assert open(f"{place.path('pids')}/py/pids.max").read().strip() == "4"
+
+
+def _in_process(place, uid=0):
+    """The daemon's operations in this process, on the place's cgroups: the daemon bounded by
+    the hierarchy roots, the requestor (root) sitting in the place."""
+    from cgmanager.cgroupfs import CgroupTree
+    from cgmanager.hierarchy import discover_host
+    from cgmanager.operations import Manager, Request
+    from cgmanager.permission import Credentials, Identity
+    from cgmanager.procfs import IdMap
+    from cgmanager.requestor import Party
+
+    layout = discover_host(
+        skip=[h.key for h in discover_host().hierarchies if h.key not in place.dirs]
+    )
+    ident = Identity(
+        Credentials(os.getpid(), uid, uid), IdMap.identity(), IdMap.identity(), True, True
+    )
+    daemon = Party(ident, {h.key: "/" for h in layout.hierarchies})
+    me = Party(ident, {h.key: place.hp(h.key) for h in layout.hierarchies})
+    m = Manager(
+        layout, {h.key: CgroupTree(h, place.mounts[h.key]) for h in layout.hierarchies}, daemon
+    )
+    return m, Request(me, me)
+
+
+def test_the_rollback_leaves_what_the_new_owner_added(place, test_user, monkeypatch):
+    """Setup chowns the new cgroup, then a write fails; meanwhile the new owner made a cgroup
+    of its own inside: the rollback removes nothing of it (nor the cgroup holding it), says so,
+    and still moves the processes back."""
+    from cgmanager.errors import KernelRejected
+    from cgmanager.operations import transaction as setup_module
+
+    m, req = _in_process(place)
+    kid = place.spawn(["sleep", "100"], user=test_user)
+    where = cgroup_of(kid.pid, "pids", place)
+    real_set_value = setup_module.set_value
+    added = f"{place.path('pids')}/ct/owners"
+
+    def owner_adds_then_write(*args):
+        if not os.path.exists(added):
+            os.mkdir(added)
+            os.chown(added, test_user.uid, test_user.gid)
+        return real_set_value(*args)
+
+    monkeypatch.setattr(setup_module, "set_value", owner_adds_then_write)
+    try:
+        with pytest.raises(KernelRejected) as e:
+            setup_module.setup(
+                m, req, "pids", "ct", test_user.uid, test_user.gid, {"pids.max": "lots"}, [kid.pid]
+            )
+        assert "Setup failed at write pids.max" in e.value.message
+        assert "their new owner added 1 cgroup(s)" in e.value.message
+        assert os.path.isdir(added)  # nothing the owner made was removed
+        assert os.stat(f"{place.path('pids')}/ct").st_uid == test_user.uid
+        assert cgroup_of(kid.pid, "pids", place) == where  # (moves come after the write)
+    finally:
+        m.close()
+
+
+def test_the_rollback_removes_exactly_what_it_made(place, test_user):
+    """Nested new cgroups (ct/a/b, ct existing): only a and b go; ct and its other child
+    stay."""
+    from cgmanager.errors import KernelRejected
+    from cgmanager.operations import transaction as setup_module
+
+    m, req = _in_process(place)
+    base = place.path("pids")
+    os.makedirs(f"{base}/ct/other")
+    try:
+        with pytest.raises(KernelRejected) as e:
+            setup_module.setup(m, req, "pids", "ct/a/b", -1, -1, {"pids.max": "lots"}, [])
+        assert "nothing was changed" in e.value.message
+        assert [n for n in os.listdir(f"{base}/ct") if os.path.isdir(f"{base}/ct/{n}")] == ["other"]
+    finally:
+        m.close()

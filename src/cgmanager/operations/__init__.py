@@ -16,7 +16,7 @@ Modules, by concern:
 * :mod:`.values` — GetValue, SetValue, ListKeys, ListChildren;
 * :mod:`.reaping` — RemoveOnEmpty, Prune;
 * :mod:`.lifecycle` — Freeze, Thaw, Kill, GetEvents, GetStat (cgmanager1);
-* :mod:`.setup` — Setup, a transaction with its rollback (cgmanager1).
+* :mod:`.transaction` — Setup, a transaction with its rollback (cgmanager1).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .context import V2_LEAF, Escalate, Manager, Reaper, Request, Scope, open_tr
 from .lifecycle import Settling, events, freeze, kill, stat
 from .processes import get_pid_cgroup, get_tasks, get_tasks_recursive, move_pid
 from .reaping import prune, remove_on_empty
-from .setup import SETUP_MAX_ITEMS, setup
+from .transaction import SETUP_MAX_ITEMS, setup
 from .values import MAX_VALUE, get_value, list_children, list_keys, set_value
 
 __all__ = [
