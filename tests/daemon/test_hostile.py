@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 from kernel.helpers import snapshot, wait_for
@@ -55,10 +56,18 @@ def test_every_daemon_fd_is_cloexec(start_daemon, place):
     d.stop()
 
 
-def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
+@pytest.mark.parametrize("looks_after", [0.0, 1.5])
+def test_a_client_that_exits_before_the_check_is_judged_as_itself_or_refused(
+    start_daemon, place, looks_after
+):
     """CVE-2021-3560 class: the requestor is gone when its request is examined.  Its identity
-    came with the connection (SO_PEERCRED, pinned by a pidfd): the request fails closed and
-    changes nothing, rather than being judged as whoever has that pid now."""
+    came with the connection (SO_PEERCRED, pinned by a pidfd), never from whoever has that pid
+    now: the request is judged by the facts the daemon read about that very process while it
+    lived, if they are at most REMEMBERED_FOR (1 s) old — a fire-and-forget client is served,
+    as itself — and otherwise fails closed and changes nothing."""
+    from cgmanager.daemon.peers import REMEMBERED_FOR
+
+    assert looks_after == 0.0 or looks_after > REMEMBERED_FOR
     d = start_daemon()
     before = snapshot(place.path("pids"))
     code = (
@@ -85,12 +94,19 @@ def test_a_client_that_exits_before_the_check_is_refused(start_daemon, place):
         client.stdin.write("go\n")
         client.stdin.flush()
         assert client.wait(timeout=10) == 0  # sent, and gone
+        time.sleep(looks_after)  # (the daemon is stopped: its facts grow old)
     finally:
         signal.pidfd_send_signal(pidfd, signal.SIGCONT)
         os.close(pidfd)
-    assert wait_for(lambda: "Create('pids', 'ghost'): refused" in d.log(), timeout=10), d.log()
-    assert "process" in d.log().split("Create('pids', 'ghost'): refused")[1].splitlines()[0]
-    assert snapshot(place.path("pids")) == before
+    if looks_after:
+        assert wait_for(lambda: "Create('pids', 'ghost'): refused" in d.log(), timeout=10)
+        assert "process" in d.log().split("Create('pids', 'ghost'): refused")[1].splitlines()[0]
+        assert snapshot(place.path("pids")) == before
+    else:
+        assert wait_for(lambda: "Create('pids', 'ghost'): ok" in d.log(), timeout=10), d.log()
+        assert os.path.isdir(os.path.join(place.path("pids"), "ghost"))  # in its own cgroup
+        os.rmdir(os.path.join(place.path("pids"), "ghost"))
+        assert snapshot(place.path("pids")) == before
     assert place.py("Ping", "i", 0).returncode == 0  # and everyone else is still served
     d.stop()
 

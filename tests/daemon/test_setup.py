@@ -225,16 +225,16 @@ def test_the_rollback_leaves_what_the_new_owner_added(place, test_user, monkeypa
     m, req = _in_process(place)
     kid = place.spawn(["sleep", "100"], user=test_user)
     where = cgroup_of(kid.pid, "pids", place)
-    real_set_value = setup_module.set_value
+    real_write_key = setup_module.write_key
     added = f"{place.path('pids')}/ct/owners"
 
     def owner_adds_then_write(*args):
         if not os.path.exists(added):
             os.mkdir(added)
             os.chown(added, test_user.uid, test_user.gid)
-        return real_set_value(*args)
+        return real_write_key(*args)
 
-    monkeypatch.setattr(setup_module, "set_value", owner_adds_then_write)
+    monkeypatch.setattr(setup_module, "write_key", owner_adds_then_write)
     try:
         with pytest.raises(KernelRejected) as e:
             setup_module.setup(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import names
 from ..cgroupfs import CgroupTree
-from ..errors import CgmError, InvalidArgument, NotFound, NotPermitted
+from ..errors import Busy, CgmError, InvalidArgument, NotFound, NotPermitted
 from ..hierarchy import Hierarchy
 from ..permission import (
     Access,
@@ -53,12 +53,14 @@ def create_in(
     parts: tuple[str, ...],
     wanted: Sequence[str] = (),
     made: list[str] | None = None,
+    new: bool = False,
 ) -> bool:
     """Create the components below the requestor's cgroup in *h*; True if the cgroup existed.
 
     On v2, *wanted* controllers (the v2 controllers the client named, e.g. ``memory``) are
     enabled top-down from the requestor's own cgroup so the new cgroup has them — never above
-    it.  The cgroups made are appended to *made* as soon as they exist (Setup's rollback)."""
+    it.  The cgroups made are appended to *made* as soon as they exist (Setup's rollback);
+    with *new*, an existing cgroup is Busy (Setup makes new cgroups only)."""
     t, r = tree(req, m, h), req.r
     base, target, shown = below(m, req.requestor, h, parts)
     require_depth(names.depth(target) - names.depth(m.base(h)), m.max_depth, shown)
@@ -70,13 +72,15 @@ def create_in(
         nxt = names.join(cur, part)
         nxt_shown = show(h, nxt, base)
         if t.exists(nxt):
+            if new and nxt == target:
+                raise Busy(f"{nxt_shown}: already exists (Setup makes new cgroups only)")
             require_access(r, owner(t, nxt, None, nxt_shown), Access.READ, nxt_shown)
             existed = True
         else:
             require_access(r, owner(t, cur, None, cur_shown), Access.READ_WRITE, cur_shown)
             with reworded(f"create {nxt_shown}"):
-                new = t.mkdir(nxt)
-            if new:
+                made_now = t.mkdir(nxt)
+            if made_now:
                 if made is not None:
                     made.append(nxt)
                 _inherit_cpuset(t, cur, nxt)
@@ -86,7 +90,9 @@ def create_in(
                     except CgmError:
                         t.rmdir(nxt)
                         raise
-            existed = not new  # (made concurrently by someone else: it existed)
+            if not made_now and new and nxt == target:
+                raise Busy(f"{nxt_shown}: already exists (Setup makes new cgroups only)")
+            existed = not made_now  # (made concurrently by someone else: it existed)
         cur = nxt
     return existed
 
@@ -143,7 +149,9 @@ def chown_in(
 def _no_foreign_processes(
     m: Manager, req: Request, h: Hierarchy, path: str, shown: str, uid: int
 ) -> None:
-    for pid in tree(req, m, h).procs_recursive(path):
+    t = tree(req, m, h)
+    pids = t.procs(path) if childless(t, path) else t.procs_recursive(path)
+    for pid in pids:
         try:
             with Victim.open(pid, m.layout) as v:
                 if not may_hand_over(uid, req.r.pid, pid, v.uid):

@@ -112,8 +112,11 @@ def tree(req: Request, m: Manager, h: Hierarchy) -> CgroupTree:
 
 def owner(t: CgroupTree, path: str, key: str | None, shown: str) -> FileOwner:
     """Who owns the cgroup directory (or one of its files), for the permission model."""
-    with reworded(f"{shown}{' ' + key if key else ''}"):
+    try:
         st = t.stat(path, key)
+    except CgmError as e:
+        what = f"{shown} {key}" if key else shown
+        raise type(e)(f"{what}: {e.reason}", reason=e.reason) from None
     return FileOwner(st.st_uid, st.st_gid, st.st_mode)
 
 
@@ -127,13 +130,21 @@ def childless(t: CgroupTree, path: str) -> bool:
         return True
 
 
-@contextmanager
-def reworded(what: str) -> Iterator[None]:
-    """Kernel-layer errors re-worded in terms the caller used (``what: reason``)."""
-    try:
-        yield
-    except CgmError as e:
-        raise type(e)(f"{what}: {e.reason}", reason=e.reason) from None
+class reworded:  # noqa: N801 (used as a function: ``with reworded("create x"):``)
+    """Kernel-layer errors re-worded in terms the caller used (``what: reason``).  A class,
+    not a generator: it wraps several calls of every request."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, CgmError):
+            raise type(e)(f"{self.what}: {e.reason}", reason=e.reason) from None
 
 
 class Denials:

@@ -15,14 +15,15 @@ from collections.abc import Mapping, Sequence
 
 from .. import names
 from ..cgroupfs import CgroupTree
-from ..errors import Busy, CgmError, InvalidArgument, NotFound
+from ..errors import CgmError, InvalidArgument, NotFound
 from ..hierarchy import Hierarchy
+from ..permission import require_may_chown, require_valid_id
 from ..victim import Victim
-from .cgroups import chown, create_in
+from .cgroups import chown_in, create_in
 from .context import INLINE_SETUP_ITEMS, Manager, Request
 from .processes import move_in, require_movable
-from .targets import Target, below, components, logical, show, tree
-from .values import set_value
+from .targets import Target, below, components, logical, show
+from .values import check_value, write_key
 
 log = logging.getLogger("cgmanager.operations")
 
@@ -52,29 +53,33 @@ def setup(
         raise InvalidArgument("invalid owner: give both uid and gid, or -1 for both")
     if len(values) > SETUP_MAX_ITEMS or len(pids) > SETUP_MAX_ITEMS:
         raise InvalidArgument(f"invalid Setup: at most {SETUP_MAX_ITEMS} values and pids")
+    if uid != -1:
+        require_may_chown(req.r)
+        require_valid_id(uid, "uid")
+        require_valid_id(gid, "gid")
     writes = [(_hierarchy_of(m, spec, hs), spec, v) for spec, v in values.items()]
+    for _, _, value in writes:
+        check_value(value)
     for pid in pids:
         if pid <= 0:
             raise InvalidArgument(f"invalid pid {pid}")
     req.scope.expect_small(len(values) + len(pids) <= INLINE_SETUP_ITEMS)
-    req.scope.commit()  # judged small: its steps (chown's walk of the new cgroup) stay here
+    req.scope.commit()  # judged small: its steps (chown's check of the new cgroup) stay here
     targets = {h.key: below(m, req.requestor, h, parts) for h in hs}
-    for h in hs:
-        if tree(req, m, h).exists(targets[h.key].path):
-            raise Busy(f"{targets[h.key].shown}: already exists (Setup makes new cgroups only)")
     undo = _Rollback()
     step = "create"
     try:
         for h in hs:
             made = undo.made_in(m.trees[h.key])
             wanted = [c for c in controllers.split(",") if h.version == 2 and c in h.controllers]
-            create_in(m, req, h, parts, wanted, made)
+            create_in(m, req, h, parts, wanted, made, new=True)
         if uid != -1:
             step = "chown"
-            chown(m, req, ",".join(h.key for h in hs), cgroup, uid, gid)
+            for h in hs:  # every hierarchy: no "skip where refused" in a transaction
+                chown_in(m, req, h, parts, uid, gid)
         for h, spec, value in writes:
             step = f"write {spec}"
-            set_value(m, req, h.key, cgroup, spec.partition(":")[2] or spec, value)
+            write_key(m, req, h, targets[h.key], spec.partition(":")[2] or spec, value)
         for pid in pids:
             step = f"move {pid}"
             _move(m, req, hs, parts, targets, pid, undo)

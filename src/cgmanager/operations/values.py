@@ -17,7 +17,7 @@ from ..permission import (
 )
 from .context import INLINE_CHILDREN, V2_LEAF, Manager, Request
 from .leaf import write_subtree_control
-from .targets import lookup, owner, reworded, tree
+from .targets import Target, lookup, owner, reworded, tree
 
 #: largest value SetValue writes (cgroup files take far less; this bounds memory per request)
 MAX_VALUE = 1 << 20
@@ -70,12 +70,21 @@ def set_value(m: Manager, req: Request, controller: str, cgroup: str, key: str, 
     """Write a key from the hierarchy's allowlist (a newline is appended as 0.42 did).  On v2,
     a v1 key becomes the writes to its v2 file(s), each checked like a direct write."""
     names.check_key(key)
+    check_value(value)
+    h = m.layout.resolve_one(controller)
+    write_key(m, req, h, lookup(m, req, h, cgroup), key, value)
+
+
+def check_value(value: str) -> None:
     if len(value) > MAX_VALUE:
         raise InvalidArgument(f"invalid value: longer than {MAX_VALUE} bytes")
     if "\0" in value:
         raise InvalidArgument("invalid value: contains a NUL byte")
-    h = m.layout.resolve_one(controller)
-    _, path, shown = lookup(m, req, h, cgroup)
+
+
+def write_key(m: Manager, req: Request, h: Hierarchy, target: Target, key: str, value: str) -> None:
+    """SetValue's checks and writes on a resolved target (Setup calls this for each value)."""
+    _, path, shown = target
     require_not_base(path, m.base(h), shown)
     t = tree(req, m, h)
     require_access(req.r, owner(t, path, None, shown), Access.READ, shown)
