@@ -10,7 +10,7 @@ a D-Bus error name, and write an audit line for every request that changes somet
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -104,7 +104,7 @@ class Service:
     ) -> Any:
         """Run *op* for one request (inline, or a future when it went to a worker)."""
         m = self.m
-        kwargs = {**op.kwargs, **(extra or {})}
+        kwargs = {**op.kwargs, **extra} if extra else op.kwargs
 
         def run(inline: bool) -> Any:
             with Scope(may_escalate=inline) as scope:
@@ -138,7 +138,7 @@ class Service:
     async def _reply_later(
         self, method: contract.Method, outcome: Any, done: Callable[[], None] | None = None
     ) -> tuple[Any, ...]:
-        value = await outcome if inspect.isawaitable(outcome) else outcome
+        value = await outcome if isinstance(outcome, asyncio.Future) else outcome
         if isinstance(value, Settling):
             await self.settle(value)
             value = None
@@ -187,7 +187,7 @@ class Service:
                             require_same_userns(r.identity, name)
                 p = self.daemon if method.absolute else r  # plain *Abs: bounded by the daemon
                 outcome = self.submit(method, op, r, p, args)
-                if not inspect.isawaitable(outcome) and not isinstance(outcome, Settling):
+                if not isinstance(outcome, _LATER):
                     result = _reply(method, outcome)
                     finished(call, peer, result)
                     return result
@@ -257,7 +257,7 @@ class Service:
                     if method.mutating:
                         _audit_scm(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
                     raise
-                if inspect.isawaitable(outcome) or isinstance(outcome, Settling):
+                if isinstance(outcome, _LATER):
                     return self._scm_later(call, t, r, args, outcome)
                 result = _reply(method, outcome)
                 if method.mutating:
@@ -306,6 +306,10 @@ class Service:
         return {
             OBJECT_PATH: [self.interface(contract.INTERFACE), self.interface(contract.INTERFACE1)]
         }
+
+
+#: what a request may give instead of its result: a worker's future, or a freeze to wait for
+_LATER = (asyncio.Future, Settling)
 
 
 def _reply(method: contract.Method, value: Any) -> tuple[Any, ...]:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..cgroupfs import CgroupTree, release
@@ -86,13 +85,16 @@ class Scope:
         self.close()
 
 
-@dataclass(frozen=True)
 class Request:
-    """Who asks (the requestor r) and through whom (the proxy p, == r for plain calls)."""
+    """Who asks (the requestor r) and through whom (the proxy p, == r for plain calls), and
+    the request's scope.  (A slotted class: one is made per request.)"""
 
-    requestor: Party
-    proxy: Party
-    scope: Scope = field(default_factory=Scope, compare=False)
+    __slots__ = ("requestor", "proxy", "scope")
+
+    def __init__(self, requestor: Party, proxy: Party, scope: Scope | None = None) -> None:
+        self.requestor = requestor
+        self.proxy = proxy
+        self.scope = scope if scope is not None else Scope()
 
     @property
     def r(self) -> Identity:
