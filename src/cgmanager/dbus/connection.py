@@ -51,7 +51,7 @@ from .codec import (
     parse_message,
     serialise_message,
 )
-from .dispatch import _close_returned_fds
+from .registry import close_returned_fds
 from .sasl import ServerSasl
 
 if TYPE_CHECKING:
@@ -440,7 +440,7 @@ class Connection:
     @staticmethod
     def _discard(msg: Message) -> None:
         if msg.type == METHOD_RETURN and "h" in msg.signature:
-            _close_returned_fds(msg.signature, msg.body)
+            close_returned_fds(msg.signature, msg.body)
 
     def _write(self, data: bytes, fds: list[int]) -> None:
         """Send now as far as the socket takes it; queue the rest (bounded)."""

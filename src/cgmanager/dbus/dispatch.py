@@ -30,94 +30,27 @@ from .codec import (
     METHOD_RETURN,
     NO_REPLY_EXPECTED,
     Message,
-    SignatureError,
-    parse_signature,
-    split_signature,
-    valid_interface_name,
-    valid_member_name,
-    valid_object_path,
 )
 from .errors import DBusError
+from .introspect import node_xml
 from .objects import Interface, Method, MethodCall, PeerCredentials, Property
+from .registry import (
+    BUS_NAME,
+    BUS_PATH,
+    INTROSPECTABLE,
+    PEER,
+    PROPERTIES,
+    IfaceEntry,
+    MethodEntry,
+    close_fds,
+    close_returned_fds,
+    validate,
+)
 
 log = logging.getLogger("cgmanager.dbus")
 
-BUS_NAME = "org.freedesktop.DBus"
-BUS_PATH = "/org/freedesktop/DBus"
-PEER = "org.freedesktop.DBus.Peer"
-INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
-PROPERTIES = "org.freedesktop.DBus.Properties"
 #: The unique name the server pretends to own (what GetNameOwner answers).
 SERVER_UNIQUE_NAME = ":1.0"
-
-_DOCTYPE = (
-    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-    ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
-)
-
-
-class _MethodEntry:
-    __slots__ = ("method", "interface", "in_sig", "out_sig", "is_coro")
-
-    def __init__(self, method: Method, interface: str) -> None:
-        self.method = method
-        self.interface = interface
-        self.in_sig = "".join(sig for _n, sig in method.in_args)
-        self.out_sig = "".join(sig for _n, sig in method.out_args)
-        self.is_coro = inspect.iscoroutinefunction(method.handler)
-
-
-class _IfaceEntry:
-    __slots__ = ("interface", "methods", "properties")
-
-    def __init__(self, interface: Interface) -> None:
-        self.interface = interface
-        self.methods = {m.name: _MethodEntry(m, interface.name) for m in interface.methods}
-        self.properties = {p.name: p for p in interface.properties}
-
-
-def _check_args(where: str, args: Sequence[tuple[str, str]]) -> None:
-    for arg in args:
-        if len(arg) != 2:
-            raise ValueError(f"{where}: args must be (name, signature) pairs, got {arg!r}")
-        name, sig = arg
-        try:
-            if len(parse_signature(sig)) != 1:
-                raise SignatureError(f"{sig!r} is not one complete type")
-        except SignatureError as exc:
-            raise ValueError(f"{where}: argument {name!r}: {exc}") from None
-
-
-def _validate(objects: Mapping[str, Sequence[Interface]]) -> None:
-    for path, ifaces in objects.items():
-        if not valid_object_path(path):
-            raise ValueError(f"invalid object path {path!r}")
-        if path == BUS_PATH:
-            raise ValueError(f"{BUS_PATH} is reserved for the bus-driver stubs")
-        seen = set()
-        for iface in ifaces:
-            if not valid_interface_name(iface.name):
-                raise ValueError(f"invalid interface name {iface.name!r}")
-            if iface.name in (BUS_NAME, PEER, INTROSPECTABLE, PROPERTIES):
-                raise ValueError(f"{iface.name} is built in")
-            if iface.name in seen:
-                raise ValueError(f"interface {iface.name} twice at {path}")
-            seen.add(iface.name)
-            names = set()
-            for m in iface.methods:
-                if not valid_member_name(m.name) or m.name in names:
-                    raise ValueError(f"{iface.name}: bad or duplicate method name {m.name!r}")
-                names.add(m.name)
-                if not callable(m.handler):
-                    raise ValueError(f"{iface.name}.{m.name}: handler is not callable")
-                _check_args(f"{iface.name}.{m.name}", m.in_args)
-                _check_args(f"{iface.name}.{m.name}", m.out_args)
-            pnames = set()
-            for p in iface.properties:
-                if not valid_member_name(p.name) or p.name in pnames:
-                    raise ValueError(f"{iface.name}: bad or duplicate property name {p.name!r}")
-                pnames.add(p.name)
-                _check_args(f"{iface.name}.{p.name}", [(p.name, p.signature)])
 
 
 def _error(msg: Message, name: str, text: str) -> Message:
@@ -131,14 +64,6 @@ def _error(msg: Message, name: str, text: str) -> Message:
     )
 
 
-def _close_fds(fds: Sequence[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 class Dispatcher:
     """Routes method calls to handlers.  Built once from the object registry (validated here)."""
 
@@ -149,9 +74,9 @@ class Dispatcher:
         machine_id_paths: Sequence[str] = ("/etc/machine-id", "/var/lib/dbus/machine-id"),
         server_id: str | None = None,
     ) -> None:
-        _validate(objects)
-        self._objects: dict[str, dict[str, _IfaceEntry]] = {
-            path: {i.name: _IfaceEntry(i) for i in ifaces} for path, ifaces in objects.items()
+        validate(objects)
+        self._objects: dict[str, dict[str, IfaceEntry]] = {
+            path: {i.name: IfaceEntry(i) for i in ifaces} for path, ifaces in objects.items()
         }
         children: dict[str, set[str]] = {"/": set()}
         for path in self._objects:
@@ -194,18 +119,18 @@ class Dispatcher:
         try:
             entry = self._resolve(msg)
         except DBusError as exc:
-            _close_fds(msg.fds)
+            close_fds(msg.fds)
             return _error(msg, exc.name, exc.message)
         if (msg.signature or "") != entry.in_sig:
-            _close_fds(msg.fds)
+            close_fds(msg.fds)
             return _error(msg, errors.INVALID_ARGS, f"Invalid arguments to {msg.member} method")
         call = MethodCall(
             peer=peer,
             pidfd=pidfd,
             sender=sender,
-            path=msg.path,
+            path=msg.path or "",
             interface=msg.interface,
-            member=msg.member,
+            member=msg.member or "",
             signature=msg.signature,
             body=msg.body,
             fds=msg.fds,
@@ -218,17 +143,17 @@ class Dispatcher:
             if entry.is_coro or (type(result) is not tuple and inspect.isawaitable(result)):
                 return self._finish_async(msg, entry, call, result)
         except DBusError as exc:
-            _close_fds(call.untaken_fds())
+            close_fds(call.untaken_fds())
             return _error(msg, exc.name, exc.message)
         except Exception:
-            _close_fds(call.untaken_fds())
+            close_fds(call.untaken_fds())
             log.exception("handler for %s.%s failed", entry.interface, msg.member)
             return _error(msg, errors.FAILED, "internal error")
-        _close_fds(call.untaken_fds())
+        close_fds(call.untaken_fds())
         return self._reply(msg, entry, result)
 
     async def _finish_async(
-        self, msg: Message, entry: _MethodEntry, call: MethodCall, awaitable: Any
+        self, msg: Message, entry: MethodEntry, call: MethodCall, awaitable: Any
     ) -> Message | None:
         try:
             result = await awaitable
@@ -238,10 +163,10 @@ class Dispatcher:
             log.exception("handler for %s.%s failed", entry.interface, msg.member)
             return _error(msg, errors.FAILED, "internal error")
         finally:
-            _close_fds(call.untaken_fds())
+            close_fds(call.untaken_fds())
         return self._reply(msg, entry, result)
 
-    def _reply(self, msg: Message, entry: _MethodEntry, result: Any) -> Message | None:
+    def _reply(self, msg: Message, entry: MethodEntry, result: Any) -> Message | None:
         if result is None:
             result = ()
         if type(result) is not tuple:
@@ -254,7 +179,7 @@ class Dispatcher:
             return _error(msg, errors.FAILED, "internal error")
         if msg.flags & NO_REPLY_EXPECTED:
             if "h" in entry.out_sig:  # returned fds are ours to close
-                _close_returned_fds(entry.out_sig, result)
+                close_returned_fds(entry.out_sig, result)
             return None
         return Message(
             METHOD_RETURN,
@@ -264,10 +189,10 @@ class Dispatcher:
             destination=msg.sender,
         )
 
-    def _resolve(self, msg: Message) -> _MethodEntry:
-        path = msg.path
-        iface = msg.interface
-        member = msg.member
+    def _resolve(self, msg: Message) -> MethodEntry:
+        path, iface, member = msg.path, msg.interface, msg.member
+        if path is None or member is None:  # (the codec refuses such method calls)
+            raise DBusError(errors.INVALID_ARGS, "a method call needs a path and a member")
         if iface is not None:
             if iface == BUS_NAME:
                 return self._find(self._driver, msg)
@@ -310,8 +235,8 @@ class Dispatcher:
         raise DBusError(errors.UNKNOWN_OBJECT, f'No such object path "{path}"')
 
     @staticmethod
-    def _find(ie: _IfaceEntry, msg: Message) -> _MethodEntry:
-        me = ie.methods.get(msg.member)
+    def _find(ie: IfaceEntry, msg: Message) -> MethodEntry:
+        me = ie.methods.get(msg.member or "")
         if me is None:
             raise DBusError(
                 errors.UNKNOWN_METHOD,
@@ -324,7 +249,7 @@ class Dispatcher:
     # ----------------------------------------------------------------------------------------
     # built-ins
 
-    def _make_builtins(self) -> dict[str, _IfaceEntry]:
+    def _make_builtins(self) -> dict[str, IfaceEntry]:
         driver = Interface(
             BUS_NAME,
             methods=[
@@ -398,16 +323,16 @@ class Dispatcher:
                 ),
             ],
         )
-        return {i.name: _IfaceEntry(i) for i in (driver, peer, introspectable, properties)}
+        return {i.name: IfaceEntry(i) for i in (driver, peer, introspectable, properties)}
 
     @staticmethod
-    def _get_name_owner(call: MethodCall) -> tuple:
+    def _get_name_owner(call: MethodCall) -> tuple[str]:
         (name,) = call.body
         if name.startswith(":"):
             return (name,)
         return (SERVER_UNIQUE_NAME,)
 
-    def _get_machine_id(self, call: MethodCall) -> tuple:
+    def _get_machine_id(self, call: MethodCall) -> tuple[str]:
         if self._machine_id is None:
             for p in self._machine_id_paths:
                 try:
@@ -422,7 +347,7 @@ class Dispatcher:
                 raise DBusError(errors.FAILED, "no machine id available")
         return (self._machine_id,)
 
-    def _introspect(self, call: MethodCall) -> tuple:
+    def _introspect(self, call: MethodCall) -> tuple[str]:
         path = call.path
         xml = self._xml.get(path)
         if xml is None:
@@ -430,20 +355,14 @@ class Dispatcher:
         return (xml,)
 
     def _build_xml(self, path: str) -> str:
-        out = [_DOCTYPE, "<node>\n"]
         entries = self._objects.get(path)
         if entries is not None:
-            for ie in (*entries.values(), *self._object_builtins):
-                out.append(_iface_xml(ie.interface))
+            ifaces = [ie.interface for ie in (*entries.values(), *self._object_builtins)]
         else:
-            out.append(_iface_xml(self._builtins[INTROSPECTABLE].interface))
-            out.append(_iface_xml(self._peer.interface))
-        for child in self._children.get(path, ()):
-            out.append(f"  <node name={quoteattr(child)}/>\n")
-        out.append("</node>\n")
-        return "".join(out)
+            ifaces = [self._builtins[INTROSPECTABLE].interface, self._peer.interface]
+        return node_xml(ifaces, self._children.get(path, ()))
 
-    def _props_of(self, call: MethodCall, iface: str) -> list[_IfaceEntry]:
+    def _props_of(self, call: MethodCall, iface: str) -> list[IfaceEntry]:
         entries = self._objects.get(call.path, {})
         if iface == "":
             return list(entries.values())
@@ -485,7 +404,7 @@ class Dispatcher:
         if not pending:
             return (values,)
 
-        async def finish() -> tuple:
+        async def finish() -> tuple[dict[str, Any]]:
             for p, aw in pending:
                 values[p.name] = (p.signature, await aw)
             return ({p.name: values[p.name] for p in props},)
@@ -509,54 +428,3 @@ class Dispatcher:
 
 async def _await_then(awaitable: Any, then: Any) -> Any:
     return then(await awaitable)
-
-
-def _close_returned_fds(out_sig: str, result: tuple) -> None:
-    """Close fds a handler returned when no reply is sent (top-level ``h`` args only)."""
-    for sig, value in zip(split_signature(out_sig), result):
-        if sig == "h":
-            try:
-                os.close(value.fileno() if hasattr(value, "fileno") else value)
-            except (OSError, TypeError):
-                pass
-
-
-def quoteattr(value: str) -> str:
-    """An XML attribute value in double quotes (names are validated, but escape anyway)."""
-    return (
-        '"'
-        + (
-            value.replace("&", "&amp;")
-            .replace("<", "&lt;")
-            .replace(">", "&gt;")
-            .replace('"', "&quot;")
-        )
-        + '"'
-    )
-
-
-def _iface_xml(iface: Interface) -> str:
-    out = [f"  <interface name={quoteattr(iface.name)}>\n"]
-    for m in iface.methods:
-        if not m.in_args and not m.out_args:
-            out.append(f"    <method name={quoteattr(m.name)}/>\n")
-            continue
-        out.append(f"    <method name={quoteattr(m.name)}>\n")
-        for direction, args in (("in", m.in_args), ("out", m.out_args)):
-            for name, sig in args:
-                out.append(
-                    f"      <arg name={quoteattr(name)} type={quoteattr(sig)} "
-                    f'direction="{direction}"/>\n'
-                )
-        out.append("    </method>\n")
-    for p in iface.properties:
-        access = "read" if p.setter is None else "readwrite"
-        # the server never emits PropertiesChanged: say so, or proxies would cache forever
-        out.append(
-            f"    <property name={quoteattr(p.name)} type={quoteattr(p.signature)} "
-            f'access="{access}">\n'
-            '      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" '
-            'value="false"/>\n    </property>\n'
-        )
-    out.append("  </interface>\n")
-    return "".join(out)

@@ -39,7 +39,7 @@ __all__ = [
     "Property",
 ]
 
-Handler = Callable[["MethodCall"], "tuple | None | Awaitable[tuple | None]"]
+Handler = Callable[["MethodCall"], "tuple[Any, ...] | None | Awaitable[tuple[Any, ...] | None]"]
 Getter = Callable[["MethodCall"], Any]
 Setter = Callable[["MethodCall", Any], Any]
 
@@ -123,7 +123,7 @@ class MethodCall:
         interface: str | None,
         member: str,
         signature: str,
-        body: tuple,
+        body: tuple[Any, ...],
         fds: list[int],
         flags: int,
         serial: int,
