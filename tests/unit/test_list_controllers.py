@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cgmanager import operations
 from cgmanager.hierarchy import discover
 from cgmanager.operations import Manager
 
@@ -26,7 +27,11 @@ def listed(kind: str, **kw) -> tuple[list[str], str]:
         (lambda _mp: ctrl.read_text()) if ctrl.exists() else None,
         **kw,
     )
-    return Manager(layout, {}, None).list_controllers(), (d / "self-cgroup").read_text()
+    m = Manager(layout, {}, None)
+    # (a function of the operations package on main, a method of Manager before its split)
+    fn = getattr(operations, "list_controllers", None)
+    entries = fn(m) if fn is not None else m.list_controllers()
+    return entries, (d / "self-cgroup").read_text()
 
 
 def fields(self_cgroup: str) -> set[str]:
