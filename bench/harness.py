@@ -1,7 +1,7 @@
 """The bench harness: a marked ``cgtest-<random>`` root in the served hierarchies, the daemon under
 test (pinned with ``taskset -c 0``), sleeping children, and a teardown that runs on SIGTERM too.
 
-Safety (docs/testing-on-these-machines.md): only the ``pids`` hierarchy and the v2 tree are used
+Safety (docs/TESTING.md): only the ``pids`` hierarchy and the v2 tree are used
 (never ``memory``); every cgroup lives below our own marked root; only processes we started are
 signalled, by pidfd; the roots of dead bench/test runs are removed only when empty (we never
 signal a process we did not start, so a populated stale root is left to the test sweeper).

@@ -70,12 +70,18 @@ _cgm()
     esac
 
     if ((pos == 0)); then  # <controller>
-        local entries list=() e
+        local entries list=() e v2=
         entries=$("$cgm" "${sock[@]}" listcontrollers 2>/dev/null) || return 0
         for e in $entries; do
             list+=("$e")
-            [[ $e == *,* ]] && list+=(${e//,/ })  # unified,hugetlb -> also unified, hugetlb
+            [[ $e == *,* ]] && list+=(${e//,/ })  # cpu,cpuacct -> also cpu, cpuacct
+            [[ ,$e, == *,unified,* ]] && v2=listed
         done
+        # a hybrid host's v2 tree is not listed (0.42's clients look every entry up in
+        # /proc/self/cgroup, where it has no name); offer "unified" if the daemon serves it here
+        if [[ -z $v2 ]] && "$cgm" "${sock[@]}" getpidcgroupabs unified $$ >/dev/null 2>&1; then
+            list+=(unified)
+        fi
         case $sub in
             create|chown|chmod|chmodfile|remove|movepid|movepidabs|removeonempty|prune|\
             gettasksrecursive|setup) list+=(all) ;;

@@ -23,7 +23,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from support import cgroots as _cgroots
-from support import leftovers, run, tiers
+from support import leftovers, relocate, run, tiers
 from support.procs import ProcTracker
 from support.users import TestUser
 
@@ -34,7 +34,26 @@ _end: dict[str, list[str]] = {"problems": [], "leftovers": []}
 
 # ------------------------------------------------------------------------ lifecycle
 def pytest_configure(config: pytest.Config) -> None:
+    _relocate_if_unreachable(config)
     run.start()
+
+
+def _relocate_if_unreachable(config: pytest.Config) -> None:
+    """A checkout the test users cannot reach (below a 0700 home): run the whole suite from a
+    reachable copy instead (support/relocate.py), then end this process with its status."""
+    reason = relocate.reason_to_relocate()
+    if reason is None:
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:  # the copy's pytest writes to our terminal
+        capman.suspend_global_capture(in_=True)
+    try:
+        code = relocate.rerun(config.invocation_params.args, relocate.repo_dir(), reason)
+    except relocate.RelocateError as e:
+        pytest.exit(f"cgtest: {e}", returncode=pytest.ExitCode.USAGE_ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -7,7 +7,8 @@ import os
 import socket
 import threading
 
-from cgmanager.dbus.client import connect
+from cgmanager.dbus import errors
+from cgmanager.dbus.client import DBusError, connect
 from cgmanager.dbus.codec import (
     METHOD_RETURN,
     Message,
@@ -125,6 +126,63 @@ def test_a_rejected_external_falls_back_to_anonymous_and_resends(tmp_path):
         with connect(fake.path, timeout=10, pipeline=True) as conn:
             assert conn.call("/o", "x.y", "Ping", "i", (0,)) == (7,)
         assert fake.log == ["rejected EXTERNAL", "anonymous call: Ping"]
+    finally:
+        fake.close()
+
+
+def test_a_rejection_and_close_before_the_first_call_is_sent(tmp_path):
+    """The race of the test above, made certain: the server rejects EXTERNAL and closes the
+    connection before the client's pipelined call goes out (the send then fails with EPIPE).
+    The server's answer, still readable, decides: fall back to ANONYMOUS and send again."""
+    closed = threading.Event()
+
+    def script(fake, c, n):
+        buf = bytearray()
+        if n == 0:
+            read_until(c, buf, b"BEGIN\r\n")
+            c.sendall(b"REJECTED ANONYMOUS\r\n")
+            c.close()
+            fake.log.append("rejected EXTERNAL and closed")
+            closed.set()
+            return
+        read_until(c, buf, b"BEGIN\r\n")
+        buf = bytearray(buf.split(b"BEGIN\r\n", 1)[1])
+        c.sendall(OK + b"AGREE_UNIX_FD\r\n")
+        msg = take_message(c, buf)
+        fake.log.append(f"anonymous call: {msg.member}")
+        c.sendall(reply_to(msg, (7,)))
+
+    fake = Fake(tmp_path, script)
+    try:
+        with connect(fake.path, timeout=10, pipeline=True) as conn:
+            assert closed.wait(10)  # only then the first call
+            assert conn.call("/o", "x.y", "Ping", "i", (0,)) == (7,)
+        assert fake.log == ["rejected EXTERNAL and closed", "anonymous call: Ping"]
+    finally:
+        fake.close()
+
+
+def test_an_accepted_handshake_with_a_lost_pipelined_call_fails(tmp_path):
+    """The server accepts, then closes before the pipelined call arrives: the call fails with
+    Disconnected (it is not sent again: it may have been read)."""
+    closed = threading.Event()
+
+    def script(fake, c, n):
+        buf = bytearray()
+        read_until(c, buf, b"BEGIN\r\n")
+        c.sendall(b"DATA\r\n" + OK + b"AGREE_UNIX_FD\r\n")
+        c.close()
+        closed.set()
+
+    fake = Fake(tmp_path, script)
+    try:
+        with connect(fake.path, timeout=10, pipeline=True) as conn:
+            assert closed.wait(10)
+            try:
+                conn.call("/o", "x.y", "Ping", "i", (0,))
+                raise AssertionError("a lost call succeeded")
+            except DBusError as e:
+                assert e.name == errors.DISCONNECTED and "send failed" in e.message, e
     finally:
         fake.close()
 

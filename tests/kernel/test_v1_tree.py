@@ -2,6 +2,7 @@
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_structure_in_each_hierarchy(v1, procs):
 def test_threads_versus_processes(v1, procs):
     t, base, hp = v1
     code = "import threading,time; threading.Thread(target=time.sleep,args=(100,)).start(); time.sleep(100)"
-    p = procs.spawn(["/work/main/.venv/bin/python", "-I", "-S", "-c", code])
+    p = procs.spawn([sys.executable, "-I", "-S", "-c", code])
     assert wait_for(lambda: len(os.listdir(f"/proc/{p.pid}/task")) == 2)
     t.move(hp, p.pid)  # moves the whole process, all threads
     assert t.procs(hp) == [p.pid]

@@ -13,7 +13,7 @@ the child (each step optional):
     -> [pidns] fork: the grandchild is pid 1 of the new pid namespace [mount /proc]
     -> fn(*args)
 
-Gotchas handled (see docs/testing-on-these-machines.md): the parent writes uid_map only
+Gotchas handled (see docs/TESTING.md): the parent writes uid_map only
 after the child has unshared CLONE_NEWUSER; "setgroups deny" is written before gid_map;
 every id change makes a process non-dumpable (its /proc files become root-owned), so
 the child sets PR_SET_DUMPABLE again; PR_SET_PDEATHSIG (cleared by id changes, so set

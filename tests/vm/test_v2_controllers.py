@@ -60,6 +60,8 @@ def test_list_controllers_names_the_unified_tree_and_its_controllers(vm_run):
     names = entry.split(",")
     assert names[0] == "unified"
     assert {"memory", "pids", "cpu", "io", "cpuset"} <= set(names)
+    # the v1 names old clients check against the list (pam_cgm -c freezer,name=systemd)
+    assert {"freezer", "cpuacct", "blkio", "name=systemd"} <= set(names)
 
 
 def test_default_socket_inside_cgroup2_is_refused_without_making_a_cgroup(vm_run):

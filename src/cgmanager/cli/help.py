@@ -197,9 +197,10 @@ _HELP = {
     ),
     "listcontrollers": (
         "",
-        "List the hierarchies cgmanager serves: controllers mounted together are\n"
-        "joined by commas, named hierarchies are shown as name=X, the cgroup v2 tree\n"
-        "as unified.",
+        "List the hierarchies cgmanager serves as /proc/self/cgroup names them:\n"
+        "controllers mounted together are joined by commas, named hierarchies are\n"
+        "shown as name=X.  The cgroup v2 tree (always addressed as unified) is listed\n"
+        "only on a pure v2 host, as every name it answers to.",
         "",
         "One hierarchy per line.",
         ["{p} listcontrollers"],

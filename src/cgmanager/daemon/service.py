@@ -52,18 +52,52 @@ def prepare_socket_dir(sock_path: str) -> None:
 
 
 def raise_fd_limit(limits: Limits) -> None:
-    """Each connection holds a socket, a pidfd, its peer's /proc directory, perhaps its user
-    namespace, and up to ``max_fds_per_message`` pending fds; 0.42 raised RLIMIT_NOFILE to
-    10000 for the same reason."""
-    want = limits.max_connections * (4 + limits.max_fds_per_message) + 1024
+    """Each connection holds a socket, a pidfd, its peer's /proc directory and perhaps its user
+    namespace (4 fds), plus up to ``max_fds_per_message`` pending fds; 1024 more are kept for
+    the daemon itself (0.42 raised RLIMIT_NOFILE to 10000 for the same reason).  The soft limit
+    is raised to what the configured limits need, the hard one too where permitted
+    (CAP_SYS_RESOURCE).  Where the hard limit is lower, it is used, and one line says what it
+    allows: info while every configured connection can still be held, a warning if not."""
+    per_connection, reserve = 4, 1024
+    pending = limits.max_fds_per_message
+    want = limits.max_connections * (per_connection + pending) + reserve
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= want:
         return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log.warning("RLIMIT_NOFILE limited to %d (wanted %d)", hard, want)
+    for new in ((want, max(hard, want)), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, new)
+        except (ValueError, OSError):
+            continue
+        if new[0] >= want:
+            return
+        break
+    have = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    usable = max(0, have - reserve)
+    held, full = usable // per_connection, usable // (per_connection + pending)
+    if held >= limits.max_connections:
+        log.info(
+            "RLIMIT_NOFILE is %d (its hard limit; %d would cover everything): every one of the "
+            "%d connections (--max-connections) can be held, %d of them with %d pending fds "
+            "each",
+            have,
+            want,
+            limits.max_connections,
+            full,
+            pending,
+        )
+    else:
+        log.warning(
+            "RLIMIT_NOFILE is %d (its hard limit), too low for --max-connections %d: about %d "
+            "clients can be connected at once (%d with %d pending fds each); raise the hard "
+            "limit to %d (LimitNOFILE=, ulimit -Hn) or lower --max-connections",
+            have,
+            limits.max_connections,
+            held,
+            full,
+            pending,
+            want,
+        )
 
 
 #: the GIL switch interval while workers run (seconds): bounds how long Python code on a worker

@@ -38,6 +38,12 @@ from .codec import (
 )
 from .errors import DBusError
 
+TYPE_CHECKING = False  # (typing is not imported at run time: start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import EllipsisType
+    from typing import Any
+
 __all__ = ["Connection", "DBusError", "connect", "parse_address"]
 
 #: Default seconds to wait for a reply (libdbus uses 25 s too).
@@ -118,7 +124,7 @@ class HandshakeReader:
         self.unix_fd = False
         self.rejected = False
 
-    def feed(self, data: bytes):
+    def feed(self, data: bytes) -> tuple[bool, bytes] | None:
         self._buf += data
         while self._expect:
             end = self._buf.find(b"\r\n")
@@ -154,7 +160,7 @@ def method_call(
     interface: str | None,
     member: str,
     signature: str,
-    body,
+    body: Iterable[Any],
     destination: str | None,
     no_reply: bool,
 ) -> Message:
@@ -176,7 +182,9 @@ def method_call(
 class Connection:
     """A blocking connection.  Use :func:`connect` (or :meth:`Connection.connect`)."""
 
-    def __init__(self, sock, unix_fd: bool, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, sock: _socket.socket | None, unix_fd: bool, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
         self._sock = sock
         self._unix_fd = unix_fd
         self.timeout = timeout
@@ -187,6 +195,9 @@ class Connection:
         self._handshake: tuple[HandshakeReader, str] | None = None
         #: what was sent before the handshake was confirmed, to resend after a fallback
         self._unconfirmed: list[bytes] = []
+        #: a send that failed before the handshake was confirmed: the server may have rejected
+        #: the handshake and closed before the pipelined call arrived (its answer decides)
+        self._send_failed: OSError | None = None
 
     @property
     def unix_fd(self) -> bool:
@@ -283,12 +294,12 @@ class Connection:
         interface: str | None,
         member: str,
         signature: str = "",
-        body=(),
+        body: Iterable[Any] = (),
         *,
         destination: str | None = None,
         no_reply: bool = False,
-        timeout: float | None | type = ...,
-    ) -> tuple:
+        timeout: float | None | EllipsisType = ...,
+    ) -> tuple[Any, ...]:
         """Call a method; return the reply body (``()`` with ``no_reply``).
 
         Raises :class:`DBusError` for an error reply, a timeout (``…Error.Timeout``) or a lost
@@ -301,7 +312,7 @@ class Connection:
         reply = self.wait_reply(serial, self.timeout if timeout is ... else timeout)
         return reply.body
 
-    def get_property(self, path: str, interface: str, name: str, **kw):
+    def get_property(self, path: str, interface: str, name: str, **kw: Any) -> Any:
         """``org.freedesktop.DBus.Properties.Get`` → the value (variant unwrapped)."""
         (variant,) = self.call(path, PROPERTIES, "Get", "ss", (interface, name), **kw)
         return variant[1]
@@ -316,6 +327,8 @@ class Connection:
             raise DBusError(errors.FAILED, "the server did not agree to fd passing")
         if self._handshake is not None:
             self._unconfirmed.append(data)
+            if self._send_failed is not None:
+                return self._serial  # sent again after a fallback, or the failure raised
         try:
             if fds:
                 sent = self._sock.sendmsg([data], rights(fds))
@@ -327,6 +340,9 @@ class Connection:
             self.close()
             raise DBusError(errors.TIMEOUT, "send timed out") from None
         except OSError as exc:
+            if self._handshake is not None:
+                self._send_failed = exc  # see _finish_handshake
+                return self._serial
             self.close()
             raise DBusError(errors.DISCONNECTED, f"send failed: {exc}") from None
         return self._serial
@@ -354,6 +370,7 @@ class Connection:
                 if not reader.rejected:
                     self.close()
                     raise
+                self._send_failed = None  # the server discarded it all: sent again below
                 self._fall_back(path)
                 return
             if done is not None:
@@ -362,6 +379,10 @@ class Connection:
         self._unix_fd = done[0]
         self._buf += done[1]
         self._unconfirmed.clear()
+        failed, self._send_failed = self._send_failed, None
+        if failed is not None:  # accepted, but a call sent with the handshake was lost
+            self.close()
+            raise DBusError(errors.DISCONNECTED, f"send failed: {failed}")
 
     def _take_buffered(self) -> bytes:
         data = bytes(self._buf)
@@ -383,11 +404,17 @@ class Connection:
             raise exc.error from None
         except OSError as exc:
             raise DBusError(errors.DISCONNECTED, f"cannot connect to {path}: {exc}") from None
-        self._sock, other._sock = other._sock, None
+        sock = self._sock = other._sock
+        other._sock = None
         self._unix_fd = other._unix_fd
         self._buf += other._buf
-        for data in resend:
-            self._sock.sendall(data)
+        try:
+            for data in resend:
+                if sock is not None:
+                    sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise DBusError(errors.DISCONNECTED, f"send failed: {exc}") from None
 
     def _next_message(self, deadline: float | None) -> Message:
         if self._handshake is not None:

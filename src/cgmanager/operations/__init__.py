@@ -51,12 +51,19 @@ __all__ = [
 
 
 def list_controllers(m: Manager) -> list[str]:
-    """One entry per served hierarchy; comounted names joined by commas, the v2 hierarchy as
-    ``unified`` followed by the controllers available on it."""
-    out = []
-    for h in m.layout.hierarchies:
-        out.append(",".join(("unified", *h.controllers)) if h.version == 2 else h.key)
-    return out
+    """Each served v1 hierarchy as ``/proc/<pid>/cgroup`` names it (comounted controllers
+    joined by commas, ``name=X``): 0.42's clients look every entry up there (test23,
+    lxcfs).  The v2 tree has no name in that file, so it is listed only when served alone
+    (a pure v2 host): one entry of every name it answers to, ``unified`` first, for
+    clients that build ``all`` from the list or check a name against it.  Elsewhere it
+    is addressed as ``unified`` (README, "ListControllers")."""
+    v1 = [h.key for h in m.layout.hierarchies if h.version == 1]
+    if v1:
+        return v1
+    return [
+        ",".join(n for n in h.names if f"name={n}" not in h.names)  # name=X, not also X
+        for h in m.layout.hierarchies
+    ]
 
 
 @dataclass(frozen=True)

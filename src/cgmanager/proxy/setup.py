@@ -120,20 +120,69 @@ def move_aside(socket_dir: str, lower: str) -> None:
     os.makedirs(socket_dir, mode=0o755, exist_ok=True)
 
 
-def check_proc() -> None:
-    """Client pids are looked up in /proc: it must be this pid namespace's (a container that
-    did not mount its own /proc would show the host's processes under those numbers)."""
+def proc_is_ours() -> bool:
+    """Whether /proc shows this pid namespace.  The proxy reads its clients' namespaces from
+    ``/proc/<pid>``, with the pid the kernel gives it (``SO_PEERCRED``) — a number in the
+    proxy's own pid namespace.  A /proc of an ancestor namespace (``unshare --pid --fork``
+    without ``--mount-proc``) shows other processes under those numbers.  ``NSpid`` lists
+    our pid in every namespace from /proc's down to ours: one entry means they are the same
+    (a /proc of an unrelated namespace has no ``self`` at all)."""
     try:
-        mine = os.readlink("/proc/self")
-    except OSError as e:
-        raise SetupError(f"/proc is not usable: {e}") from None
-    if mine != str(os.getpid()):
-        raise SetupError("/proc does not belong to this pid namespace; mount it first")
+        with open("/proc/self/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return False
+    for line in status.split(b"\n"):
+        if line.startswith(b"NSpid:"):
+            return line.split()[1:] == [str(os.getpid()).encode()]
+    # a kernel without pid namespaces: /proc is necessarily this (the only) one
+    return True
+
+
+def mount_private_proc() -> None:
+    """Give this process its own mount namespace (a slave of the current one: later mounts
+    there still reach us, ours never go back) with a /proc of its own pid namespace.  Only
+    this process and its children see it; the container keeps its /proc."""
+    _linux.unshare(_linux.CLONE_NEWNS)
+    _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_SLAVE)
+    _linux.mount("proc", "/proc", "proc", _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
+
+
+def _probe_private_proc() -> None:
+    """Try :func:`mount_private_proc` in a throw-away child, so that a proxy which cannot
+    have its own /proc refuses before it moves the socket directory."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's status says how it went
+        code = 0
+        try:
+            mount_private_proc()
+            code = 0 if proc_is_ours() else 255
+        except OSError as e:
+            code = e.errno or 254
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return
+    why = "still not this pid namespace's" if code == 255 else os.strerror(code)
+    raise SetupError(
+        "/proc shows another pid namespace's processes, and cgproxy could not mount a private "
+        f"/proc of its own ({why}): it reads its clients' namespaces from /proc/<pid>, where "
+        "those numbers would name other processes; mount /proc for this pid namespace first "
+        "(e.g. unshare --pid --fork --mount-proc)"
+    )
 
 
 def prepare(socket_dir: str = DEFAULT_SOCKET_DIR) -> str:
-    """Set up as described above; return the socket path of the cgmanager to talk to."""
-    check_proc()
+    """Set up as described above; return the socket path of the cgmanager to talk to.
+
+    When /proc is not this pid namespace's (:func:`proc_is_ours`), the proxy mounts a private
+    one once the socket directory is in place (in its own mount namespace: the move of the
+    socket directory must happen in the container's)."""
+    private_proc = not proc_is_ours()
+    if private_proc:
+        _probe_private_proc()
     socket_dir = socket_dir.rstrip("/") or "/"
     ensure_writable(os.path.dirname(socket_dir))
     lower = lower_dir(socket_dir)
@@ -152,4 +201,15 @@ def prepare(socket_dir: str = DEFAULT_SOCKET_DIR) -> str:
             raise SetupError(f"cgmanager no longer answers at {sock_path(lower)}")
     else:
         os.makedirs(socket_dir, mode=0o755, exist_ok=True)
+    if private_proc:
+        try:
+            mount_private_proc()
+        except OSError as e:
+            raise SetupError(f"cannot mount a private /proc: {e}") from None
+        if not proc_is_ours():
+            raise SetupError("the private /proc does not show this pid namespace")
+        log.info(
+            "/proc showed another pid namespace: using a private /proc of this one "
+            "(in cgproxy's own mount namespace)"
+        )
     return sock_path(lower)
