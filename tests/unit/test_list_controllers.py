@@ -29,8 +29,7 @@ def listed(kind: str, **kw) -> tuple[list[str], str]:
     )
     m = Manager(layout, {}, None)
     # (a function of the operations package on main, a method of Manager before its split)
-    fn = getattr(operations, "list_controllers", None)
-    entries = fn(m) if fn is not None else m.list_controllers()
+    entries = operations.list_controllers(m)
     return entries, (d / "self-cgroup").read_text()
 
 
