@@ -129,9 +129,12 @@ def test_busy_loop_under_cpu_max_is_throttled(vm_run):
     o = vm_run.obs("cpu_max_weight")
     busy, stat = o["busy"], o["stat"]
     assert busy is not None, "the busy loop did not report"
+    # the kernel's own accounts, not wall time (the emulated guest's clocks drift under load):
+    # it throttled the loop, and never let it use more than 20 % of any period (+ one period's
+    # quota of slack for the period under way when the loop ended)
     assert int(stat["nr_throttled"]) >= 3, stat
-    # 20 % of one CPU for ~1.5 s wall: well under the 1.5 s it would burn unthrottled
-    assert busy["cpu"] < 0.6 * busy["wall"], busy
+    assert int(stat["throttled_usec"]) > 0, stat
+    assert int(stat["usage_usec"]) <= (int(stat["nr_periods"]) + 1) * 20000, stat
 
 
 # ------------------------------------------------------------------------------ freezer
@@ -229,9 +232,9 @@ def test_direct_reads_under_io_max_are_throttled(vm_run):
     o = vm_run.obs("io_controller")
     assert o["returncode"] == 0
     assert int(o["stat"][o["dev"]]["rbytes"]) >= 2 << 20
-    # 2 MiB at 1 MiB/s: about 2 s (the unthrottled read takes a fraction of that)
+    # 2 MiB at 1 MiB/s take at least ~2 s however idle the machine (load only slows reads
+    # down further: a lower bound, never a ratio to an unthrottled baseline read under load)
     assert o["throttled_seconds"] >= 1.2, o
-    assert o["throttled_seconds"] > 3 * o["baseline_seconds"], o
 
 
 def test_cpuset_cpus_confines_a_moved_process(vm_run):
