@@ -207,6 +207,13 @@ METHODS: tuple[Method, ...] = (
     Method("GetEvents", (_C, _G), (("events", "a{sx}"),), interface=_I1, scm=False, family=LOOKUP),
     Method("GetStat", (_C, _G), (("stat", "a{sx}"),), interface=_I1, scm=False, family=LOOKUP),
     Method(
+        "ListHierarchies",
+        (),
+        (("hierarchies", "a(sias)"),),
+        interface=_I1,
+        scm=False,
+    ),
+    Method(
         "Setup",
         (
             ("controllers", "s"),

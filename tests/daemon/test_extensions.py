@@ -87,3 +87,19 @@ def test_a_delegatee_cannot_freeze_or_kill_another_users_process(place, test_use
 def test_outside_the_callers_subtree_is_not_found(place, test_user):
     for m in ("Freeze", "Kill", "GetEvents", "GetStat"):
         refused(call(place, m, "unified", "/", user=test_user), "NotFound")
+
+
+def test_list_hierarchies_names_the_v2_tree_that_list_controllers_leaves_out(place):
+    """On this hybrid host ListControllers lists what 0.42's clients find in /proc/self/cgroup
+    (the v1 hierarchies); ListHierarchies lists every served hierarchy with its version."""
+    from cgmanager.hierarchy import discover_host
+
+    (got,) = ok(place.py("ListHierarchies", "", iface=INTERFACE1))
+    served = {h.key: h for h in discover_host().hierarchies if h.key in place.daemon.served}
+    assert {key for key, _, _ in got} == set(served)
+    for key, version, names in got:
+        assert version == served[key].version
+        assert key in names and set(names) == set(served[key].names)
+    assert ("unified", 2) in {(k, v) for k, v, _ in got}
+    (controllers,) = ok(place.py("ListControllers"))
+    assert sorted(controllers) == sorted(k for k, v, _ in got if v == 1)

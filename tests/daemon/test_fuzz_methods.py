@@ -98,6 +98,7 @@ READ_ONLY = frozenset(
         "GetTasksRecursive",
         "ListChildren",
         "ListControllers",
+        "ListHierarchies",
         "ListKeys",
         "GetEvents",
         "GetStat",

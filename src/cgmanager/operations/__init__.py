@@ -46,6 +46,7 @@ __all__ = [
     "Scope",
     "Settling",
     "list_controllers",
+    "list_hierarchies",
     "open_trees",
 ]
 
@@ -64,6 +65,13 @@ def list_controllers(m: Manager) -> list[str]:
         ",".join(n for n in h.names if f"name={n}" not in h.names)  # name=X, not also X
         for h in m.layout.hierarchies
     ]
+
+
+def list_hierarchies(m: Manager) -> list[tuple[str, int, list[str]]]:
+    """Every served hierarchy — the v2 tree included, which ListControllers leaves out where
+    v1 hierarchies are served — as (the name that addresses it, cgroup version, every name it
+    answers to)."""
+    return [(h.key, h.version, list(h.names)) for h in m.layout.hierarchies]
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ def _ping(m: Manager, junk: int) -> tuple[()]:
 OPERATIONS: dict[str, Operation] = {
     "Ping": Operation(_ping, identified=False),
     "ListControllers": Operation(list_controllers, identified=False),
+    "ListHierarchies": Operation(list_hierarchies, identified=False),
     "GetPidCgroup": Operation(get_pid_cgroup, {"absolute": False}, pidfd=True),
     "GetPidCgroupAbs": Operation(get_pid_cgroup, {"absolute": True}, pidfd=True),
     "Create": Operation(create),
