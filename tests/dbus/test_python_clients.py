@@ -232,7 +232,7 @@ def test_client_import_is_light():
 
 def test_anonymous_fallback(toy, monkeypatch):
     # a server that rejects EXTERNAL: simulate by making the client's EXTERNAL request invalid
-    from cgmanager.dbus import client as client_mod
+    from cgmanager.dbus import client_common as client_mod
 
     monkeypatch.setattr(client_mod, "_EXTERNAL", b"\0AUTH NOTAMECH\r\nDATA\r\n")
     with connect(toy.address) as c:

@@ -28,7 +28,7 @@ from ._unix import (
     fds_from_ancdata,
     rights,
 )
-from .client import (
+from .client_common import (
     DEFAULT_TIMEOUT,
     PROPERTIES,
     HandshakeReader,
