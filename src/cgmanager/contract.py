@@ -202,6 +202,10 @@ METHODS: tuple[Method, ...] = (
         ids=(("uid", UID), ("gid", GID), ("pids", PID)),
         scm=False,
     ),
+    # -- policy (daemon/policy.py, cgmanager.policy): host root only --
+    Method("Reload", (), (("report", "as"),), interface=_I1, mutating=True, scm=False),
+    Method("ConfigDiff", (("text", "s"),), (("changes", "as"),), interface=_I1, scm=False),
+    Method("PolicyStatus", (), (("counters", "a{sx}"),), interface=_I1, scm=False),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
