@@ -21,6 +21,7 @@ from ..process import daemonize, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
 from .api import Service, daemon_party
+from .policy import Policy
 from .reaper import Reaper
 
 log = logging.getLogger("cgmanager")
@@ -136,7 +137,9 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
         layout, trees, me, max_depth=args.max_depth, reaper=reaper, leaves=leaves, quota=quota
     )
     scm_server = ScmServer(timeout=args.scm_timeout)
-    service = Service(manager, layout, ns, me, scm_server)
+    policy = Policy(manager, me, args.config_dir)
+    policy.reload_logged()  # the boot-time configuration, before the first client is served
+    service = Service(manager, layout, ns, me, scm_server, policy=policy)
     limits = Limits(
         max_connections=args.max_connections, max_connections_per_uid=args.max_connections_per_uid
     )
@@ -151,6 +154,7 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, policy.reload_logged)
     log.info("ready: serving %s", args.socket)
     report(ready_fd, True)
     notify_ready()
