@@ -22,6 +22,7 @@ from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, Peer, identify
 from ..scm_server import Received, ScmServer
+from .policy import Policy, require_host_root
 
 audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ EXTRA_METHODS = contract.methods_of(INTERFACE1)
 
 
 #: methods that touch no cgroup
-NO_CGROUP_METHODS = frozenset({"Ping", "ListControllers"})
+NO_CGROUP_METHODS = frozenset({"Ping", "ListControllers", "Reload", "ConfigDiff", "PolicyStatus"})
 
 
 def to_dbus_error(e: CgmError) -> DBusError:
@@ -53,6 +54,8 @@ class Service:
         ns: Namespaces,
         daemon: Party,
         scm_server: ScmServer | None = None,
+        *,
+        policy: Policy | None = None,
     ) -> None:
         self.m = manager
         self.layout = layout
@@ -60,6 +63,7 @@ class Service:
         self.daemon = daemon
         # (an idle ScmServer is falsy: it has a length)
         self.scm = scm_server if scm_server is not None else ScmServer()
+        self.policy = policy if policy is not None else Policy(manager, daemon, None)
 
     # -- who asks ----------------------------------------------------------------------------
 
@@ -201,6 +205,18 @@ class Service:
         if pids:
             require_same_pidns(req.r, "Setup with pids")  # as MovePid
         return (self.m.setup(req, controllers, cgroup, uid, gid, values, pids),)
+
+    # -- policy (daemon/policy.py) -----------------------------------------------------------
+
+    def Reload(self, call: MethodCall) -> tuple[object, ...]:
+        return self.policy.Reload(self.requestor(call))
+
+    def ConfigDiff(self, call: MethodCall, text: str) -> tuple[object, ...]:
+        return self.policy.ConfigDiff(self.requestor(call), text)
+
+    def PolicyStatus(self, call: MethodCall) -> tuple[object, ...]:
+        require_host_root(self.requestor(call), "read the policy counters")
+        return (self.policy.counters(),)
 
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
