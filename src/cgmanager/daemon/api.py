@@ -16,12 +16,13 @@ from typing import Any
 from .. import contract, scm
 from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
-from ..errors import Busy, CgmError
+from ..errors import Busy, CgmError, Unsupported
 from ..hierarchy import Layout
 from ..operations import Manager, Request
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, Peer, identify
 from ..scm_server import Received, ScmServer
+from .events import Events
 from .policy import Policy, require_host_root
 
 audit = logging.getLogger("cgmanager.audit")
@@ -56,6 +57,7 @@ class Service:
         scm_server: ScmServer | None = None,
         *,
         policy: Policy | None = None,
+        events: Events | None = None,
     ) -> None:
         self.m = manager
         self.layout = layout
@@ -64,6 +66,7 @@ class Service:
         # (an idle ScmServer is falsy: it has a length)
         self.scm = scm_server if scm_server is not None else ScmServer()
         self.policy = policy if policy is not None else Policy(manager, daemon, None)
+        self.events = events
 
     # -- who asks ----------------------------------------------------------------------------
 
@@ -217,6 +220,30 @@ class Service:
     def PolicyStatus(self, call: MethodCall) -> tuple[object, ...]:
         require_host_root(self.requestor(call), "read the policy counters")
         return (self.policy.counters(),)
+
+    # -- event signals (daemon/events.py) ------------------------------------------------------
+
+    def _events(self) -> Events:
+        if self.events is None:
+            raise Unsupported("event signals are not available in this process")
+        return self.events
+
+    def Subscribe(self, call: MethodCall, controller: str, cgroup: str) -> tuple[object, ...]:
+        req = self.plain(call)
+        return (self._events().subscribe(call.sender, call.state, req, controller, cgroup),)
+
+    def WatchPressure(
+        self, call: MethodCall, controller: str, cgroup: str, resource: str, trigger: str
+    ) -> tuple[object, ...]:
+        req = self.plain(call)
+        ev = self._events()
+        return (
+            ev.watch_pressure(call.sender, call.state, req, controller, cgroup, resource, trigger),
+        )
+
+    def Unsubscribe(self, call: MethodCall, subscription: int) -> tuple[object, ...]:
+        self._events().unsubscribe(call.state, subscription)
+        return ()
 
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
