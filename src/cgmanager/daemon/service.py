@@ -21,6 +21,7 @@ from ..process import daemonize, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
 from .api import Service, daemon_party
+from .events import Events
 from .policy import Policy
 from .reaper import Reaper
 
@@ -48,11 +49,11 @@ def prepare_socket_dir(sock_path: str) -> None:
     os.makedirs(directory, mode=0o755, exist_ok=True)
 
 
-def raise_fd_limit(limits: Limits) -> None:
+def raise_fd_limit(limits: Limits, extra: int = 0) -> None:
     """Each connection holds a socket, a pidfd, its peer's /proc directory, perhaps its user
     namespace, and up to ``max_fds_per_message`` pending fds; 0.42 raised RLIMIT_NOFILE to
     10000 for the same reason."""
-    want = limits.max_connections * (4 + limits.max_fds_per_message) + 1024
+    want = limits.max_connections * (4 + limits.max_fds_per_message) + 1024 + extra
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= want:
         return
@@ -139,12 +140,14 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     scm_server = ScmServer(timeout=args.scm_timeout)
     policy = Policy(manager, me, args.config_dir)
     policy.reload_logged()  # the boot-time configuration, before the first client is served
-    service = Service(manager, layout, ns, me, scm_server, policy=policy)
+    events = Events(loop, manager)
+    service = Service(manager, layout, ns, me, scm_server, policy=policy, events=events)
     limits = Limits(
         max_connections=args.max_connections, max_connections_per_uid=args.max_connections_per_uid
     )
-    raise_fd_limit(limits)
+    raise_fd_limit(limits, extra=events.max_fds)
     server = Server(service.objects(), limits=limits)
+    events.bind(server.connection)
     try:
         prepare_socket_dir(args.socket)
         await server.start(args.socket)
@@ -164,6 +167,7 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     log.info("stopping")
     await server.close()
     await scm_server.close()
+    events.close()
     reaper.close()
     for t in trees.values():
         t.close()
