@@ -30,6 +30,7 @@ from .codec import (
     METHOD_CALL,
     METHOD_RETURN,
     NO_REPLY_EXPECTED,
+    SIGNAL,
     Message,
     ProtocolError,
     message_size,
@@ -43,6 +44,8 @@ __all__ = ["Connection", "DBusError", "connect", "parse_address"]
 #: Default seconds to wait for a reply (libdbus uses 25 s too).
 DEFAULT_TIMEOUT = 25.0
 _MAX_HANDSHAKE = 4096
+#: signals kept while waiting for replies (see Connection.receive)
+MAX_KEPT_SIGNALS = 1024
 _EXTERNAL = b"\0AUTH EXTERNAL\r\nDATA\r\n"
 _ANONYMOUS = b"\0AUTH ANONYMOUS 63676d\r\n"  # trace "cgm"
 _NEGOTIATE = b"NEGOTIATE_UNIX_FD\r\n"
@@ -187,6 +190,8 @@ class Connection:
         self._handshake: tuple[HandshakeReader, str] | None = None
         #: what was sent before the handshake was confirmed, to resend after a fallback
         self._unconfirmed: list[bytes] = []
+        #: signals read while waiting for a reply, for :meth:`receive`
+        self._signals: list[Message] = []
 
     @property
     def unix_fd(self) -> bool:
@@ -332,13 +337,37 @@ class Connection:
         return self._serial
 
     def wait_reply(self, serial: int, timeout: float | None) -> Message:
-        """Read messages until the reply to ``serial``; others are dropped (fds closed)."""
+        """Read messages until the reply to ``serial``; signals that arrive meanwhile are kept
+        for :meth:`receive` (at most ``MAX_KEPT_SIGNALS``, the oldest dropped), anything else
+        is dropped (fds closed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             msg = self._next_message(deadline)
             if msg.reply_serial == serial and msg.type in (METHOD_RETURN, ERROR):
                 if msg.type == ERROR:
                     raise error_from_reply(msg)
+                return msg
+            if msg.type == SIGNAL:
+                kept = self._signals
+                kept.append(msg)
+                if len(kept) > MAX_KEPT_SIGNALS:
+                    close_fds(kept.pop(0).fds)
+                continue
+            close_fds(msg.fds)
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next signal (kept ones first), or None once *timeout* seconds pass."""
+        if self._signals:
+            return self._signals.pop(0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                msg = self._next_message(deadline)
+            except DBusError as exc:
+                if exc.name == errors.NO_REPLY:
+                    return None
+                raise
+            if msg.type == SIGNAL:
                 return msg
             close_fds(msg.fds)
 
