@@ -10,6 +10,8 @@ the whole subtree below the cgroup):
 * v1 — no notification exists short of a release agent: ``populated`` (any process in the
   subtree) and, in the freezer hierarchy, ``freezer.state`` are polled every
   :data:`V1_POLL_SECONDS`;
+* ``removed`` — the cgroup is gone, and the subscription with it (the kernel wakes no poller
+  on removal: found by the same periodic check);
 * ``WatchPressure``: a PSI trigger (``some 150000 1000000`` written to ``<resource>.pressure``,
   ``EPOLLPRI`` when stalls exceed it within the window; the kernel fires at most once per
   window).
@@ -89,6 +91,7 @@ class Subscription:
     fds: dict[int, str] = field(default_factory=dict)  # fd -> file
     last: dict[str, dict[str, int]] = field(default_factory=dict)
     trigger: bool = False
+    ep: select.epoll | None = None  # a PSI trigger's own epoll
 
 
 def _parse_flat(text: str) -> dict[str, int]:
@@ -154,7 +157,7 @@ class Events:
         loop.add_reader(self._epoll.fileno(), self._on_ready)
 
     #: fds the subscriptions may hold at most (for RLIMIT_NOFILE)
-    max_fds = MAX_TOTAL * len(FILES) + MAX_TRIGGERS
+    max_fds = MAX_TOTAL * len(FILES) + 2 * MAX_TRIGGERS  # a trigger: its file and epoll
 
     def bind(self, connection: Callable[[str], Any]) -> None:
         """How to find a connection by its unique name (the server's registry)."""
@@ -217,8 +220,7 @@ class Events:
             self._close_fds(s)
             raise
         self._add(s)
-        if not t.v2:
-            self._schedule_poll()
+        self._schedule_poll()
         return s.id
 
     def watch_pressure(
@@ -252,12 +254,19 @@ class Events:
         fd = t.open_key_fd(path, key, os.O_RDWR)
         try:
             os.write(fd, trigger.strip().encode() + b"\0")
-            self._watch(s, fd, key)
         except OSError as e:
             os.close(fd)
             raise InvalidArgument(f"the kernel refused the trigger: {e.strerror}") from None
+        # A trigger's poll consumes its event, so it cannot sit in the shared epoll (asyncio's
+        # epoll polls that one first and would eat the event): each trigger gets an epoll of
+        # its own, and that epoll becoming readable *is* the event.
+        s.fds[fd] = key
+        s.ep = select.epoll()
+        s.ep.register(fd, select.EPOLLPRI)
+        self._loop.add_reader(s.ep.fileno(), self._on_trigger, s)
         self.triggers += 1
         self._add(s)
+        self._schedule_poll()
         return s.id
 
     def unsubscribe(self, state: dict[str, Any], sid: int) -> None:
@@ -278,6 +287,10 @@ class Events:
         self._epoll.register(fd, select.EPOLLPRI)
 
     def _close_fds(self, s: Subscription) -> None:
+        if s.ep is not None:
+            self._loop.remove_reader(s.ep.fileno())
+            s.ep.close()
+            s.ep = None
         for fd in list(s.fds):
             self._by_fd.pop(fd, None)
             try:
@@ -298,6 +311,22 @@ class Events:
 
     # -- watching -----------------------------------------------------------------------------
 
+    def _on_trigger(self, s: Subscription) -> None:
+        assert s.ep is not None
+        s.ep.poll(0)  # takes the item off the ready list (its event is already consumed)
+        fd = next(iter(s.fds))
+        try:
+            text = os.pread(fd, 4096, 0).decode("ascii", "replace")
+        except OSError:
+            self._emit(s, "removed", {})
+            self._drop(s.subscriber, s.id)
+            return
+        if s.tree.exists(s.path):
+            self._emit(s, "pressure", _parse_pressure(text))
+        else:
+            self._emit(s, "removed", {})
+            self._drop(s.subscriber, s.id)
+
     def _on_ready(self) -> None:
         for fd, _ev in self._epoll.poll(0):
             s = self._by_fd.get(fd)
@@ -309,9 +338,6 @@ class Events:
             except OSError:  # the cgroup was removed: its files give ENODEV
                 self._emit(s, "removed", {})
                 self._drop(s.subscriber, s.id)
-                continue
-            if s.trigger:
-                self._emit(s, "pressure", _parse_pressure(text))
                 continue
             now = _parse_flat(text)
             before = s.last.get(file, {})
@@ -340,9 +366,19 @@ class Events:
             self._poll = self._loop.call_later(V1_POLL_SECONDS, self._poll_v1)
 
     def _poll_v1(self) -> None:
+        """v1 state, and on v2 whether each cgroup still exists (the kernel does not wake
+        pollers when a cgroup is removed; its files then fail with ENODEV)."""
         self._poll = None
-        v1 = [s for s in self._all.values() if not s.tree.v2]
-        for s in v1:
+        for s in list(self._all.values()):
+            if s.tree.v2:
+                fd = next(iter(s.fds), None)
+                try:
+                    if fd is not None:
+                        os.pread(fd, 1, 0)
+                except OSError:
+                    self._emit(s, "removed", {})
+                    self._drop(s.subscriber, s.id)
+                continue
             try:
                 now = self._v1_state(s)
             except CgmError:
@@ -351,7 +387,7 @@ class Events:
                 continue
             before, s.last["v1"] = s.last.get("v1", {}), now
             self._changes(s, "cgroup", before, now)
-        if v1:
+        if self._all:
             self._schedule_poll()
 
     def _emit(self, s: Subscription, kind: str, values: dict[str, int]) -> None:
