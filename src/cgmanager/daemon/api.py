@@ -219,7 +219,10 @@ class Service:
 
     def PolicyStatus(self, call: MethodCall) -> tuple[object, ...]:
         require_host_root(self.requestor(call), "read the policy counters")
-        return (self.policy.counters(),)
+        counters = self.policy.counters()
+        if self.events is not None:
+            counters.update(self.events.counters())
+        return (counters,)
 
     # -- event signals (daemon/events.py) ------------------------------------------------------
 
