@@ -17,6 +17,7 @@ from ..operations import Manager
 from ..policy import plan
 from ..policy.apply import ManagerState, apply_group, load_dir
 from ..policy.cgconfig import Config, parse
+from ..policy.engine import Engine
 from ..policy.lexer import ConfigError
 from ..requestor import Party
 
@@ -57,7 +58,7 @@ class Policy:
         self.failed_groups = 0
         self.bad_loads = 0
         #: the rules engine, when one runs (set by the service)
-        self.engine: object | None = None
+        self.engine: Engine | None = None
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -108,10 +109,8 @@ class Policy:
             self.reload()
         except CgmError:
             pass
-        engine = self.engine
-        reload_rules = getattr(engine, "reload_logged", None)
-        if reload_rules is not None:
-            reload_rules()
+        if self.engine is not None:
+            self.engine.reload_logged()
 
     def diff(self, text: str = "") -> list[str]:
         """What applying the configuration directory (or *text*) would change now."""
@@ -136,10 +135,8 @@ class Policy:
     def Reload(self, who: Party) -> tuple[list[str]]:
         require_host_root(who, "reload the configuration")
         report = self.reload()
-        engine = self.engine
-        reload_rules = getattr(engine, "reload", None)
-        if reload_rules is not None:
-            report += reload_rules()
+        if self.engine is not None:
+            report += self.engine.reload()
         return (report,)
 
     def ConfigDiff(self, who: Party, text: str) -> tuple[list[str]]:
@@ -155,7 +152,11 @@ class Policy:
             "config_group_failures": self.failed_groups,
             "config_groups": len(self.current.desired),
         }
-        stats = getattr(self.engine, "counters", None)
-        if stats is not None:
-            out.update(stats())
+        if self.engine is not None:
+            out.update(self.engine.counters())
         return out
+
+    def Classify(self, who: Party, pids: list[int]) -> tuple[list[tuple[int, str]]]:
+        if self.engine is None:
+            raise InvalidArgument("no rules engine in this process")
+        return (self.engine.classify(who, pids),)
