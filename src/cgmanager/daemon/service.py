@@ -17,6 +17,7 @@ from ..dbus.server import Server
 from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
+from ..policy.engine import Engine
 from ..process import daemonize, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
@@ -139,7 +140,8 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     )
     scm_server = ScmServer(timeout=args.scm_timeout)
     policy = Policy(manager, me, args.config_dir)
-    policy.reload_logged()  # the boot-time configuration, before the first client is served
+    engine = policy.engine = Engine(loop, manager, me, args.rules, lambda: policy)
+    policy.reload_logged()  # configuration and rules, before the first client is served
     events = Events(loop, manager)
     service = Service(manager, layout, ns, me, scm_server, policy=policy, events=events)
     limits = Limits(
@@ -168,6 +170,7 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     await server.close()
     await scm_server.close()
     events.close()
+    engine.close()
     reaper.close()
     for t in trees.values():
         t.close()
