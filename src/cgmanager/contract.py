@@ -206,6 +206,16 @@ METHODS: tuple[Method, ...] = (
     Method("Reload", (), (("report", "as"),), interface=_I1, mutating=True, scm=False),
     Method("ConfigDiff", (("text", "s"),), (("changes", "as"),), interface=_I1, scm=False),
     Method("PolicyStatus", (), (("counters", "a{sx}"),), interface=_I1, scm=False),
+    # the rules applied now to the processes named (host root, or the processes' owner)
+    Method(
+        "Classify",
+        (("pids", "ai"),),
+        (("results", "a(is)"),),
+        interface=_I1,
+        mutating=True,
+        ids=(("pids", PID),),
+        scm=False,
+    ),
     # -- event signals (daemon/events.py): CgroupEvent signals on the caller's connection --
     Method("Subscribe", (_C, _G), (("subscription", "u"),), interface=_I1, scm=False),
     Method(
