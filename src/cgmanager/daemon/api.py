@@ -224,6 +224,11 @@ class Service:
             counters.update(self.events.counters())
         return (counters,)
 
+    def Classify(self, call: MethodCall, pids: list[int]) -> tuple[object, ...]:
+        req = self.plain(call)
+        require_same_pidns(req.r, "Classify")
+        return self.policy.Classify(req.requestor, pids)
+
     # -- event signals (daemon/events.py) ------------------------------------------------------
 
     def _events(self) -> Events:
