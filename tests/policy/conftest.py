@@ -28,6 +28,10 @@ class PolicyDaemon:
         self._extra = extra
         self.daemon = None
 
+    def write_rules(self, text: str) -> None:
+        with open(self.rules, "w") as f:
+            f.write(text)
+
     def write(self, text: str, name: str = "test.conf") -> str:
         path = os.path.join(self.confdir, name)
         with open(path, "w") as f:
@@ -55,8 +59,11 @@ def policy_dir() -> Iterator[str]:
 
 
 @pytest.fixture
-def policy_daemon(start_daemon, policy_dir) -> PolicyDaemon:  # noqa: F811
-    return PolicyDaemon(start_daemon, policy_dir)
+def policy_daemon(start_daemon, policy_dir) -> Iterator[PolicyDaemon]:  # noqa: F811
+    pd = PolicyDaemon(start_daemon, policy_dir)
+    yield pd
+    if pd.daemon is not None:  # its rules must not outlive the test
+        pd.daemon.stop()
 
 
 def rel(cgroots, path: str, name: str) -> str:

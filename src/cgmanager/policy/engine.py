@@ -298,25 +298,35 @@ class Engine:
             if "ignore" in r.rule.options:
                 return f"left alone ({r.rule})"
             controllers = "all" if r.rule.controllers == "*" else r.rule.controllers
+            made: list[tuple[str, str]] = []
             try:
                 dest = cgrules.destination(r, p, self._user, self._group)
-                self._ensure(controllers, dest, p)
+                made = self._ensure(controllers, dest, p)
                 self.m.move_pid(self.req, controllers, dest, p.pid, absolute=True, pidfd=pidfd)
             except CgmError as e:
                 self.n["failed"] += 1
                 log.debug("rules: process %d, %s: %s", p.pid, r.rule, e.message)
                 return f"refused ({r.rule}): {e.message}"
+            finally:
+                self._reap_when_empty(made)  # after the move: an empty cgroup goes at once
             self.n["moved"] += 1
             done.append(f"{controllers}:{dest}")
         return "moved to " + ", ".join(done)
 
-    def _ensure(self, controllers: str, dest: str, p: cgrules.Process) -> None:
+    def _reap_when_empty(self, made: list[tuple[str, str]]) -> None:
+        for hierarchy, path in made:
+            try:
+                self.m.remove_on_empty(self.req, hierarchy, path)
+            except CgmError as e:
+                log.warning("rules: %s:%s stays after use: %s", hierarchy, path, e)
+
+    def _ensure(self, controllers: str, dest: str, p: cgrules.Process) -> list[tuple[str, str]]:
         """A missing destination is made from the configuration's template that names it
         (libcgroup's templates), and removed again once empty; without one, the move fails."""
         hs = self.m.layout.resolve(controllers)
         parts = names.split(dest)
         if all(self.m.trees[h.key].exists(names.join(self.me.cgroup(h), *parts)) for h in hs):
-            return
+            return []
         policy = self._policy()
         cfg = policy.current.config
         values = {
@@ -337,13 +347,9 @@ class Engine:
             out = apply_group(self.m, self.me, d, policy.echoes)
             if out.error:
                 raise InvalidArgument(f"template {t.name}: {out.error}")
-            for target in d.targets:
-                try:
-                    self.m.remove_on_empty(self.req, target.hierarchy, target.path)
-                except CgmError as e:
-                    log.warning("rules: %s:%s stays after use: %s", target.hierarchy, dest, e)
             log.info("rules: made %s from template %s (%s:%d)", dest, t.name, t.source, t.line)
-            return
+            return [(c.hierarchy, c.path) for c in out.done if c.kind == "create"]
+        return []
 
     # -- Classify -------------------------------------------------------------------------------
 
