@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cgmanager.contract import INTERFACE1, OBJECT_PATH
+from cgmanager.contract import INTERFACE1
 from cgmanager.dbus.errors import DBusError
 from cgmanager.policy import cgrules, proc_connector
 from cgmanager.policy.lexer import ConfigError
