@@ -322,3 +322,22 @@ def test_admin_fperm_covers_the_other_v2_delegation_files():
     changes = plan.plan_group(d, state, delegate_files=files)
     # task files keep theirs (no task fperm); absent files are left alone
     assert [(c.file, c.new) for c in changes] == [("cgroup.subtree_control", "664")]
+
+
+EXAMPLES = Path(__file__).parent.parent.parent / "examples"
+
+
+class ExampleIds(FakeIds):
+    users = {**FakeIds.users, "builder": 1500}
+    groups = {**FakeIds.groups, "builder": 1500}
+
+
+@pytest.mark.parametrize("layout", [HYBRID, UNIFIED], ids=["hybrid", "unified"])
+def test_the_shipped_examples_check(layout):
+    from cgmanager.policy import cgrules
+
+    cfg = parse((EXAMPLES / "cgconfig.conf").read_text(), "cgconfig.conf")
+    desired = plan.resolve(cfg, layout, ExampleIds())
+    assert [d.group for d in desired] == ["build", "daemons/www"]
+    rules = cgrules.parse((EXAMPLES / "cgrules.conf").read_text())
+    assert [r.user for r in rules] == ["builder", "*", "@students", "root"]
