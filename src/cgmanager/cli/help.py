@@ -332,7 +332,7 @@ While nothing listens on the socket (cgmanager restarting), connecting is retrie
   up to 2.5 s; a request is never sent twice."""
 
 
-def _add_policy_help():
+def _add_policy_help() -> None:
     from .policy import HELP
 
     _HELP.update(HELP)

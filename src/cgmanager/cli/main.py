@@ -633,11 +633,11 @@ def do_events(ctx, args):
     return _flat(ctx, "cgmanager_get_events_sync", "GetEvents", args)
 
 
-def _policy_command(name):
-    def run(ctx, args):
+def _policy_command(name: str) -> object:
+    def run(ctx: object, args: list[str]) -> str:
         from . import policy
 
-        return getattr(policy, name)(ctx, args)
+        return str(getattr(policy, name)(ctx, args))
 
     return run
 
