@@ -146,7 +146,8 @@ class Engine:
         self._users.clear()
         self._groups.clear()
         self._listen(bool(rules))
-        return [f"rules: {len(rules)} in force"] + [f"rules: {w}" for w in warnings]
+        head = [f"rules: {len(rules)} in force"] if rules or warnings else []
+        return head + [f"rules: {w}" for w in warnings]
 
     def reload_logged(self) -> None:
         try:
