@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import names
 from ..cgroupfs import CgroupTree
-from ..contract import INTERFACE1, OBJECT_PATH
+from ..contract import INTERFACE1, OBJECT_PATH, SIGNALS
 from ..dbus.codec import SIGNAL, Message
 from ..errors import CgmError, InvalidArgument, LimitExceeded, NotFound
 from ..hierarchy import Hierarchy
@@ -59,8 +59,9 @@ V1_POLL_SECONDS = 1.0
 PSI_MIN_WINDOW, PSI_MAX_WINDOW, PSI_UNPRIVILEGED_STEP = 500_000, 10_000_000, 2_000_000
 PSI_RESOURCES = ("cpu", "memory", "io", "irq")
 _TRIGGER = re.compile(r"(some|full) ([0-9]{1,9}) ([0-9]{1,9})")
-SIGNAL_NAME = "CgroupEvent"
-SIGNAL_SIGNATURE = "usssa{sx}t"
+#: the signal, as the contract describes it
+SIGNAL_NAME, _SIGNAL_ARGS = SIGNALS[0]
+SIGNAL_SIGNATURE = "".join(t for _, t in _SIGNAL_ARGS)
 #: what each watched file reports as
 FILES = {"cgroup.events": "cgroup", "memory.events": "memory", "pids.events": "pids"}
 
