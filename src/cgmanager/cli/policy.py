@@ -217,6 +217,13 @@ def monitor(ctx: Any, args: list[str]) -> str:
             return ""
 
 
+def events_follow(ctx: Any, args: list[str]) -> str:
+    """``cgm events <controller> [cgroup] --follow``: monitor."""
+    if "--follow" not in args:
+        _main().bad_value(ctx, "events", f"{args[2]!r}: only --follow may follow the cgroup")
+    return monitor(ctx, [a for a in args if a != "--follow"])
+
+
 def pamsession(ctx: Any, args: list[str]) -> str:
     """pam_exec's helper: PAM_TYPE and PAM_USER come from pam_exec's environment."""
     import pwd
