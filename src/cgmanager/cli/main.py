@@ -626,10 +626,10 @@ def _flat(ctx, fn, member, args):
 
 
 def do_events(ctx, args):
-    if "--follow" in args:
-        return do_monitor(ctx, [a for a in args if a != "--follow"])
-    if len(args) > 2:
-        bad_value(ctx, "events", f"{args[2]!r}: only --follow may follow the cgroup")
+    if "--follow" in args or len(args) > 2:
+        from . import policy
+
+        return policy.events_follow(ctx, args)
     return _flat(ctx, "cgmanager_get_events_sync", "GetEvents", args)
 
 
