@@ -251,14 +251,22 @@ def test_bad_rules_change_nothing(policy_daemon, cgdir, cgroots, procs, rules_us
 
 
 @pytest.mark.t3
-def test_forged_netlink_events_are_refused(policy_daemon, cgdir, cgroots, procs, rules_user):
-    """CVE-2011-1022: any local user can unicast to the daemon's netlink port."""
+def test_forged_netlink_events_are_refused(
+    policy_daemon, cgdir, cgroots, procs, rules_user, tmp_path
+):
+    """CVE-2011-1022: a local sender unicasts to the daemon's netlink port.  The rule names
+    only a binary of this test's own (a rule matching every process would move whatever runs
+    on the host meanwhile)."""
     d = cgdir("pids")
     r = rel(cgroots, d, "pids")
-    policy_daemon.write_rules(f"*  pids  {r}\n")  # would move anything it believed
+    name = "cgtforged" + os.urandom(3).hex()
+    binary = tmp_path / name
+    shutil.copy("/bin/sleep", binary)
+    policy_daemon.write_rules(f"*:{name}  pids  {r}\n")  # would move the victim if believed
     daemon = policy_daemon.start()
-    victim = procs.spawn(["sleep", "60"])
-    time.sleep(0.3)  # (its own exec event may move it: move it back, then forge)
+    victim = procs.spawn([str(binary), "60"])
+    # its own (real) exec event moves it: wait for that, move it back, then forge one
+    assert _wait_cgroup(victim.pid, f"/{r}") == f"/{r}"
     with open(os.path.join(cgroots.mount("pids"), "cgroup.procs"), "w") as f:
         f.write(str(victim.pid))
     port = _netlink_port(daemon.popen.pid)
