@@ -39,9 +39,8 @@ class PolicyDaemon:
         return path
 
     def start(self):
-        argv = ["--config-dir", self.confdir]
-        if os.path.exists(self.rules):
-            argv += ["--rules", self.rules]
+        # always both: a missing rules file means no rules, never the host's default file
+        argv = ["--config-dir", self.confdir, "--rules", self.rules]
         self.daemon = self._start(*argv, *self._extra)
         return self.daemon
 
