@@ -2,7 +2,8 @@
 per event signal.  ``.venv/bin/python -m bench.policy_events [--storm N] [--signals M]``
 (root); results in bench/results/policy-<stamp>.json.
 
-Fork storm: a shell on CPU 1 runs ``/bin/true`` N times (one exec event each) while the daemon
+Fork storm: a shell on CPU 1 runs a copy of ``/bin/true`` (under a name of its own, so the
+moving rule touches nothing else on the host) N times (one exec event each) while the daemon
 runs on CPU 0, three ways — no rules (the netlink socket is not even open), rules that match
 nothing of the storm (every event read, queued, its process pinned and read from /proc), and a
 rule that matches the storm (every process that still lives when its event is handled is
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -33,9 +35,9 @@ def status(d) -> dict[str, int]:
         return dict(c.call(OBJECT_PATH, INTERFACE1, "PolicyStatus")[0])
 
 
-def storm(n: int) -> tuple[float, int]:
+def storm(n: int, binary: str) -> tuple[float, int]:
     """(seconds, CPU ns of the storm itself)."""
-    script = f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
+    script = f"i=0; while [ $i -lt {n} ]; do {binary}; i=$((i+1)); done"
     t0 = time.monotonic()
     r = subprocess.run(
         ["taskset", "-c", "1", "sh", "-c", script + "; cat /proc/$$/stat"],
@@ -50,7 +52,7 @@ def storm(n: int) -> tuple[float, int]:
     return wall, ticks * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
 
 
-def run_storm(h: Harness, n: int, rules: str | None, label: str) -> dict[str, object]:
+def run_storm(h: Harness, n: int, rules: str | None, label: str, binary: str) -> dict[str, object]:
     opts: tuple[str, ...] = ("--config-dir", "")
     if rules is not None:
         path = os.path.join(h.tmp, f"{label}.rules")
@@ -62,7 +64,7 @@ def run_storm(h: Harness, n: int, rules: str | None, label: str) -> dict[str, ob
     d = h.start_daemon(label=label, options=opts)
     time.sleep(0.3)
     before, c0 = status(d), cpu_ns(d.pid)
-    wall, floor_ns = storm(n)
+    wall, floor_ns = storm(n, binary)
     time.sleep(0.5)  # let the queue drain
     after, c1 = status(d), cpu_ns(d.pid)
     d.check_alive()
@@ -146,11 +148,18 @@ def main() -> int:
         h.mkdir("storm", ("pids",))
         root = h.name
         nomatch = "cgtnomatch" + os.urandom(3).hex()
-        results["storm_no_rules"] = run_storm(h, a.storm, None, "none")
+        mover = "cgtstorm" + os.urandom(3).hex()
+        binary = os.path.join(h.tmp, mover)
+        shutil.copy("/bin/true", binary)
+        results["storm_no_rules"] = run_storm(h, a.storm, None, "none", binary)
         results["storm_rules_unmatched"] = run_storm(
-            h, a.storm, f"*:{nomatch} pids {root}/storm\n", "unmatched"
+            h, a.storm, f"*:{nomatch} pids {root}/storm\n", "unmatched", binary
         )
-        results["storm_rules_moving"] = run_storm(h, a.storm, f"*:true pids {root}/storm\n", "mv")
+        # the storm runs a copy of true under a name of its own: a rule naming "true" would
+        # move every true run on the host meanwhile
+        results["storm_rules_moving"] = run_storm(
+            h, a.storm, f"*:{mover} pids {root}/storm\n", "mv", binary
+        )
         write_file(h.path("pids", "storm/pids.max"), "max")
         results["signals"] = run_signals(h, a.signals)
     stamp = time.strftime("%Y%m%d-%H%M%S")
