@@ -81,6 +81,7 @@ def run_storm(h: Harness, n: int, rules: str | None, label: str, binary: str) ->
         "rules_exited",
         "rules_recycled",
         "rules_coalesced",
+        "rules_filtered",
         "rules_unmatched",
         "rules_failed",
         "rules_dropped",
@@ -91,6 +92,8 @@ def run_storm(h: Harness, n: int, rules: str | None, label: str, binary: str) ->
         out["daemon_us_per_event"] = round((c1 - c0) / handled / 1000, 1)
         work = after.get("rules_handled_ns", 0) - before.get("rules_handled_ns", 0)
         out["handling_us_per_event"] = round(work / handled / 1000, 1)
+    out["rules_queued_after"] = after.get("rules_queued", 0)
+    expect("Traceback" not in d.log(), f"the daemon logged no failure:\n{d.log()[-3000:]}")
     d.child.stop()
     return out
 

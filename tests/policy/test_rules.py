@@ -313,3 +313,34 @@ def test_no_rules_no_socket(policy_daemon):
     with pytest.raises(AssertionError):
         _netlink_port(daemon.popen.pid)
     assert socket  # (imported for the forged sender's constants)
+
+
+@pytest.mark.t0
+def test_a_failing_event_never_stalls_the_queue():
+    """A process dying under the engine's feet can make its /proc short or empty: that event
+    is counted and skipped, and the events behind it are still handled."""
+    import asyncio
+
+    from cgmanager.policy import engine
+    from cgmanager.policy.proc_connector import Event
+
+    loop = asyncio.new_event_loop()
+    try:
+        eng = engine.Engine(loop, None, None, None, lambda: None)
+        seen = []
+
+        def handle(e):
+            seen.append(e.tgid)
+            if e.tgid == 1:
+                raise ValueError("substring not found")  # parse of an empty stat
+
+        eng._handle = handle
+        for tgid in (1, 2, 3):
+            eng._queue.append(Event(proc_connector.PROC_EVENT_EXEC, tgid, 0))
+            eng._queued.add(tgid)
+        eng._draining = True
+        loop.call_soon(eng._drain)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert seen == [1, 2, 3] and not eng._draining and eng.n["exited"] == 1
+    finally:
+        loop.close()

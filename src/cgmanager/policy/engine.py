@@ -206,17 +206,25 @@ class Engine:
     def _drain(self) -> None:
         start = time.monotonic()
         done = 0
-        while self._queue and done < BATCH and time.monotonic() - start < SLICE:
-            e = self._queue.popleft()
-            self._queued.discard(e.tgid)
-            t0 = time.perf_counter_ns()
-            self._handle(e)
-            self.n["handled_ns"] += time.perf_counter_ns() - t0
-            done += 1
-        if self._queue:
-            self._loop.call_soon(self._drain)
-        else:
-            self._draining = False
+        try:
+            while self._queue and done < BATCH and time.monotonic() - start < SLICE:
+                e = self._queue.popleft()
+                self._queued.discard(e.tgid)
+                t0 = time.perf_counter_ns()
+                try:
+                    self._handle(e)
+                except (CgmError, OSError, ValueError, IndexError) as exc:
+                    # /proc of a process dying under our feet can be short or empty: that
+                    # process is skipped, and the queue must never stall on it
+                    self.n["exited"] += 1
+                    log.debug("rules: process %d: %s", e.tgid, exc)
+                self.n["handled_ns"] += time.perf_counter_ns() - t0
+                done += 1
+        finally:
+            if self._queue:
+                self._loop.call_soon(self._drain)
+            else:
+                self._draining = False
 
     def _handle(self, e: Event) -> None:
         try:
