@@ -317,6 +317,11 @@ class Harness:
             SKIP,
             "--log-level",
             "warning",
+            # never the host's /etc/cgmanager policy; a bench that wants one passes its own
+            "--config-dir",
+            "",
+            "--rules",
+            "",
             *options,
         ]
         if wrapper:  # e.g. python -m cProfile -o F -m: the module, not the script

@@ -8,7 +8,8 @@
 
 _cgm_subcommands="ping create chown chmod chmodfile remove getpidcgroup getpidcgroupabs
 movepid movepidabs getvalue setvalue gettasks gettasksrecursive listchildren removeonempty
-prune listcontrollers listkeys apiversion tree freeze thaw kill events stat setup help"
+prune listcontrollers listkeys apiversion tree freeze thaw kill events stat setup config reload
+classify monitor pamsession help"
 
 _cgm()
 {
@@ -65,7 +66,17 @@ _cgm()
         help)
             ((pos == 0)) && mapfile -t COMPREPLY < <(compgen -W "$_cgm_subcommands" -- "$cur")
             return 0 ;;
-        ping|listcontrollers|apiversion)
+        ping|listcontrollers|apiversion|reload|pamsession)
+            return 0 ;;
+        config)
+            if ((pos == 0)); then
+                mapfile -t COMPREPLY < <(compgen -W "check diff" -- "$cur")
+            else
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            fi
+            return 0 ;;
+        classify)
+            _cgm_pids
             return 0 ;;
     esac
 

@@ -230,6 +230,45 @@ METHODS: tuple[Method, ...] = (
         scm=False,
         family=RELATIVE,
     ),
+    # -- policy (daemon/policy.py, cgmanager.policy): host root only --
+    Method("Reload", (), (("report", "as"),), interface=_I1, mutating=True, scm=False),
+    Method("ConfigDiff", (("text", "s"),), (("changes", "as"),), interface=_I1, scm=False),
+    Method("PolicyStatus", (), (("counters", "a{sx}"),), interface=_I1, scm=False),
+    # the rules applied now to the processes named (host root, or the processes' owner)
+    Method(
+        "Classify",
+        (("pids", "ai"),),
+        (("results", "a(is)"),),
+        interface=_I1,
+        mutating=True,
+        ids=(("pids", PID),),
+        scm=False,
+    ),
+    # -- event signals (daemon/events.py): CgroupEvent signals on the caller's connection --
+    Method("Subscribe", (_C, _G), (("subscription", "u"),), interface=_I1, scm=False),
+    Method(
+        "WatchPressure",
+        (_C, _G, ("resource", "s"), ("trigger", "s")),
+        (("subscription", "u"),),
+        interface=_I1,
+        scm=False,
+    ),
+    Method("Unsubscribe", (("subscription", "u"),), interface=_I1, scm=False),
+)
+
+#: signals (name, arguments), sent on the subscriber's own connection
+SIGNALS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "CgroupEvent",
+        (
+            ("subscription", "u"),
+            ("controller", "s"),
+            ("cgroup", "s"),
+            ("kind", "s"),
+            ("values", "a{sx}"),
+            ("lost", "t"),
+        ),
+    ),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}

@@ -146,7 +146,11 @@ COUNTS = [
     ("freeze", ["unified"], "2", "<controller> <cgroup>"),
     ("thaw", ["a", "b", "c"], "2", "<controller> <cgroup>"),
     ("kill", [], "2", "<controller> <cgroup>"),
-    ("events", [], "1 or 2", "<controller> [cgroup]"),
+    ("events", [], "1 to 3", "<controller> [cgroup] [--follow]"),
+    ("config", [], "at least 1", "check FILE... | diff [FILE]"),
+    ("reload", ["x"], "0", ""),
+    ("classify", [], "at least 1", "pid..."),
+    ("monitor", [], "at least 1", "<controller> [cgroup] [psi=...]..."),
     ("stat", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("help", ["a", "b"], "0 or 1", "[subcommand]"),
     (
@@ -170,7 +174,7 @@ def test_wrong_argument_count(sub, args, want, synopsis):
 
 def test_every_subcommand_has_a_count_test():
     checked = {c[0] for c in COUNTS}
-    assert checked | {"ping", "listcontrollers", "apiversion"} == set(COMMANDS)
+    assert checked | {"ping", "listcontrollers", "apiversion", "pamsession"} == set(COMMANDS)
 
 
 # -- numbers -----------------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ def start_daemon(cgroots) -> Iterator[Callable[..., Daemon]]:
         sock, fs, log = f"{d}/sock", f"{d}/fs", f"{d}/daemon.log"
         served, skipped = served_and_skipped(cgroots)
         argv = [f"{VENV_BIN}/cgmanager", "--socket", sock, "--fs-dir", fs, "--log-level", "info"]
+        # never the host's /etc/cgmanager policy (a rules file there would move host
+        # processes); tests that want policy pass their own --config-dir/--rules after these
+        argv += ["--config-dir", "", "--rules", ""]
         if skipped:
             argv += ["--skip", ",".join(skipped)]
         with open(log, "w") as logf:

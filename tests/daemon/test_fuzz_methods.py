@@ -680,6 +680,8 @@ class Context:
             if name in ("recursive", "junk"):
                 return ANY_INT
             return pids().map(lambda t: {"pid": t})  # "pid" and every int we do not know
+        if sig == "u":  # subscription ids
+            return st.one_of(st.integers(0, 8), st.integers(0, 2**32 - 1))
         if sig == "h":
             return st.sampled_from(FD_KINDS).map(lambda k: {"fd": k})
         if sig.startswith("a{s") and sig.endswith("}"):

@@ -224,6 +224,50 @@ def memory_oom(ctx: Ctx) -> dict[str, Any]:
 
 
 @case
+def memory_event_signals(ctx: Ctx) -> dict[str, Any]:
+    """A subscriber's CgroupEvent signals (issue 18) for a cgroup whose process is OOM-killed:
+    populated, then memory (memory.events with oom_kill), then empty; a PSI memory trigger."""
+    from cgmanager.dbus.client import connect
+
+    api, obs = ctx.api, {}
+    obs["create"] = ctx.create("memory", "oomsig")
+    obs["set_max"] = api.try_("SetValue", "ssss", "memory", "oomsig", "memory.max", str(32 << 20))
+    sub = connect(f"unix:path={SOCK}", timeout=60)
+    iface1 = "org.linuxcontainers.cgmanager1"
+    try:
+        obs["subscribe"] = list(sub.call(OBJ, iface1, "Subscribe", "ss", ("memory", "oomsig")))
+        try:
+            obs["pressure"] = list(
+                sub.call(
+                    OBJ,
+                    iface1,
+                    "WatchPressure",
+                    "ssss",
+                    ("memory", "oomsig", "memory", "some 10000 2000000"),
+                )
+            )
+        except Exception as e:  # noqa: BLE001 - recorded
+            obs["pressure"] = repr(e)
+        hog = ctx.child([*PY, "-c", "import sys; sys.stdin.readline(); b = b'x' * (256 << 20)"])
+        obs["move"] = api.try_("MovePid", "ssi", "memory", "oomsig", hog.pid)
+        hog.go()
+        obs["returncode"] = hog.wait(60)
+        signals = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msg = sub.receive(1.0)
+            if msg is None:
+                if any(b[3] == "populated" and b[4].get("populated") == 0 for b in signals):
+                    break
+                continue
+            signals.append(list(msg.body))
+        obs["signals"] = signals
+    finally:
+        sub.close()
+    return obs
+
+
+@case
 def memory_oom_group(ctx: Ctx) -> dict[str, Any]:
     """memory.oom.group=1: the OOM killer takes the whole cgroup, not only the hog."""
     api, obs = ctx.api, {}

@@ -91,6 +91,19 @@ def test_process_over_memory_max_is_oom_killed(vm_run):
     assert o["tasks_after"] == []
 
 
+def test_oom_kill_is_signalled_to_a_subscriber(vm_run):
+    """Issue 18: memory.events reaches a subscriber as a CgroupEvent signal."""
+    o = vm_run.obs("memory_event_signals")
+    ok(o["set_max"])
+    assert o["returncode"] == -9, o
+    kinds = [s[3] for s in o["signals"]]
+    assert "populated" in kinds, o["signals"]
+    memory = [s[4] for s in o["signals"] if s[3] == "memory"]
+    assert memory and max(int(m.get("oom_kill", 0)) for m in memory) >= 1, o["signals"]
+    assert all(s[5] == 0 for s in o["signals"])  # nothing lost
+    assert isinstance(o["pressure"], list), o["pressure"]  # the PSI trigger was accepted
+
+
 def test_memory_oom_group_kills_the_whole_cgroup(vm_run):
     o = vm_run.obs("memory_oom_group")
     ok(o["set_group"])

@@ -333,6 +333,15 @@ While nothing listens on the socket (cgmanager restarting), connecting is retrie
   up to 2.5 s; a request is never sent twice."""
 
 
+def _add_policy_help() -> None:
+    from .policy import HELP
+
+    _HELP.update(HELP)
+
+
+_add_policy_help()
+
+
 def text(sub, prog="cgm"):
     """The help for one subcommand, or None if there is no such subcommand."""
     entry = _HELP.get(sub)

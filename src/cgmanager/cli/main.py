@@ -84,6 +84,16 @@ Usage:
 
 {p} setup <controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...
 
+{p} config check FILE... | diff [FILE]
+
+{p} reload
+
+{p} classify pid...
+
+{p} monitor <controller> [cgroup] [psi=resource:some|full:stall:window]...
+
+{p} pamsession [-c controllers] [-p pattern] [-s ctrl,key,value]...
+
 {p} help [subcommand]
 
  Replace '<controller>' with the desired controller, i.e.
@@ -134,7 +144,7 @@ COMMANDS = {
     "freeze": (2, 2, "<controller> <cgroup>", "freeze"),
     "thaw": (2, 2, "<controller> <cgroup>", "thaw"),
     "kill": (2, 2, "<controller> <cgroup>", "kill"),
-    "events": (1, 2, "<controller> [cgroup]", "events"),
+    "events": (1, 3, "<controller> [cgroup] [--follow]", "events"),
     "stat": (1, 2, "<controller> [cgroup]", "stat"),
     "setup": (
         2,
@@ -144,6 +154,16 @@ COMMANDS = {
     ),
     "help": (0, 1, "[subcommand]", "help"),
 }
+# policy commands (cli/policy.py: config, reload, classify, monitor, pamsession)
+COMMANDS.update(
+    {
+        "config": (1, None, "check FILE... | diff [FILE]", "config"),
+        "reload": (0, 0, "", "reload"),
+        "classify": (1, None, "pid...", "classify"),
+        "monitor": (1, None, "<controller> [cgroup] [psi=...]...", "monitor"),
+        "pamsession": (0, None, "[options]", "pamsession"),
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,7 +626,27 @@ def _flat(ctx, fn, member, args):
 
 
 def do_events(ctx, args):
+    if "--follow" in args or len(args) > 2:
+        from . import policy
+
+        return policy.events_follow(ctx, args)
     return _flat(ctx, "cgmanager_get_events_sync", "GetEvents", args)
+
+
+def _policy_command(name: str) -> object:
+    def run(ctx: object, args: list[str]) -> str:
+        from . import policy
+
+        return str(getattr(policy, name)(ctx, args))
+
+    return run
+
+
+do_config = _policy_command("config")
+do_reload = _policy_command("reload")
+do_classify = _policy_command("classify")
+do_monitor = _policy_command("monitor")
+do_pamsession = _policy_command("pamsession")
 
 
 def do_stat(ctx, args):

@@ -20,15 +20,17 @@ from .. import contract
 from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
 from ..dbus.connection import Connection
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
-from ..errors import Busy, CgmError
+from ..errors import Busy, CgmError, Unsupported
 from ..hierarchy import Layout
 from ..operations import OPERATIONS, Manager, Operation, Request, Scope, Settling
 from ..operations.targets import claims
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, identify
 from ..scm_server import Received, ScmServer
+from .events import Events
 from .notify import PriorityWatch, close_quietly, poll_until
 from .peers import ConnectionPeer
+from .policy import Policy, require_host_root
 from .scheduler import Job, Scheduler
 
 audit = logging.getLogger("cgmanager.audit")
@@ -54,6 +56,9 @@ class Service:
         scheduler: Scheduler,
         scm_server: ScmServer | None = None,
         watch: PriorityWatch | None = None,
+        *,
+        policy: Policy | None = None,
+        events: Events | None = None,
     ) -> None:
         self.m = manager
         self.layout = layout
@@ -63,6 +68,8 @@ class Service:
         # (an idle ScmServer is falsy: it has a length)
         self.scm = scm_server if scm_server is not None else ScmServer()
         self.watch = watch
+        self.policy = policy if policy is not None else Policy(manager, daemon, None)
+        self.events = events
 
     # -- who asks ----------------------------------------------------------------------------
 
@@ -149,6 +156,8 @@ class Service:
     # -- plain calls -------------------------------------------------------------------------
 
     def plain_handler(self, method: contract.Method) -> Callable[[MethodCall], Any]:
+        if method.name not in OPERATIONS:
+            return self.service_handler(method, self.services()[method.name])
         op = OPERATIONS[method.name]
         name = method.name
         audited = method.mutating
@@ -212,6 +221,76 @@ class Service:
             raise refuse(call, e) from None
         finished(call, peer, result)
         return result
+
+    # -- the daemon's own services: policy and event signals ---------------------------------
+
+    def services(self) -> dict[str, Callable[..., Any]]:
+        """Contract methods the daemon's components carry out rather than a cgroup operation:
+        each takes (call, who asks, *arguments) and returns the reply's value."""
+        policy = self.policy
+
+        def status(call: MethodCall, r: Party) -> dict[str, int]:
+            require_host_root(r, "read the policy counters")
+            counters = policy.counters()
+            if self.events is not None:
+                counters.update(self.events.counters())
+            return counters
+
+        def subscribe(call: MethodCall, r: Party, controller: str, cgroup: str) -> int:
+            req = Request(r, r)
+            return self._events().subscribe(call.sender, call.state, req, controller, cgroup)
+
+        def pressure(
+            call: MethodCall, r: Party, controller: str, cgroup: str, res: str, trigger: str
+        ) -> int:
+            ev, req = self._events(), Request(r, r)
+            return ev.watch_pressure(call.sender, call.state, req, controller, cgroup, res, trigger)
+
+        def unsubscribe(call: MethodCall, r: Party, subscription: int) -> None:
+            self._events().unsubscribe(call.state, subscription)
+
+        return {
+            "Reload": lambda call, r: policy.Reload(r)[0],
+            "ConfigDiff": lambda call, r, text: policy.ConfigDiff(r, text)[0],
+            "PolicyStatus": status,
+            "Classify": lambda call, r, pids: policy.Classify(r, pids)[0],
+            "Subscribe": subscribe,
+            "WatchPressure": pressure,
+            "Unsubscribe": unsubscribe,
+        }
+
+    def _events(self) -> Events:
+        if self.events is None:
+            raise Unsupported("event signals are not available in this process")
+        return self.events
+
+    def service_handler(
+        self, method: contract.Method, fn: Callable[..., Any]
+    ) -> Callable[[MethodCall], Any]:
+        """Who asks, the namespace gates, errors and audit — as for an operation."""
+        name, audited = method.name, method.mutating
+        gates = [(method.arg_index(arg), kind) for arg, kind in method.ids]
+
+        def handler(call: MethodCall) -> tuple[Any, ...]:
+            args = call.body
+            try:
+                r = self.peer(call).party()
+                for i, kind in gates:
+                    if contract.given(args[i]):
+                        if kind == contract.PID:
+                            require_same_pidns(r.identity, name)
+                        else:
+                            require_same_userns(r.identity, name)
+                result = _reply(method, fn(call, r, *args))
+            except CgmError as e:
+                if audited:
+                    _audit(call, name, f"refused ({e.kind}: {e.message})")
+                raise to_dbus_error(e) from None
+            if audited:
+                _audit(call, name, f"ok {_brief(result)}".rstrip())
+            return result
+
+        return handler
 
     # -- Scm twins: credentials from the kernel, over the passed socket ----------------------
 

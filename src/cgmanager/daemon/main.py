@@ -125,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the host's cgroup mounts directly instead of private ones",
     )
     p.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        default="/etc/cgmanager/cgconfig.d",
+        help="cgconfig.conf files (*.conf, in name order) applied at start, on SIGHUP and on "
+        "'cgm reload'; '' for none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        default="/etc/cgmanager/cgrules.conf",
+        help="cgrules.conf placement rules, applied on the kernel's exec/uid/gid events and "
+        "re-read on SIGHUP and 'cgm reload'; '' for none (default: %(default)s)",
+    )
+    p.add_argument(
         "--print-layout", action="store_true", help="print the discovered hierarchies and exit"
     )
     add_common_options(p, DEFAULT_PIDFILE)

@@ -18,11 +18,14 @@ from ..dbus.server import Server
 from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
+from ..policy.engine import Engine
 from ..process import daemonize, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
 from .api import Service, daemon_party
+from .events import Events
 from .notify import PriorityWatch
+from .policy import Policy
 from .reaper import Reaper
 from .scheduler import OnLoop, Scheduler
 from .workers import WorkerPool
@@ -51,16 +54,17 @@ def prepare_socket_dir(sock_path: str) -> None:
     os.makedirs(directory, mode=0o755, exist_ok=True)
 
 
-def raise_fd_limit(limits: Limits) -> None:
+def raise_fd_limit(limits: Limits, extra: int = 0) -> None:
     """Each connection holds a socket, a pidfd, its peer's /proc directory and perhaps its user
     namespace (4 fds), plus up to ``max_fds_per_message`` pending fds; 1024 more are kept for
     the daemon itself (0.42 raised RLIMIT_NOFILE to 10000 for the same reason).  The soft limit
     is raised to what the configured limits need, the hard one too where permitted
     (CAP_SYS_RESOURCE).  Where the hard limit is lower, it is used, and one line says what it
-    allows: info while every configured connection can still be held, a warning if not."""
+    allows: info while every configured connection can still be held, a warning if not.
+    *extra*: fds held besides the connections' (event subscriptions)."""
     per_connection, reserve = 4, 1024
     pending = limits.max_fds_per_message
-    want = limits.max_connections * (per_connection + pending) + reserve
+    want = limits.max_connections * (per_connection + pending) + reserve + extra
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= want:
         return
@@ -189,13 +193,20 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     sys.setswitchinterval(SWITCH_INTERVAL)
     scm_server = ScmServer(timeout=args.scm_timeout)
     watch = PriorityWatch(loop)
-    service = Service(manager, layout, ns, me, Scheduler(pool), scm_server, watch)
+    policy = Policy(manager, me, args.config_dir)
+    engine = policy.engine = Engine(loop, manager, me, args.rules, lambda: policy)
+    policy.reload_logged()  # configuration and rules, before the first client is served
+    events = Events(loop, manager)
+    service = Service(
+        manager, layout, ns, me, Scheduler(pool), scm_server, watch, policy=policy, events=events
+    )
     limits = Limits(
         max_connections=args.max_connections, max_connections_per_uid=args.max_connections_per_uid
     )
-    raise_fd_limit(limits)
+    raise_fd_limit(limits, extra=events.max_fds)
     server = Server(service.objects(), limits=limits)
     server.on_connect = service.on_connect
+    events.bind(server.connection)
     try:
         prepare_socket_dir(args.socket)
         await server.start(args.socket)
@@ -205,6 +216,7 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, policy.reload_logged)
     log.info("ready: serving %s", args.socket)
     report(ready_fd, True)
     notify_ready()
@@ -215,6 +227,8 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     await server.close()
     await scm_server.close()
     pool.close()
+    events.close()
+    engine.close()
     reaper.close()
     watch.close()
     pool.join(timeout=5)

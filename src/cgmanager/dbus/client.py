@@ -37,6 +37,7 @@ from .client_common import (
 from .codec import (
     ERROR,
     METHOD_RETURN,
+    SIGNAL,
     Message,
     ProtocolError,
     message_size,
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["Connection", "DBusError", "connect", "parse_address"]
+
+#: signals kept while waiting for replies (see Connection.receive)
+MAX_KEPT_SIGNALS = 1024
 
 
 class Connection:
@@ -70,6 +74,8 @@ class Connection:
         self._handshake: tuple[HandshakeReader, str] | None = None
         #: what was sent before the handshake was confirmed, to resend after a fallback
         self._unconfirmed: list[bytes] = []
+        #: signals read while waiting for a reply, for :meth:`receive`
+        self._signals: list[Message] = []
         #: a send that failed before the handshake was confirmed: the server may have rejected
         #: the handshake and closed before the pipelined call arrived (its answer decides)
         self._send_failed: OSError | None = None
@@ -223,13 +229,37 @@ class Connection:
         return self._serial
 
     def wait_reply(self, serial: int, timeout: float | None) -> Message:
-        """Read messages until the reply to ``serial``; others are dropped (fds closed)."""
+        """Read messages until the reply to ``serial``; signals that arrive meanwhile are kept
+        for :meth:`receive` (at most ``MAX_KEPT_SIGNALS``, the oldest dropped), anything else
+        is dropped (fds closed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             msg = self._next_message(deadline)
             if msg.reply_serial == serial and msg.type in (METHOD_RETURN, ERROR):
                 if msg.type == ERROR:
                     raise error_from_reply(msg)
+                return msg
+            if msg.type == SIGNAL:
+                kept = self._signals
+                kept.append(msg)
+                if len(kept) > MAX_KEPT_SIGNALS:
+                    close_fds(kept.pop(0).fds)
+                continue
+            close_fds(msg.fds)
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """The next signal (kept ones first), or None once *timeout* seconds pass."""
+        if self._signals:
+            return self._signals.pop(0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                msg = self._next_message(deadline)
+            except DBusError as exc:
+                if exc.name == errors.NO_REPLY:
+                    return None
+                raise
+            if msg.type == SIGNAL:
                 return msg
             close_fds(msg.fds)
 

@@ -412,6 +412,21 @@ class Connection:
     # ----------------------------------------------------------------------------------------
     # writing
 
+    @property
+    def queued(self) -> int:
+        """Bytes accepted for this client but not yet taken by its socket."""
+        return self._out_size
+
+    def send_signal(self, msg: Message, max_queued: int) -> bool:
+        """Send a message the client did not ask for (a signal) — unless the client has not
+        yet read more than *max_queued* bytes, in which case it is dropped and False returned:
+        a subscriber that does not keep up loses signals, it is neither disconnected (replies
+        still have ``max_output_buffer``) nor able to make the daemon hold more memory."""
+        if self.closed or self._out_size > max_queued:
+            return False
+        self._send(msg)
+        return True
+
     def _send(self, msg: Message) -> None:
         self._serial += 1
         try:

@@ -54,6 +54,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inode: tuple[int, int] | None = None
         self._connections: set[Connection] = set()
+        self._by_name: dict[str, Connection] = {}
         self._per_uid: dict[int, int] = {}
         self._next_id = 1
         self._paused: asyncio.TimerHandle | None = None
@@ -67,6 +68,10 @@ class Server:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+    def connection(self, unique_name: str) -> Connection | None:
+        """The open connection a handler's ``call.sender`` names (to send it signals later)."""
+        return self._by_name.get(unique_name)
 
     async def __aenter__(self) -> Server:
         return self
@@ -181,6 +186,7 @@ class Server:
         self._next_id += 1
         conn = Connection(self, sock, PeerCredentials(pid, uid, gid), pidfd, name)
         self._connections.add(conn)
+        self._by_name[name] = conn
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         if self.on_connect is not None:
             self.on_connect(conn)
@@ -190,6 +196,7 @@ class Server:
     def _forget(self, conn: Connection) -> None:
         if conn in self._connections:
             self._connections.discard(conn)
+            self._by_name.pop(conn.unique_name, None)
             uid = conn.peer.uid
             left = self._per_uid.get(uid, 1) - 1
             if left:

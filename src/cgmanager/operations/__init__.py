@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..requestor import Party
 from .cgroups import chmod, chown, create, remove
 from .context import V2_LEAF, Escalate, Manager, Reaper, Request, Scope, open_trees
 from .lifecycle import Settling, events, freeze, kill, stat
@@ -48,6 +49,7 @@ __all__ = [
     "list_controllers",
     "list_hierarchies",
     "open_trees",
+    "run",
 ]
 
 
@@ -89,6 +91,17 @@ class Operation:
     identified: bool = True
     pidfd: bool = False
     subtree: bool = False
+
+
+def run(
+    m: Manager, requestor: Party, name: str, *args: Any, proxy: Party | None = None, **kw: Any
+) -> Any:
+    """A contract method carried out in-process for *requestor* — the daemon's own work
+    (configuration, placement rules, subscriptions) — through the very operation a client's
+    call uses, in a request scope of its own, on the calling thread (never escalated)."""
+    op = OPERATIONS[name]
+    with Scope(may_escalate=False) as scope:
+        return op.fn(m, Request(requestor, proxy or requestor, scope), *args, **op.kwargs, **kw)
 
 
 def _ping(m: Manager, junk: int) -> tuple[()]:
