@@ -171,3 +171,25 @@ def test_peer_ping(place):
             ]
         )
     )
+
+
+def test_gdbus_introspection_shows_the_event_signal(place):
+    """CgroupEvent is declared on cgmanager1, so gdbus/busctl users see what they subscribe
+    to (gdbus parses the XML: a malformed <signal> would fail the call)."""
+    out = ok(
+        place.run(
+            [
+                "gdbus",
+                "introspect",
+                "--address",
+                place.daemon.address,
+                "--dest",
+                "org.linuxcontainers.cgmanager",
+                "--object-path",
+                OBJECT_PATH,
+            ]
+        )
+    )
+    sig = out[out.index("CgroupEvent") :].split(";")[0]
+    for arg in ("subscription", "controller", "cgroup", "kind", "values", "lost"):
+        assert arg in sig, sig

@@ -379,7 +379,8 @@ class Service:
         props = []
         if name == contract.INTERFACE:
             props.append(Property("api_version", "i", lambda call: API_VERSION))
-        return Interface(name, methods, props)
+        signals = contract.SIGNALS if name == contract.INTERFACE1 else ()
+        return Interface(name, methods, props, signals)
 
     def objects(self) -> dict[str, list[Interface]]:
         return {

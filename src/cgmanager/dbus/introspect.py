@@ -49,6 +49,11 @@ def iface_xml(iface: Interface) -> str:
                     f'direction="{direction}"/>\n'
                 )
         out.append("    </method>\n")
+    for name, args in iface.signals:
+        out.append(f"    <signal name={quoteattr(name)}>\n")
+        for arg, sig in args:
+            out.append(f"      <arg name={quoteattr(arg)} type={quoteattr(sig)}/>\n")
+        out.append("    </signal>\n")
     for p in iface.properties:
         access = "read" if p.setter is None else "readwrite"
         # the server never emits PropertiesChanged: say so, or proxies would cache forever

@@ -78,11 +78,14 @@ class Property:
 
 @dataclass(frozen=True, slots=True)
 class Interface:
-    """An interface: its D-Bus ``name``, methods and properties."""
+    """An interface: its D-Bus ``name``, methods and properties, and the signals it may emit
+    (``(name, [(arg_name, signature), …])``: declared for introspection; sending them is the
+    server owner's business)."""
 
     name: str
     methods: Sequence[Method] = ()
     properties: Sequence[Property] = field(default_factory=tuple)
+    signals: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()
 
 
 class MethodCall:
