@@ -139,9 +139,15 @@ def test_remove_non_recursive_fails_on_children(cgm, place):
     assert not os.path.exists(place.path("pids") + "/xxx")
 
 
-def test_remove_anything_but_0_is_recursive(cgm, place):
+def test_remove_1_is_recursive_and_other_values_are_refused(cgm, place):
+    """0.42 removed recursively for any value but 0; only 0 and 1 are taken now (a typo must
+    not remove a subtree), and the refusal changes nothing."""
     cgm.ok("create", "pids", "q/w")
-    assert cgm.ok("remove", "pids", "q", "yes") == ""
+    for flag in ("yes", "2", "O"):
+        cp = cgm("remove", "pids", "q", flag)
+        assert cp.returncode == 1 and cp.stderr.startswith(f"Bad recursive flag: {flag!r}; ")
+    assert os.path.isdir(place.path("pids") + "/q/w")
+    assert cgm.ok("remove", "pids", "q", "1") == ""
     assert not os.path.exists(place.path("pids") + "/q")
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from cgmanager.cli.main import COMMANDS
+from cgmanager.cli.commands import COMMANDS
 
 from .conftest import CGM
 from .test_commands import sleeper

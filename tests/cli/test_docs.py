@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cgmanager.cli.main import COMMANDS
+from cgmanager.cli.commands import COMMANDS
 from cgmanager.daemon.main import build_parser
 
 pytestmark = pytest.mark.t0

@@ -6,89 +6,96 @@ reports ids in its own pid namespace, which is cgm's own for plain calls.  On v1
 GetTasks lists threads; a thread whose process is listed in the same cgroup is folded into it.
 """
 
-from .main import CallFailed, to_json
+from __future__ import annotations
+
+from .output import CallFailed, Exit, to_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .session import Session
 
 _NOT_FOUND = "org.linuxcontainers.cgmanager.Error.NotFound"
+Node = dict[str, "Any"]  # {"tasks", "children"[, "error"]}
 
 
-def tree(ctx, args):
+def do_tree(s: Session, args: list[str]) -> str:
+    import sys
+
     if args:
         controllers = [args[0]]
     else:
-        (controllers,) = ctx.call("cgmanager_list_controllers_sync", "ListControllers")
+        (controllers,) = s.call("ListControllers")
     cgroup = args[1] if len(args) > 1 else ""
-    out, failed = [], False
+    out: list[Any] = []
+    failed = False
     for i, c in enumerate(controllers):
         try:
-            node = _walk(ctx, c, cgroup, root=True)
+            node = _walk(s, c, cgroup)
         except CallFailed as e:
             if args:
                 raise
             # listing every hierarchy: report this one and go on with the others
-            import sys
-
             failed = True
-            msg = e.error.message or e.error.name
-            sys.stderr.write(f"cgm: tree {c}: call to {e.fn} failed: {msg}\n")
+            sys.stderr.write(f"cgm: tree {c}: call to {e.fn} failed: {e.message}\n")
             continue
-        node = {"controller": c, "cgroup": cgroup, "path": _abs_path(ctx, c, cgroup), **node}
+        node = {"controller": c, "cgroup": cgroup, "path": _abs_path(s, c, cgroup), **node}
         failed = failed or _has_errors(node)
-        if ctx.json:
+        if s.json:
             out.append(node)
         else:
             if i and out:
                 out.append("")
             out.append(f"{c}:{node['path']}")
             _draw(node, "", out)
-    if ctx.json:
+    if s.json:
         text = to_json(out[0] if args else out) + "\n"
     else:
         text = "".join(line + "\n" for line in out)
     if failed:
-        from .main import Exit
-
         raise Exit(1, "cgm: tree: some cgroups could not be read (shown with the reason)\n", text)
     return text
 
 
-def _abs_path(ctx, controller, cgroup):
+def _abs_path(s: Session, controller: str, cgroup: str) -> str:
     """The starting cgroup as an absolute path, when the daemon tells us where we are."""
     if cgroup.startswith("/"):
         return cgroup
     import os
 
     try:
-        (mine,) = ctx.call("", "GetPidCgroupAbs", "si", (controller, os.getpid()))
+        (mine,) = s.call("GetPidCgroupAbs", controller, os.getpid())
     except CallFailed:
         return cgroup or "."
     if not cgroup:
-        return mine
-    return mine.rstrip("/") + "/" + cgroup.strip("/")
+        return str(mine)
+    return str(mine).rstrip("/") + "/" + cgroup.strip("/")
 
 
-def _walk(ctx, controller, cgroup, root=False):
+def _walk(s: Session, controller: str, cgroup: str) -> Node:
     """{"tasks": [...], "children": [...]} for *cgroup*; errors below the root are recorded
     in the node (a child that vanished meanwhile is dropped)."""
-    pids = ctx.call("cgmanager_get_tasks_sync", "GetTasks", "ss", (controller, cgroup))[0]
-    names = ctx.call("cgmanager_list_children_sync", "ListChildren", "ss", (controller, cgroup))[0]
+    (pids,) = s.call("GetTasks", controller, cgroup)
+    (names,) = s.call("ListChildren", controller, cgroup)
     children = []
     for name in sorted(names):
         sub = name if not cgroup else cgroup.rstrip("/") + "/" + name
         try:
-            child = _walk(ctx, controller, sub)
+            child = _walk(s, controller, sub)
         except CallFailed as e:
-            if e.error.name == _NOT_FOUND:
+            if e.name == _NOT_FOUND:
                 continue  # removed while we looked
-            child = {"tasks": [], "children": [], "error": e.error.message or e.error.name}
+            child = {"tasks": [], "children": [], "error": e.message}
         children.append({"name": name, **child})
     return {"tasks": _processes(pids), "children": children}
 
 
-def _has_errors(node):
+def _has_errors(node: Node) -> bool:
     return "error" in node or any(_has_errors(c) for c in node["children"])
 
 
-def _read(path):
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -96,7 +103,7 @@ def _read(path):
         return None
 
 
-def _tgid(tid):
+def _tgid(tid: int) -> int:
     status = _read(f"/proc/{tid}/status")
     if status:
         for line in status.split(b"\n"):
@@ -111,7 +118,7 @@ def _tgid(tid):
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
 
-def printable(text):
+def printable(text: str) -> str:
     """One line whatever a process put in its argv: control characters escaped C-style."""
     if text.isprintable() and "\\" not in text:
         return text
@@ -122,7 +129,7 @@ def printable(text):
     )
 
 
-def _command(pid):
+def _command(pid: int) -> str:
     raw = _read(f"/proc/{pid}/cmdline")
     if raw:
         return printable(raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace"))
@@ -132,9 +139,9 @@ def _command(pid):
     return "?"  # exited meanwhile
 
 
-def _processes(pids):
+def _processes(pids: list[int]) -> list[dict[str, Any]]:
     listed = set(pids)
-    threads = {}
+    threads: dict[int, int] = {}
     shown = []
     for tid in pids:
         tgid = _tgid(tid)
@@ -145,7 +152,7 @@ def _processes(pids):
     return [{"pid": p, "cmd": _command(p), "threads": threads.get(p, 0)} for p in shown]
 
 
-def _draw(node, prefix, out):
+def _draw(node: Node, prefix: str, out: list[Any]) -> None:
     entries = [("task", t) for t in node["tasks"]] + [("cg", c) for c in node["children"]]
     for i, (kind, item) in enumerate(entries):
         last = i == len(entries) - 1
