@@ -767,8 +767,12 @@ class Manager:
 
     def get_tasks_recursive(self, req: Request, controller: str, cgroup: str) -> list[int]:
         """Union over hierarchies; a hierarchy where the cgroup is missing or unreadable is
-        skipped, one outside the caller's reach fails the call."""
+        skipped, one outside the caller's reach fails the call.  Missing or unreadable in
+        every hierarchy named (one named: in that one) fails with the first hierarchy's error,
+        as GetTasks does (0.42 failed for one hierarchy; it answered [] for several)."""
         result: set[int] = set()
+        skipped: CgmError | None = None
+        found = False
         for h in self.layout.resolve(controller):
             path, shown = self._lookup_target(req, h, cgroup)
             try:
@@ -779,8 +783,12 @@ class Manager:
                         result.update(self._tasks(h, p))
                     except NotFound:
                         continue
+                found = True
             except (NotFound, NotPermitted) as e:
                 log.debug("GetTasksRecursive: skipping %s: %s", h.key, e)
+                skipped = skipped or e
+        if not found and skipped is not None:
+            raise skipped
         return sorted(result)
 
     def list_children(self, req: Request, controller: str, cgroup: str) -> list[str]:

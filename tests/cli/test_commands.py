@@ -366,6 +366,38 @@ def test_gettasks_missing_cgroup(cgm, place):
     failed(cgm("gettasksrecursive", "pids", "/"), "get_tasks_recursive_sync")
 
 
+def test_gettasksrecursive_missing_everywhere_fails(cgm, place):
+    """Issue 13.2: 0 and no output before.  Missing (or unreadable) in every hierarchy named
+    fails with the first one's error, as GetTasks; missing in some of several is skipped."""
+    msg = failed(
+        cgm("gettasksrecursive", "pids", "ghost"),
+        "get_tasks_recursive_sync",
+        place,
+        ("GetTasksRecursive", "ss", "pids", "ghost"),
+    )
+    assert "ghost" in msg and "not found" in msg
+    assert failed(cgm("gettasksrecursive", "pids,freezer", "ghost"), "get_tasks_recursive_sync")
+    cgm.ok("create", "pids", "half")
+    s = sleeper(place)
+    cgm.ok("movepid", "pids", "half", str(s.pid))
+    assert cgm.ok("gettasksrecursive", "freezer,pids", "half") == f"{s.pid}\n"
+    cgm.ok("create", "freezer", "empty")
+    assert cgm.ok("gettasksrecursive", "freezer,pids", "empty") == ""
+
+
+def test_gettasksrecursive_unreadable_for_the_caller_fails(cgm, place, test_user):
+    cgm.ok("create", "pids", "shut")
+    cgm.ok("chmod", "pids", "shut", "0700")
+    msg = failed(
+        cgm("gettasksrecursive", "pids", "shut", user=test_user),
+        "get_tasks_recursive_sync",
+        place,
+        ("GetTasksRecursive", "ss", "pids", "shut"),
+        user=test_user,
+    )
+    assert "not permitted" in msg
+
+
 # -- listing ------------------------------------------------------------------------------------
 
 
