@@ -400,3 +400,36 @@ def test_launcher_script(tmp_path):
     assert launcher.main([]) == 2 and launcher.main(["--python"]) == 2
     with pytest.raises(ValueError):
         launcher.script(python="/path with space/python")
+
+
+def test_retry_only_when_a_daemon_may_be_restarting(tmp_path):
+    """Issue 13.6: no daemon and no socket in a directory nobody touched lately: nothing is
+    coming, so cgm does not wait.  A stale socket (its daemon died) or a directory changed in
+    the last seconds (a daemon removes its socket when it stops) may see one come back."""
+    from cgmanager.cli import session
+
+    old = tmp_path / "old"
+    old.mkdir()
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert not session.may_be_restarting(f"{old}/sock", 2)
+    assert not session.may_be_restarting(f"{tmp_path}/none/sock", 2)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert session.may_be_restarting(f"{fresh}/sock", 2)
+    stale = str(old / "stale")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert session.may_be_restarting(stale, 111)
+    assert session.may_be_restarting("\0abstract", 111)
+    # and cgm itself says why it stops, as before
+    cp = run("--socket", f"{old}/sock", "ping")
+    assert triple(cp) == (
+        1,
+        "",
+        "Failed opening dbus connection: org.freedesktop.DBus.Error.FileNotFound: Failed to "
+        f"connect to socket {old}/sock: No such file or directory\n"
+        f"cgm: cgmanager is not running (nothing listens on {old}/sock, from --socket); "
+        "use --socket PATH or CGM_SOCKET to reach a cgmanager listening elsewhere\n",
+    )
