@@ -202,6 +202,13 @@ METHODS: tuple[Method, ...] = (
         ids=(("uid", UID), ("gid", GID), ("pids", PID)),
         scm=False,
     ),
+    Method(  # chosen keys of a whole subtree in one request (cgm top; see ops_snapshot)
+        "Snapshot",
+        (_C, _G, ("keys", "as"), ("depth", "i")),
+        (("cgroups", "a(sba{is})"), ("complete", "b")),
+        interface=_I1,
+        scm=False,
+    ),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}

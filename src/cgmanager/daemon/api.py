@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .. import contract, scm
+from .. import contract, ops_snapshot, scm
 from ..contract import API_VERSION, ERROR_PREFIX, INTERFACE, INTERFACE1, OBJECT_PATH
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError
@@ -201,6 +201,14 @@ class Service:
         if pids:
             require_same_pidns(req.r, "Setup with pids")  # as MovePid
         return (self.m.setup(req, controllers, cgroup, uid, gid, values, pids),)
+
+    async def Snapshot(
+        self, call: MethodCall, controller: str, cgroup: str, keys: list[str], depth: int
+    ) -> tuple:
+        walk = ops_snapshot.Snapshot(self.m, self.plain(call), controller, cgroup, keys, depth)
+        for _ in walk.steps():
+            await asyncio.sleep(0)  # other clients are served between steps
+        return walk.result()
 
     # -- Scm methods: credentials from the kernel, over the passed socket --------------------
 
