@@ -91,6 +91,7 @@ _TOP_OPTIONS: dict[str, tuple[str, str | None]] = {
     "-b": ("batch", None),
     "--raw": ("raw", None),
     "-r": ("raw", None),
+    "--color": ("color", "word"),
 }
 _EXEC_OPTIONS: dict[str, tuple[str, str | None]] = {
     "--create": ("create", None),
@@ -122,11 +123,32 @@ COMMAND_LIST = (
     Command("apiversion", "info", "", 0, None),
     # -- beyond 0.42 --
     Command(
+        "get",
+        "show",
+        "<cgroup> <file>|<controller>:<file>...",
+        2,
+        None,
+        options=_HUMAN,
+        human=True,
+        strict=True,
+    ),
+    Command("dump", "show", _CG_OPT, 1, 2, options=_HUMAN, human=True, strict=True),
+    Command(
         "tree",
         "tree",
         "[controller] [cgroup]",
         0,
         2,
+    ),
+    Command(
+        "top",
+        "top",
+        "[controller] [cgroup]",
+        0,
+        2,
+        options=_TOP_OPTIONS,
+        human=True,
+        strict=True,
     ),
     Command("freeze", "control", _CG, 2, 2, destructive=True),
     Command("thaw", "control", _CG, 2, 2),
