@@ -139,6 +139,8 @@ COMMAND_LIST = (
         "[controller] [cgroup]",
         0,
         2,
+        options=_TREE_OPTIONS,
+        strict=True,
     ),
     Command(
         "top",
