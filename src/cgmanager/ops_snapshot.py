@@ -35,7 +35,8 @@ import stat
 from collections.abc import Iterator, Sequence
 
 from . import names
-from .errors import InvalidArgument, NotFound
+from ._linux import open_beneath
+from .errors import InvalidArgument
 from .operations import V2_LEAF, Manager, Request
 from .permission import Access, FileOwner, may_access, require_access
 
@@ -96,6 +97,7 @@ class Snapshot:
         self.depth = MAX_DEPTH if depth == -1 else min(depth, MAX_DEPTH)
         self.m = m
         self.who = req.r
+        self.root = req.r.is_host_root
         self.h = m.layout.resolve_one(controller)
         self.path, shown = m._lookup_target(req, self.h, cgroup)
         require_access(req.r, m._stat(self.h, self.path, None, shown), Access.READ, shown)
@@ -110,47 +112,81 @@ class Snapshot:
         return self.entries, self.complete
 
     def steps(self) -> Iterator[None]:
-        """Walk the subtree, parents before children; yield every STEP cgroups."""
-        stack: list[tuple[str, str, int]] = [(self.path, "", 0)]
-        walked = 0
-        while stack:
-            path, rel, level = stack.pop()
-            try:
-                kids = self._visit(path, rel, level < self.depth)
-            except NotFound:
-                if not rel:
-                    raise  # the starting cgroup itself went away
-                continue  # removed meanwhile
-            if kids is None:
-                self.complete = False
-                return
-            for name in reversed(kids):
-                stack.append((names.join(path, name), f"{rel}/{name}" if rel else name, level + 1))
-            walked += 1
-            if walked % STEP == 0:
-                yield
+        """Walk the subtree, parents before children; yield every STEP cgroups.
 
-    def _visit(self, path: str, rel: str, descend: bool) -> list[str] | None:
-        """Record one cgroup; its children's names to walk, or None when a bound is hit."""
+        Each child is opened beneath its parent's open directory (one component, no
+        symlinks, no other mount), so at most one directory per level is open at a time."""
+        with self.tree.dirfd(self.path, _DIR) as fd:
+            start = os.dup(fd)
+        opened: list[_Open] = []
+        stack: list[tuple[_Open | None, str, str, str, int]] = [(None, "", self.path, "", 0)]
+        walked = 0
+        try:
+            while stack:
+                parent, name, path, rel, level = stack.pop()
+                if parent is None:
+                    fd = start
+                else:
+                    try:
+                        fd = open_beneath(parent.fd, name, _DIR)
+                    except OSError:
+                        fd = -1  # removed meanwhile (or not a plain directory): skipped
+                    parent.done()
+                    if fd < 0:
+                        continue
+                try:
+                    kids = self._visit(fd, path, rel, level < self.depth)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if kids is None:
+                    os.close(fd)
+                    self.complete = False
+                    return
+                if not kids:
+                    os.close(fd)
+                else:
+                    here = _Open(fd, len(kids))
+                    opened.append(here)
+                    for kid in reversed(kids):
+                        stack.append(
+                            (
+                                here,
+                                kid,
+                                names.join(path, kid),
+                                f"{rel}/{kid}" if rel else kid,
+                                level + 1,
+                            )
+                        )
+                walked += 1
+                if walked % STEP == 0:
+                    yield
+        finally:
+            for o in opened:
+                o.close()
+
+    def _visit(self, fd: int, path: str, rel: str, descend: bool) -> list[str] | None:
+        """Record one cgroup (its directory open as *fd*); its children's names to walk, or
+        None when a bound is hit."""
         if len(self.entries) >= MAX_CGROUPS:
             return None
-        with self.tree.dirfd(path, _DIR) as fd:
-            st = os.fstat(fd)
-            if not may_access(self.who, FileOwner(st.st_uid, st.st_gid, st.st_mode), Access.READ):
-                return self._add(rel, False, {}, [])
-            values: dict[int, str] = {}
-            for i, (file, field) in enumerate(self.keys):
-                v = self._read(fd, file)
+        st = os.fstat(fd)
+        if not may_access(self.who, FileOwner(st.st_uid, st.st_gid, st.st_mode), Access.READ):
+            return self._add(rel, False, {}, [])
+        values: dict[int, str] = {}
+        for i, (file, field) in enumerate(self.keys):
+            v = self._read(fd, file)
+            if v is None:
+                continue
+            if self.v2 and field is None and file in _MEMBER_FILES:
+                v = self._with_leaf(fd, file, v)
+            if field is not None:
+                v = _field(v, field)
                 if v is None:
                     continue
-                if self.v2 and field is None and file in _MEMBER_FILES:
-                    v = self._with_leaf(fd, file, v)
-                if field is not None:
-                    v = _field(v, field)
-                    if v is None:
-                        continue
-                values[i] = v.rstrip("\n")
-            kids = self._children(fd, path) if descend else []
+            values[i] = v.rstrip("\n")
+        # kernfs counts a directory's subdirectories in its link count: 2 means none
+        kids = self._children(fd, path) if descend and st.st_nlink != 2 else []
         return self._add(rel, True, values, kids)
 
     def _add(
@@ -170,21 +206,25 @@ class Snapshot:
         except OSError:
             return None  # absent here, or not readable at all (a write-only knob)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not may_access(
-                self.who, FileOwner(st.st_uid, st.st_gid, st.st_mode), Access.READ
-            ):
-                return None
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_VALUE:
+            if not self.root:  # (host root may read anything: no need to look)
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or not may_access(
+                    self.who, FileOwner(st.st_uid, st.st_gid, st.st_mode), Access.READ
+                ):
                     return None
-            return b"".join(chunks).decode("utf-8", "replace")
+            data = os.read(fd, 65536)
+            if len(data) == 65536:  # a cgroup file answers whole in one read when it fits
+                chunks = [data]
+                size = len(data)
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_VALUE:
+                        return None
+                data = b"".join(chunks)
+            return data.decode("utf-8", "replace")
         except OSError:
-            return None  # e.g. EOPNOTSUPP, or removed meanwhile
+            return None  # e.g. EISDIR, EOPNOTSUPP, or removed meanwhile
         finally:
             os.close(fd)
 
@@ -219,6 +259,26 @@ class Snapshot:
                 kids.append(name)
         kids.sort()
         return kids
+
+
+class _Open:
+    """A directory kept open until its children have been opened beneath it."""
+
+    __slots__ = ("fd", "pending")
+
+    def __init__(self, fd: int, pending: int) -> None:
+        self.fd = fd
+        self.pending = pending
+
+    def done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _field(text: str, field: str) -> str | None:

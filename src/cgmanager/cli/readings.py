@@ -25,6 +25,12 @@ NO_METHOD = (
 NOT_FOUND = "org.linuxcontainers.cgmanager.Error.NotFound"
 #: Snapshot's own bound on keys per request
 MAX_KEYS = 32
+#: Snapshots in flight at once: their replies (up to 2 MiB each) must not pile up in the
+#: daemon's output buffer while cgm reads the first
+SNAPSHOTS_IN_FLIGHT = 2
+#: cgroups whose calls are in flight at once without Snapshot (the daemon drops a client
+#: whose unread replies pile up)
+WINDOW = 32
 
 #: (path relative to the start, "" for the start; readable; {key: value})
 Row = tuple[str, bool, dict[str, str]]
@@ -60,9 +66,19 @@ class Request:
 
 def read_all(s: Session, requests: list[Request]) -> list[Reading]:
     """Each request's reading, in order (its ``error`` set when the daemon refused it)."""
-    serials = [s.send("Snapshot", r.hierarchy, r.cgroup, r.keys, r.depth) for r in requests]
+    serials: list[int] = []
+
+    def send_next() -> None:
+        if len(serials) < len(requests):
+            r = requests[len(serials)]
+            serials.append(s.send("Snapshot", r.hierarchy, r.cgroup, r.keys, r.depth))
+
+    for _ in range(SNAPSHOTS_IN_FLIGHT):
+        send_next()
     out: list[Reading] = []
-    for r, serial in zip(requests, serials):
+    for i, r in enumerate(requests):
+        serial = serials[i]
+        send_next()
         try:
             rows, complete = s.reply(serial, "Snapshot")
         except CallFailed as e:
@@ -88,34 +104,51 @@ def _fallback(s: Session, r: Request) -> Reading:
     depth = 0
     files = sorted({k.partition("/")[0] for k in r.keys})
     while level:
-        sent = []
-        for rel in level:
-            cg = _join(r.cgroup, rel)
-            calls = [s.send("GetValue", r.hierarchy, cg, f) for f in files]
-            sent.append((rel, calls, s.send("ListChildren", r.hierarchy, cg)))
         following: list[str] = []
-        for rel, calls, kids in sent:
-            texts: dict[str, str] = {}
-            for f, serial in zip(files, calls):
-                try:
-                    texts[f] = str(s.reply(serial, "GetValue")[0])
-                except CallFailed:
-                    continue  # missing or unreadable: left out, as Snapshot does
-            try:
-                names = sorted(str(n) for n in s.reply(kids, "ListChildren")[0])
-            except CallFailed as e:
-                if not rel:
-                    return Reading(r.hierarchy, [], False, e)
-                if e.name != NOT_FOUND:  # (gone meanwhile: dropped)
-                    rows.append((rel, False, {}))
-                continue
-            rows.append((rel, True, _pick(texts, r.keys)))
-            if r.depth < 0 or depth < r.depth:
-                following.extend(_join(rel, n) for n in names)
+        for start in range(0, len(level), WINDOW):
+            sent = []
+            for rel in level[start : start + WINDOW]:
+                cg = join(r.cgroup, rel)
+                calls = [s.send("GetValue", r.hierarchy, cg, f) for f in files]
+                sent.append((rel, calls, s.send("ListChildren", r.hierarchy, cg)))
+            failed = _answers(s, r, sent, files, depth, rows, following)
+            if failed is not None:
+                return failed
         level = following
         depth += 1
     rows.sort(key=lambda row: row[0].split("/"))  # pre-order, as Snapshot answers
     return Reading(r.hierarchy, rows, True)
+
+
+def _answers(
+    s: Session,
+    r: Request,
+    sent: list[tuple[str, list[int], int]],
+    files: list[str],
+    depth: int,
+    rows: list[Row],
+    following: list[str],
+) -> Reading | None:
+    """Read the replies to one window of calls; a Reading when the start itself failed."""
+    for rel, calls, kids in sent:
+        texts: dict[str, str] = {}
+        for f, serial in zip(files, calls):
+            try:
+                texts[f] = str(s.reply(serial, "GetValue")[0])
+            except CallFailed:
+                continue  # missing or unreadable: left out, as Snapshot does
+        try:
+            names = sorted(str(n) for n in s.reply(kids, "ListChildren")[0])
+        except CallFailed as e:
+            if not rel:
+                return Reading(r.hierarchy, [], False, e)
+            if e.name != NOT_FOUND:  # (gone meanwhile: dropped)
+                rows.append((rel, False, {}))
+            continue
+        rows.append((rel, True, _pick(texts, r.keys)))
+        if r.depth < 0 or depth < r.depth:
+            following.extend(join(rel, n) for n in names)
+    return None
 
 
 def _pick(texts: dict[str, str], keys: list[str]) -> dict[str, str]:
@@ -136,7 +169,8 @@ def _pick(texts: dict[str, str], keys: list[str]) -> dict[str, str]:
     return out
 
 
-def _join(base: str, rel: str) -> str:
+def join(base: str, rel: str) -> str:
+    """A cgroup argument below another (either may be empty)."""
     if not rel:
         return base
     if not base:

@@ -119,7 +119,7 @@ def do_top(s: Session, args: list[str]) -> str:
             " (cgroup v2, or v1 cpuacct, memory, blkio or pids)\n",
         )
     view = View(s, order, bool(o.get("raw")), delay)
-    view.pressure = any("cpu.pressure/some" in k for k in sampler.keys.values())
+    view.pressure = bool(sampler.pressure)
     live = not (o.get("batch") or iterations is not None or s.json) and is_tty(0) and is_tty(1)
     if live:
         return _live(sampler, view)
@@ -169,10 +169,10 @@ def _live(sampler: Sampler, view: View) -> str:
         with Keys(0) as keys:
             out.write("\x1b[?1049h\x1b[?25l")
             prev: Frame | None = None
-            cur = sampler.sample()
+            cur = sampler.sample(_pressure_for_all(sampler, view))
             next_at = time.monotonic() + view.delay
             while True:
-                _draw(sampler, view, rows(prev, cur), bold)
+                _draw(sampler, view, cur, rows(prev, cur), bold)
                 resized[0] = False
                 while True:
                     typed = keys.read(next_at - time.monotonic(), wake_r)
@@ -185,7 +185,7 @@ def _live(sampler: Sampler, view: View) -> str:
                     if " " in typed:
                         next_at = time.monotonic()
                     if time.monotonic() >= next_at:
-                        prev, cur = cur, sampler.sample()
+                        prev, cur = cur, sampler.sample(_pressure_for_all(sampler, view))
                         next_at = time.monotonic() + view.delay
                         break
     finally:
@@ -196,6 +196,14 @@ def _live(sampler: Sampler, view: View) -> str:
         signal.set_wakeup_fd(old_wakeup)
         os.close(wake_r)
         os.close(wake_w)
+
+
+def _pressure_for_all(sampler: Sampler, view: View) -> bool:
+    """Pressure for every cgroup (in the Snapshot), or for the rows shown only (GetValue of
+    each, several times dearer per file): the latter only where far more cgroups than rows."""
+    if view.order == "pressure":
+        return True
+    return sampler.size <= 8 * max(size(1)[1] - 2, 1)
 
 
 def _apply(typed: str, view: View) -> bool:
@@ -214,9 +222,11 @@ def _apply(typed: str, view: View) -> bool:
     return changed
 
 
-def _draw(sampler: Sampler, view: View, rs: list[Row], bold: bool) -> None:
+def _draw(sampler: Sampler, view: View, cur: Frame, rs: list[Row], bold: bool) -> None:
     width, height = size(1)
     rs = sort_rows(rs, view.order)
+    if view.pressure and not sampler.pressure_read:  # read for the rows shown only
+        sampler.add_pressure(cur[1], [r.path for r in rs[: max(height - 2, 0)]])
     title = (
         f"cgm top: {len(rs)} cgroups, every {view.delay:g}s, by {view.order}"
         f"{'' if sampler.complete else ' (incomplete: a bound was hit)'}"

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import time
 
-from .readings import Reading, Request, absolute_starts, below, read_all
+from .output import CallFailed
+from .readings import Reading, Request, absolute_starts, below, join, read_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .output import CallFailed
     from .session import Session
 
 _V2_KEYS = {
@@ -105,8 +105,15 @@ class Sampler:
         self.bases = absolute_starts(s, hierarchies, cgroup)
         #: hierarchy -> the keys read there
         self.keys: dict[str, list[str]] = {}
+        #: the hierarchies with pressure files (cgroup v2 with PSI)
+        self.pressure: list[str] = []
+        #: absolute path -> (hierarchy, cgroup as asked) where pressure can be read
+        self._where: dict[str, tuple[str, str]] = {}
         self.errors: list[tuple[str, CallFailed]] = []
         self.complete = True
+        #: cgroups in the last sample, and whether it read pressure for all of them
+        self.size = 0
+        self.pressure_read = True
         self._probe([h for h in hierarchies if h in self.bases])
 
     def _probe(self, hierarchies: list[str]) -> None:
@@ -123,7 +130,7 @@ class Sampler:
                 keys.append(_V2_KEYS["cpu"])
                 keys += [_V2_KEYS[c] for c in ("memory", "io", "pids") if c in controllers.split()]
                 if "cpu.pressure/some" in found:
-                    keys += _PSI
+                    self.pressure.append(h)
             else:
                 names = set(h.split(","))
                 keys += [k for c, k in _V1_KEYS.items() if c in names]
@@ -133,16 +140,46 @@ class Sampler:
             if keys:
                 self.keys[h] = keys
 
-    def sample(self) -> tuple[float, dict[str, Sample]]:
-        """(monotonic time, {absolute path: figures})."""
+    def sample(self, pressure: bool = True) -> tuple[float, dict[str, Sample]]:
+        """(monotonic time, {absolute path: figures}).  Pressure is read for every cgroup, or
+        with *pressure* false for none (:meth:`add_pressure` reads it for the few shown)."""
         hs = list(self.keys)
-        readings = read_all(self.s, [Request(h, self.cgroup, self.keys[h], self.depth) for h in hs])
+        reqs = [
+            Request(
+                h,
+                self.cgroup,
+                self.keys[h] + (list(_PSI) if pressure and h in self.pressure else []),
+                self.depth,
+            )
+            for h in hs
+        ]
+        readings = read_all(self.s, reqs)
         now = time.monotonic()
         merged: dict[str, Sample] = {}
         self.complete = True
+        self._where = {}
         for h, r in zip(hs, readings):
             self._merge(h, r, merged)
+        self.size = len(merged)
+        self.pressure_read = pressure
         return now, merged
+
+    def add_pressure(self, samples: dict[str, Sample], paths: list[str]) -> None:
+        """Pressure of *paths* only (the rows on screen): three GetValue each, sent together,
+        rather than three more files for every cgroup of the host."""
+        wanted = [(p, self._where[p]) for p in paths if p in self._where]
+        calls = []
+        for _path, (h, cg) in wanted:
+            calls.append([self.s.send("GetValue", h, cg, f.partition("/")[0]) for f in _PSI])
+        for (path, _), serials in zip(wanted, calls):
+            smp = samples.get(path)
+            for i, serial in enumerate(serials):
+                try:
+                    text = str(self.s.reply(serial, "GetValue")[0])
+                except CallFailed:
+                    continue
+                if smp is not None:
+                    smp.pressure[i] = _avg10(text.split("\n", 1)[0].partition(" ")[2])
 
     def _merge(self, h: str, r: Reading, merged: dict[str, Sample]) -> None:
         if r.error is not None:
@@ -150,8 +187,11 @@ class Sampler:
             return
         self.complete = self.complete and r.complete
         base = self.bases[h]
+        v2 = h in self.pressure
         for rel, readable, values in r.rows:
             path = below(base, rel)
+            if v2 and readable:
+                self._where[path] = (h, join(self.cgroup, rel))
             smp = merged.get(path)
             if smp is None:
                 smp = merged[path] = Sample()
