@@ -120,7 +120,7 @@ def test_unknown_subcommand_suggests():
     assert triple(cp) == (
         1,
         "",
-        "cgm: unknown subcommand 'getvalu'; did you mean getvalue or setvalue?\n"
+        "cgm: unknown subcommand 'getvalu'; did you mean getvalue or setvalue or get?\n"
         "Run 'cgm help' for the list of subcommands.\n",
     )
 
@@ -169,6 +169,16 @@ COUNTS = [
     ("events", [], "1 or 2", "<controller> [cgroup]"),
     ("stat", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("help", ["a", "b"], "0 or 1", "[subcommand]"),
+    ("get", ["cg"], "at least 2", "<cgroup> <file>|<controller>:<file>..."),
+    ("dump", [], "1 or 2", "<controller> [cgroup]"),
+    ("top", ["a", "b", "c"], "0 to 2", "[controller] [cgroup]"),
+    (
+        "exec",
+        ["pids", "x"],
+        "at least 3",
+        "[--create] [--remove-on-exit] <controller> <cgroup> [owner=uid:gid] [file=value]..."
+        " [--] command [arg]...",
+    ),
     (
         "setup",
         ["pids"],

@@ -41,7 +41,8 @@ Options:
                  else /sys/fs/cgroup/cgmanager/sock)
   --json         print results as JSON{human}
 
-Exit status: {status}  When the daemon refuses, stderr says
+Exit status: {status}
+When the daemon refuses, stderr says
   call to cgmanager_<function>_sync failed: <what failed and why>
 While nothing listens on the socket and a daemon may be restarting (a stale socket,
   or its directory changed in the last 10 s), connecting is retried for up to 2.5 s;
@@ -74,9 +75,10 @@ def text(sub: str, prog: str = "cgm") -> str | None:
     if entry is None:
         return None
     synopsis, description, arguments, output, examples, call = entry
+    synopsis = COMMANDS[sub].synopsis if sub in COMMANDS else synopsis
     parts = [f"Usage: {prog} {sub}{' ' + synopsis if synopsis else ''}", description]
     if arguments:
-        parts.append("Arguments:\n" + arguments)
+        parts.append("Arguments:\n" + arguments.replace("{p}", prog))
     if output:
         parts.append("Output: " + output)
     if examples:

@@ -65,7 +65,7 @@ TEXTS: dict[str, Entry] = {
         "access to the parent cgroup.",
         MULTI + "\n" + CGROUP + "\n"
         "  0|1           0 removes only an empty cgroup without children; 1 (or\n"
-        "                nothing) removes recursively.",
+        "                nothing) removes recursively; anything else is refused.",
         'Prints "Path did not exist" if there was nothing to remove (exit status 0).',
         ["{p} remove all foo", "{p} remove pids foo/bar 0"],
         "Remove(controller, cgroup, recursive) -> existed",
@@ -117,7 +117,8 @@ TEXTS: dict[str, Entry] = {
         "memory.max, freezer.state reads cgroup.freeze/cgroup.events, ...).",
         CONTROLLER + "\n" + CGROUP_ABS + "\n"
         "  file          the file, e.g. pids.max or freezer.state.",
-        "The value (several lines if the file has several).",
+        "The value (several lines if the file has several); with -h (--human) sizes\n"
+        "and times with units (1.5G, 2.25s).",
         ["{p} getvalue pids foo pids.current", "{p} getvalue freezer '' freezer.state"],
         "GetValue(controller, cgroup, key) -> value",
     ),
@@ -131,9 +132,14 @@ TEXTS: dict[str, Entry] = {
         "names are translated (cpu.shares writes cpu.weight, ...).",
         CONTROLLER + "\n" + CGROUP_ABS + "\n"
         "  file          the file, e.g. pids.max.\n"
-        "  value         what to write (a newline is added).",
+        "  value         what to write (a newline is added); units are converted\n"
+        "                where the file has them: 1.5G, 50ms, 1K, 50% ('{p} help units').",
         "",
-        ["{p} setvalue pids foo pids.max 100", "{p} setvalue freezer foo freezer.state FROZEN"],
+        [
+            "{p} setvalue pids foo pids.max 100",
+            "{p} setvalue freezer foo freezer.state FROZEN",
+            "{p} setvalue unified foo cpu.max 50%",
+        ],
         "SetValue(controller, cgroup, key, value)",
     ),
     "gettasks": (
@@ -147,7 +153,9 @@ TEXTS: dict[str, Entry] = {
     ),
     "gettasksrecursive": (
         "<controller> [cgroup]",
-        "List the tasks in a cgroup and in all its descendants.",
+        "List the tasks in a cgroup and in all its descendants.  Several hierarchies:\n"
+        "the union; one where the cgroup is missing or unreadable is skipped, and if\n"
+        "that is every one, the request fails.",
         MULTI + "\n" + CGROUP_ABS,
         "One id per line, ascending, without duplicates.",
         ["{p} gettasksrecursive pids foo | wc -l"],

@@ -2,26 +2,138 @@
 
 from __future__ import annotations
 
-from .help import CGROUP, MULTI, Entry
+from .help import CGROUP, CGROUP_ABS, MULTI, Entry
 
 # name: (synopsis, description, arguments, output, examples, D-Bus call)
 TEXTS: dict[str, Entry] = {
     "tree": (
-        "[controller] [cgroup]",
+        "",
         "Show a cgroup and all its descendants as a tree, with the processes in each\n"
-        "(pid and command line; threads of a listed process are folded into it), in\n"
-        "the spirit of systemd-cgls.  Without a controller every hierarchy is shown.",
-        "  [controller]  a hierarchy as listed by listcontrollers (default: all).\n"
+        "(pid, command line, and how many more threads it has), like systemd-cgls.\n"
+        "Without a controller (or with a list, or all) the hierarchies are merged: a\n"
+        "cgroup whose path is the same in several is shown once, and a cgroup or\n"
+        "process that is not in every hierarchy its parent is in is followed by the\n"
+        "list of those it is in ('job [pids,freezer]').  Hierarchies where your own\n"
+        "cgroup differs get a tree each.  Kernel threads are hidden unless asked for.\n"
+        "On a terminal, lines are cut to its width, cgroup names are bold and a long\n"
+        "tree goes through the pager ($CGM_PAGER, $PAGER, else less).",
+        "  [controller]  a hierarchy, a comma-separated list, or all (default: all).\n"
         "  [cgroup]      where to start, as for listchildren (default: your own\n"
-        "                cgroup, '').",
-        "The first line of each tree is controller:path; below it the processes, then\n"
-        "the child cgroups.  Sub-cgroups that cannot be read are shown with the reason\n"
-        "(and the exit status is 1).  With --json: for one controller an object\n"
-        '{"controller", "cgroup", "path", "tasks": [{"pid", "cmd", "threads"}, ...],\n'
-        '"children": [{"name", "tasks", "children"[, "error"]}, ...]}; without one, a\n'
-        "list of such objects.",
-        ["{p} tree pids", "{p} tree freezer build", "{p} --json tree pids | jq ."],
-        "ListChildren and GetTasks for every cgroup of the subtree",
+        "                cgroup, '').\n"
+        "Options:\n"
+        "  --depth N     stop N levels below the start\n"
+        "  --all, -k     show kernel threads too\n"
+        "  --full, -l    do not cut lines to the terminal's width\n"
+        "  --no-pager    never use the pager\n"
+        "  --color WHEN  always, never or auto (a terminal without NO_COLOR)",
+        "The first line is the starting path (controller:path with one controller);\n"
+        "below it the processes, then the child cgroups.  Cgroups that cannot be read\n"
+        "are shown with the reason (and the exit status is 1).  With --json: for one\n"
+        'controller an object {"controller", "cgroup", "path", "tasks": [{"pid", "cmd",\n'
+        '"threads"}, ...], "children": [{"name", "tasks", "children"[, "error"]}, ...]};\n'
+        'merged, a list of such trees whose nodes and tasks also have "hierarchies".',
+        [
+            "{p} tree",
+            "{p} tree pids",
+            "{p} tree --depth 2 --all unified /",
+            "{p} --json tree pids | jq .",
+        ],
+        "org.linuxcontainers.cgmanager1.Snapshot of cgroup.procs, one per hierarchy",
+    ),
+    "top": (
+        "",
+        "Show the cgroups below <cgroup> by CPU use, memory, I/O, tasks and pressure,\n"
+        "refreshed every second, like systemd-cgtop.  Each figure covers the cgroup's\n"
+        "whole subtree: CPU from cpu.stat (v2) or cpuacct.usage (v1) as % of one CPU,\n"
+        "memory from memory.current or memory.usage_in_bytes, I/O from io.stat or\n"
+        "blkio.throttle.io_service_bytes_recursive per second, tasks from\n"
+        "pids.current, pressure as the 'some avg10' of cpu, memory and io (v2).  A\n"
+        "path present in several hierarchies is one row.  Everything is read through\n"
+        "cgmanager: you see what you may read.  On a terminal the view is live:\n"
+        "c m i t s p sort by CPU, memory, I/O, tasks, pressure or path; + and -\n"
+        "double or halve the delay; space refreshes; q quits.  Elsewhere (or with\n"
+        "--batch) frames are printed one after the other.",
+        "  [controller]  a hierarchy, a comma-separated list, or all (default: all).\n"
+        "  [cgroup]      where to start (default: your own cgroup, '').\n"
+        "Options:\n"
+        "  --once        print one frame and stop (after one delay: CPU is a rate)\n"
+        "  --iterations N, -n N   print N frames and stop\n"
+        "  --delay S, -d S        seconds between refreshes (1)\n"
+        "  --depth N     how far below the start to look (3)\n"
+        "  --order KEY   cpu, memory, io, tasks, pressure or path (cpu)\n"
+        "  --batch, -b   print frames even on a terminal\n"
+        "  --raw, -r     bytes as plain numbers\n"
+        "  --color WHEN  always, never or auto: the live view's header in reverse video",
+        "A table: Control Group, Tasks, %CPU, Memory, Input/s, Output/s and, where the\n"
+        "hierarchy has it, Pressure c/m/i.  With --json each frame is one line:\n"
+        '{"time", "interval", "complete", "cgroups": [{"path", "tasks", "cpu_percent",\n'
+        '"memory_bytes", "io_read_bytes_per_second", "io_write_bytes_per_second",\n'
+        '"pressure_some_avg10": {"cpu", "memory", "io"}}, ...]} (null: unknown).',
+        [
+            "{p} top",
+            "{p} top --order memory unified",
+            "{p} --json top --iterations 5 pids,unified build",
+        ],
+        "org.linuxcontainers.cgmanager1.Snapshot, one per hierarchy per refresh",
+    ),
+    "exec": (
+        "",
+        "Run a command in a cgroup, like cgexec or systemd-run --scope.  With --create\n"
+        "the cgroup is made for it (it must not exist yet) in every hierarchy named,\n"
+        "handed to owner, each file=value written and cgm moved in, all in one Setup\n"
+        "request, all or nothing; without it the cgroup must exist, and the values,\n"
+        "owner and move are separate requests.  Then cgm becomes the command: no shell\n"
+        "in between, same process, same terminal, its exit status is cgm's.  With\n"
+        "--remove-on-exit cgm stays its parent instead, and once the command has ended\n"
+        "has cgmanager remove the cgroup when nothing is left in it.  Works for a user\n"
+        "inside a cgroup delegated to it.",
+        MULTI + "\n" + CGROUP + "\n"
+        "  owner=uid:gid hand the cgroup to uid:gid (root only, as chown).\n"
+        "  file=value    write value to file (units allowed: '{p} help units'); the\n"
+        "                file's prefix names its hierarchy, or say controller:file.\n"
+        "  command ...   the command and its arguments, found in $PATH; put -- before\n"
+        "                it if it could be taken for an item.\n"
+        "Options (before <controller>):\n"
+        "  --create, -c  make the cgroup (Setup)\n"
+        "  --remove-on-exit  remove it once the command has ended (with --create);\n"
+        "                SIGTERM and SIGHUP are passed on, Ctrl-C reaches the command",
+        "The command's.",
+        [
+            "{p} exec --create --remove-on-exit unified,pids build cpu.max=50% "
+            "memory.max=1.5G pids.max=1K -- make -j4",
+            "{p} exec pids job ./run-tests",
+            "{p} exec --create pids,freezer svc owner=1000:1000 -- su -c ./daemon user",
+        ],
+        "org.linuxcontainers.cgmanager1.Setup(controllers, cgroup, uid, gid, values,\n"
+        "  [cgm's pid]); MovePid without --create; RemoveOnEmpty after --remove-on-exit",
+    ),
+    "get": (
+        "",
+        "Print several files of a cgroup at once, across hierarchies, like cgget.  Each\n"
+        "file's prefix names its hierarchy (pids.max is read in pids); name it for the\n"
+        "others: unified:cgroup.procs, pids:tasks.  v1 names are translated on v2, as\n"
+        "getvalue does.",
+        "  <cgroup>      as for getvalue ('' is your own cgroup).\n"
+        "  file ...      files, or controller:file.\n"
+        "Options:\n"
+        "  -h, --human   sizes and times with units",
+        "'file: value' lines, further lines of a value indented, under 'hierarchy:'\n"
+        "headers when there are several.  A file that cannot be read is reported on\n"
+        'stderr (exit status 1) after the others.  With --json: {hierarchy: {"cgroup",\n'
+        '"values": {file: value}, "errors": {file: message}}}.',
+        [
+            "{p} get build pids.max pids.current unified:cgroup.max.depth",
+            "{p} get -h build memory.current memory.max unified:cpu.stat",
+        ],
+        "GetValue for each file, sent together",
+    ),
+    "dump": (
+        "",
+        "Print every file of a cgroup you may read, in each hierarchy named, like\ncgget -a.",
+        MULTI + "\n" + CGROUP_ABS + "\nOptions:\n  -h, --human   sizes and times with units",
+        "As get: 'file: value' lines under 'hierarchy:' headers.",
+        ["{p} dump pids build", "{p} dump -h all ''", "{p} --json dump unified build"],
+        "ListKeys, then GetValue for each readable file, sent together",
     ),
     "setup": (
         "<controller> <cgroup> [owner=uid:gid] [file=value]... [pid=pid]...",

@@ -27,7 +27,7 @@ def do_getvalue(s: Session, args: list[str]) -> str:
 
 def kernel_value(s: Session, sub: str, key: str, value: str) -> str:
     """*value* with its units converted for *key* (unchanged when it has none)."""
-    if value.isdigit() or value in ("max", "-1"):
+    if value.isdigit() or value == "-1":
         return value  # the kernel's own syntax: nothing to convert
     from .. import units
 
