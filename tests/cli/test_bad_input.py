@@ -14,9 +14,8 @@ import pytest
 
 from cgmanager import __version__
 from cgmanager.cli import help as cli_help
-from cgmanager.cli.arguments import parse
 from cgmanager.cli.commands import COMMANDS, usage
-from cgmanager.cli.main import prog_name
+from cgmanager.cli.main import parse, prog_name
 from cgmanager.contract import DEFAULT_SOCKET
 
 from .conftest import CGM

@@ -3,10 +3,10 @@ removeonempty, prune, listchildren, chown, chmod, chmodfile."""
 
 from __future__ import annotations
 
-from .arguments import INT32_MAX, parse_id, parse_mode, usage_error
+from .arguments import INT32_MAX, parse_id, parse_mode
 from .commands import COMMANDS
 from .info import ctl_cg
-from .output import lines, to_json
+from .output import lines, to_json, usage_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

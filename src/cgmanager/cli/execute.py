@@ -28,9 +28,8 @@ import signal
 import stat
 import sys
 
-from .arguments import usage_error
 from .commands import COMMANDS
-from .output import CallFailed, Exit
+from .output import CallFailed, Exit, usage_error
 from .readings import NO_METHOD
 from .setup import Items, is_item, parse_items
 

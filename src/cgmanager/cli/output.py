@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ..dbus.errors import DBusError
+    from .commands import Command
 
 
 class Exit(Exception):
@@ -38,6 +39,18 @@ class CallFailed(Exception):
     @property
     def message(self) -> str:
         return self.error.message or self.error.name
+
+
+def short_usage(cmd: Command, prog: str) -> str:
+    """What a wrong use of one subcommand prints on stderr, after the line saying what."""
+    return (
+        f"Usage: {prog} {cmd.name}{' ' + cmd.synopsis if cmd.synopsis else ''}\n"
+        f"Try '{prog} help {cmd.name}' for details and examples.\n"
+    )
+
+
+def usage_error(cmd: Command, prog: str, line: str) -> Exit:
+    return Exit(cmd.status, f"{line}\n{short_usage(cmd, prog)}")
 
 
 def call_failed(e: CallFailed, json: bool) -> str:

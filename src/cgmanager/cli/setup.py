@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from .arguments import parse_id, parse_pid, usage_error
+from .arguments import parse_id, parse_pid
 from .commands import COMMANDS
-from .output import lines
+from .output import lines, usage_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

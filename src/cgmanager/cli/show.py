@@ -10,9 +10,8 @@ first answer is read.
 
 from __future__ import annotations
 
-from .arguments import usage_error
 from .commands import COMMANDS
-from .output import CallFailed, Exit, to_json
+from .output import CallFailed, Exit, to_json, usage_error
 from .readings import hierarchies
 
 TYPE_CHECKING = False

@@ -3,10 +3,10 @@ gettasks, gettasksrecursive."""
 
 from __future__ import annotations
 
-from .arguments import parse_pid, usage_error
+from .arguments import parse_pid
 from .commands import COMMANDS
 from .info import ctl_cg
-from .output import lines, to_json
+from .output import lines, to_json, usage_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

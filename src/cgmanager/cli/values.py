@@ -34,7 +34,7 @@ def kernel_value(s: Session, sub: str, key: str, value: str) -> str:
     try:
         return units.to_kernel(key, value)
     except units.UnitError as e:
-        from .arguments import usage_error
+        from .output import usage_error
 
         raise usage_error(COMMANDS[sub], s.prog, f"Bad value: {e}") from None
 
