@@ -136,6 +136,22 @@ def test_kernel_threads_are_hidden_unless_asked(at_root):
     assert "─2 [kthreadd]" in run("tree", "-k", "pids", "/", "--depth", "0")
 
 
+def test_a_lone_absolute_path_is_the_cgroup(cgm, place, small_tree):
+    """Only pids has this path (each hierarchy has its own place here): one tree, marked."""
+    out = cgm.ok("tree", place.hp("pids") + "/t").splitlines()
+    assert out[0] == f"{place.hp('pids')}/t [pids]"
+    assert out[1:] == ["├─a", f"│ ├─{small_tree.pid} sleep 300", "│ └─c", "└─b"]
+    (frame,) = [
+        json.loads(x)
+        for x in cgm.ok(
+            "--json", "top", "--once", "-d", "0.1", place.hp("pids") + "/t"
+        ).splitlines()
+    ]
+    assert {c["path"] for c in frame["cgroups"]} == {
+        place.hp("pids") + p for p in ("/t", "/t/a", "/t/a/c", "/t/b")
+    }
+
+
 def test_tree_depth(cgm, place, small_tree):
     assert cgm.ok("tree", "pids", "t", "--depth", "0") == f"pids:{place.hp('pids')}/t\n"
     assert cgm.ok("tree", "--depth=1", "pids", "t") == (

@@ -19,7 +19,7 @@ TEXTS: dict[str, Entry] = {
         "tree goes through the pager ($CGM_PAGER, $PAGER, else less).",
         "  [controller]  a hierarchy, a comma-separated list, or all (default: all).\n"
         "  [cgroup]      where to start, as for listchildren (default: your own\n"
-        "                cgroup, '').\n"
+        "                cgroup, ''); alone, a path starting with / is the cgroup.\n"
         "Options:\n"
         "  --depth N     stop N levels below the start\n"
         "  --all, -k     show kernel threads too\n"
@@ -54,7 +54,8 @@ TEXTS: dict[str, Entry] = {
         "double or halve the delay; space refreshes; q quits.  Elsewhere (or with\n"
         "--batch) frames are printed one after the other.",
         "  [controller]  a hierarchy, a comma-separated list, or all (default: all).\n"
-        "  [cgroup]      where to start (default: your own cgroup, '').\n"
+        "  [cgroup]      where to start (default: your own cgroup, ''); alone, a\n"
+        "                path starting with / is the cgroup.\n"
         "Options:\n"
         "  --once        print one frame and stop (after one delay: CPU is a rate)\n"
         "  --iterations N, -n N   print N frames and stop\n"

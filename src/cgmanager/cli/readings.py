@@ -202,6 +202,14 @@ def below(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel
 
 
+def where(args: list[str]) -> tuple[str | None, str]:
+    """``[controller] [cgroup]`` of tree and top: a lone argument starting with ``/`` is the
+    cgroup (no controller name starts with one)."""
+    if len(args) == 1 and args[0].startswith("/"):
+        return None, args[0]
+    return (args[0] if args else None), (args[1] if len(args) > 1 else "")
+
+
 def hierarchies(s: Session, controller: str | None) -> list[str]:
     """The hierarchies to read: those named (a comma list, or "all"), else every one served."""
     if controller and controller != "all":

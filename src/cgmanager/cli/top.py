@@ -17,7 +17,7 @@ import time
 
 from ..units import format_size
 from .output import Exit, to_json
-from .readings import hierarchies
+from .readings import hierarchies, where
 from .terminal import Keys, colour, cut, is_tty, size
 from .top_sample import ORDERS, Row, Sample, Sampler, rows, sort_rows
 
@@ -106,9 +106,9 @@ def do_top(s: Session, args: list[str]) -> str:
     depth = o.get("depth")
     delay = o.get("delay") or 1.0
     iterations = 1 if o.get("once") else o.get("iterations")
-    hs = hierarchies(s, args[0] if args else None)
+    controller, cgroup = where(args)
     sampler = Sampler(
-        s, hs, args[1] if len(args) > 1 else "", DEFAULT_DEPTH if depth is None else depth
+        s, hierarchies(s, controller), cgroup, DEFAULT_DEPTH if depth is None else depth
     )
     if not sampler.keys:
         if sampler.errors:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .output import Exit, to_json
 from .processes import Process, pids_of
-from .readings import Request, absolute_starts, below, hierarchies, read_all
+from .readings import Request, absolute_starts, below, hierarchies, read_all, where
 from .terminal import colour, cut, is_tty, page, size
 
 TYPE_CHECKING = False
@@ -78,8 +78,7 @@ def _tag(hs: set[str], parent: set[str]) -> str:
 
 def do_tree(s: Session, args: list[str]) -> str:
     o = s.opts
-    controller = args[0] if args else None
-    cgroup = args[1] if len(args) > 1 else ""
+    controller, cgroup = where(args)
     single = controller is not None and "," not in controller and controller != "all"
     depth = o.get("depth")
     hs = hierarchies(s, controller)
