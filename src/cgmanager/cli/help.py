@@ -12,28 +12,8 @@ from .output import Exit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .help_classic import Entry
     from .session import Session
-
-#: (synopsis, description, arguments, output, examples, D-Bus call)
-Entry = tuple[str, str, str, str, list[str], str]
-
-CONTROLLER = """\
-  <controller>  a hierarchy: a controller such as pids or freezer, a named hierarchy
-                (name=systemd or systemd), or "unified" for the cgroup v2 tree."""
-
-MULTI = """\
-  <controller>  a hierarchy (pids, freezer, name=systemd, unified, ...), a
-                comma-separated list of them, or "all" for every hierarchy cgmanager
-                serves."""
-
-CGROUP = """\
-  <cgroup>      a path relative to your own cgroup in that hierarchy ('' is your own
-                cgroup itself); ".." is never allowed."""
-
-CGROUP_ABS = """\
-  <cgroup>      a path relative to your own cgroup ('' is your own cgroup); a path
-                starting with / is taken from the hierarchy's root, and must still lie
-                inside your own cgroup; ".." is never allowed."""
 
 _FOOTER = """\
 Options:

@@ -1,8 +1,28 @@
-"""Help texts of the subcommands 0.42 had (imported only for ``cgm help``)."""
+"""Help texts of the subcommands 0.42 had, and the paragraphs the others share (imported
+only for ``cgm help``)."""
 
 from __future__ import annotations
 
-from .help import CGROUP, CGROUP_ABS, CONTROLLER, MULTI, Entry
+#: (synopsis, description, arguments, output, examples, D-Bus call)
+Entry = tuple[str, str, str, str, list[str], str]
+
+CONTROLLER = """\
+  <controller>  a hierarchy: a controller such as pids or freezer, a named hierarchy
+                (name=systemd or systemd), or "unified" for the cgroup v2 tree."""
+
+MULTI = """\
+  <controller>  a hierarchy (pids, freezer, name=systemd, unified, ...), a
+                comma-separated list of them, or "all" for every hierarchy cgmanager
+                serves."""
+
+CGROUP = """\
+  <cgroup>      a path relative to your own cgroup in that hierarchy ('' is your own
+                cgroup itself); ".." is never allowed."""
+
+CGROUP_ABS = """\
+  <cgroup>      a path relative to your own cgroup ('' is your own cgroup); a path
+                starting with / is taken from the hierarchy's root, and must still lie
+                inside your own cgroup; ".." is never allowed."""
 
 # name: (synopsis, description, arguments, output, examples, D-Bus call)
 TEXTS: dict[str, Entry] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .help import CGROUP, CGROUP_ABS, MULTI, Entry
+from .help_classic import CGROUP, CGROUP_ABS, MULTI, Entry
 
 # name: (synopsis, description, arguments, output, examples, D-Bus call)
 TEXTS: dict[str, Entry] = {

@@ -73,7 +73,8 @@ class Style:
 
 
 def _tag(hs: set[str], parent: set[str]) -> str:
-    return "" if hs == parent else " [" + ",".join(sorted(hs)) + "]"
+    """`` [pids,unified]``: each hierarchy by its first name (``unified,hugetlb`` is one)."""
+    return "" if hs == parent else " [" + ",".join(sorted(h.split(",")[0] for h in hs)) + "]"
 
 
 def do_tree(s: Session, args: list[str]) -> str:
