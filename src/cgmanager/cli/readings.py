@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posix
 
+from ..contract import BY_NAME
 from .output import CallFailed
 
 TYPE_CHECKING = False
@@ -214,5 +215,13 @@ def hierarchies(s: Session, controller: str | None) -> list[str]:
     """The hierarchies to read: those named (a comma list, or "all"), else every one served."""
     if controller and controller != "all":
         return [c for c in controller.split(",") if c]
+    if "ListHierarchies" in BY_NAME:  # every served hierarchy, v2 included (cgmanager1)
+        try:
+            (listed,) = s.call("ListHierarchies")
+            return [str(entry[0]) for entry in listed]
+        except CallFailed as e:
+            if e.name not in NO_METHOD:
+                raise
+    # 0.42 and cgproxy: ListControllers (which may leave the v2 tree out on hybrid hosts)
     (listed,) = s.call("ListControllers")
     return [str(h) for h in listed]
