@@ -3,6 +3,8 @@ no shell in between, its exit status cgm's; --remove-on-exit; root and a delegat
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -152,24 +154,39 @@ def test_remove_on_exit(cgm, place):
     assert not os.path.exists(place.path("freezer") + "/tmp")
 
 
-def test_remove_on_exit_waits_for_what_the_command_left_behind(cgm, place):
-    cp = cgm(
-        "exec",
-        "--create",
-        "--remove-on-exit",
-        "pids",
-        "left",
-        "sh",
-        "-c",
-        "sleep 300 >/dev/null 2>&1 & echo $!",
-    )
-    assert cp.returncode == 0, cp.stderr
-    straggler = int(cp.stdout)
-    assert cgroup_of(straggler, "pids") == place.hp("pids") + "/left"
-    assert os.path.isdir(place.path("pids") + "/left")  # still busy: removed once empty
-    pidfd = os.pidfd_open(straggler)
+@contextlib.contextmanager
+def subreaper():
+    """This process adopts the orphans of its descendants meanwhile (PR_SET_CHILD_SUBREAPER),
+    so a process a command leaves behind is reaped here, not left to pid 1."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:
+        pytest.skip("PR_SET_CHILD_SUBREAPER refused")
     try:
+        yield
+    finally:
+        libc.prctl(36, 0, 0, 0, 0)
+
+
+def test_remove_on_exit_waits_for_what_the_command_left_behind(cgm, place):
+    with subreaper():
+        cp = cgm(
+            "exec",
+            "--create",
+            "--remove-on-exit",
+            "pids",
+            "left",
+            "sh",
+            "-c",
+            "sleep 300 >/dev/null 2>&1 & echo $!",
+        )
+        assert cp.returncode == 0, cp.stderr
+        straggler = int(cp.stdout)
+        pidfd = os.pidfd_open(straggler)  # (our child now: it cannot be recycled meanwhile)
+    try:
+        assert cgroup_of(straggler, "pids") == place.hp("pids") + "/left"
+        assert os.path.isdir(place.path("pids") + "/left")  # still busy: removed once empty
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.waitpid(straggler, 0)
     finally:
         os.close(pidfd)
     assert wait_for(lambda: not os.path.exists(place.path("pids") + "/left"), timeout=30)

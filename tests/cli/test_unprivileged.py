@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from kernel.helpers import wait_for
 
 from .conftest import CGM
 from .test_commands import cgroup_of, failed, sleeper
@@ -198,22 +199,22 @@ def test_socket_the_user_may_not_reach(cgm, test_user):
     )
 
 
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def test_new_subcommands_inside_a_delegation(cgm, place, test_user, zzz):
     """exec, setvalue with units, get, dump, tree and top as the user, on its own cgroups."""
-    cp = cgm(
-        "exec",
-        "--create",
-        "pids",
-        "zzz/job",
-        "pids.max=1K",
-        "--",
-        "sh",
-        "-c",
-        "sleep 300 >/dev/null 2>&1 & echo $!",
+    spawned = place.spawn(
+        [cgm.binary, "exec", "--create", "pids", "zzz/job", "pids.max=1K", "--", "sleep", "300"],
         user=test_user,
     )
-    assert cp.returncode == 0, cp.stderr
-    worker = int(cp.stdout)
+    worker = spawned.pid  # cgm becomes sleep: the harness's own child, reaped by it
+    assert wait_for(lambda: _cmdline(worker).startswith(b"sleep\0"), timeout=30)
     try:
         assert cgroup_of(worker, "pids") == place.hp("pids") + "/zzz/job"
         assert cgm.ok("setvalue", "pids", "zzz/job", "pids.max", "2.5K", user=test_user) == ""

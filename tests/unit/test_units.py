@@ -1,9 +1,11 @@
-"""units.py: values with units converted exactly per key, raw values untouched."""
+"""units.py: values with units converted exactly per key, raw values untouched; human.py:
+the way back for --human."""
 
 import pytest
 
-from cgmanager import units
-from cgmanager.units import UnitError, to_human, to_kernel
+from cgmanager import human, units
+from cgmanager.human import to_human
+from cgmanager.units import UnitError, to_kernel
 
 pytestmark = pytest.mark.t0
 
@@ -147,7 +149,7 @@ def test_kinds():
     ],
 )
 def test_format_size(n, text):
-    assert units.format_size(n) == text
+    assert human.format_size(n) == text
 
 
 @pytest.mark.parametrize(
@@ -164,7 +166,7 @@ def test_format_size(n, text):
     ],
 )
 def test_format_time(us, text):
-    assert units.format_time_us(us) == text
+    assert human.format_time_us(us) == text
 
 
 def test_human_output():

@@ -36,7 +36,7 @@ def _read(s: Session, cgroup: str, wanted: list[tuple[str, str]]) -> list[Result
 def _text(s: Session, results: list[Result], headers: bool) -> str:
     """``file: value`` lines (continuation lines of a value indented, as cgget does), under a
     ``hierarchy:`` line per hierarchy when there are several."""
-    from ..units import to_human
+    from ..human import to_human
 
     width = max((len(f) for _, f, v, _ in results if v is not None), default=0) + 1
     out: list[str] = []

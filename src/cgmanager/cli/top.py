@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from ..units import format_size
+from ..human import format_size
 from .output import Exit, to_json
 from .readings import hierarchies, where
 from .terminal import Keys, colour, cut, is_tty, size

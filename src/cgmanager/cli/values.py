@@ -19,7 +19,7 @@ def do_getvalue(s: Session, args: list[str]) -> str:
     if s.json:
         return to_json({"value": value}) + "\n"
     if s.human:
-        from ..units import to_human
+        from ..human import to_human
 
         value = to_human(args[2], value)
     return f"{value}\n"
