@@ -230,6 +230,14 @@ METHODS: tuple[Method, ...] = (
         scm=False,
         family=RELATIVE,
     ),
+    Method(  # chosen keys of a whole subtree in one request (cgm top; operations/snapshots.py)
+        "Snapshot",
+        (_C, _G, ("keys", "as"), ("depth", "i")),
+        (("cgroups", "a(sba{is})"), ("complete", "b")),
+        interface=_I1,
+        scm=False,
+        family=LOOKUP,
+    ),
     # -- policy (daemon/policy.py, cgmanager.policy): host root only --
     Method("Reload", (), (("report", "as"),), interface=_I1, mutating=True, scm=False),
     Method("ConfigDiff", (("text", "s"),), (("changes", "as"),), interface=_I1, scm=False),

@@ -14,14 +14,16 @@ import pytest
 
 from cgmanager import __version__
 from cgmanager.cli import help as cli_help
-from cgmanager.cli.main import COMMANDS, DEFAULT_SOCKET, USAGE, parse, prog_name
+from cgmanager.cli.commands import COMMANDS, usage
+from cgmanager.cli.main import parse, prog_name
+from cgmanager.contract import DEFAULT_SOCKET
 
 from .conftest import CGM
 
 pytestmark = pytest.mark.t0
 
 NOSOCK = "/nonexistent-cgm-test/sock"
-USAGE_TEXT = USAGE.format(p="cgm", sock=DEFAULT_SOCKET)
+USAGE_TEXT = usage("cgm")
 
 
 def run(*args, env=None, binary=CGM):
@@ -79,7 +81,7 @@ def test_program_name_in_usage_follows_argv0(tmp_path):
     link = tmp_path / "lt-mycgm"
     link.symlink_to(CGM)
     cp = run(binary=str(link))
-    assert cp.stdout == USAGE.format(p="mycgm", sock=DEFAULT_SOCKET)
+    assert cp.stdout == usage("mycgm")
     assert prog_name("/usr/bin/lt-cgm") == "cgm" and prog_name("lt-") == "lt-"
 
 
@@ -93,33 +95,50 @@ def test_help_for_every_subcommand(sub):
     assert text.startswith(f"Usage: cgm {sub}") and "\n\nExamples:\n  " in text
     assert triple(run("help", sub)) == (0, text, "")
     assert triple(run(sub, "--help")) == (0, text, "")
-    assert triple(run(sub, "-h")) == (0, text, "")
+    if not COMMANDS[sub].human:
+        assert triple(run(sub, "-h")) == (0, text, "")
+
+
+NO_SUCH = "cgm: unknown subcommand 'frobnicate'\nRun 'cgm help' for the list of subcommands.\n"
 
 
 def test_help_unknown_subcommand():
-    cp = run("help", "frobnicate")
-    assert triple(cp) == (
-        1,
-        "Unknown command: frobnicate\n" + USAGE_TEXT,
-        "cgm: unknown subcommand 'frobnicate'\n",
-    )
+    assert triple(run("help", "frobnicate")) == (1, "", NO_SUCH)
 
 
 # -- unknown subcommands and argument counts -------------------------------------------------------
 
 
 def test_unknown_subcommand():
-    assert triple(run("frobnicate", "x")) == (
-        1,
-        "Unknown command: frobnicate\n" + USAGE_TEXT,
-        "cgm: unknown subcommand 'frobnicate'\n",
-    )
+    """0.42 printed the whole usage on stdout; the short hint goes to stderr now."""
+    assert triple(run("frobnicate", "x")) == (1, "", NO_SUCH)
 
 
 def test_unknown_subcommand_suggests():
     cp = run("getvalu", "pids", "x", "pids.max")
-    assert cp.returncode == 1 and cp.stdout.startswith("Unknown command: getvalu\n")
-    assert cp.stderr == "cgm: unknown subcommand 'getvalu'; did you mean getvalue or setvalue?\n"
+    assert triple(cp) == (
+        1,
+        "",
+        "cgm: unknown subcommand 'getvalu'; did you mean getvalue or setvalue or get?\n"
+        "Run 'cgm help' for the list of subcommands.\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "word,meant",
+    [("run", "exec"), ("cgexec", "exec"), ("cgtop", "top"), ("cgls", "tree"), ("cgget", "get")],
+)
+def test_words_from_systemd_and_libcgroup_are_pointed_to_their_subcommand(word, meant):
+    assert run(word, "x").stderr.startswith(
+        f"cgm: unknown subcommand {word!r}; did you mean {meant}?\n"
+    )
+
+
+@pytest.mark.parametrize("word", ["prun", "run", "remov", "kil", "freez", "removeonemty", "prunee"])
+def test_suggestions_never_propose_a_destructive_subcommand(word):
+    err = run(word).stderr
+    for destructive in ("prune", "remove", "removeonempty", "kill", "freeze"):
+        assert f" {destructive}?" not in err and f" {destructive} " not in err, err
 
 
 COUNTS = [
@@ -146,13 +165,23 @@ COUNTS = [
     ("freeze", ["unified"], "2", "<controller> <cgroup>"),
     ("thaw", ["a", "b", "c"], "2", "<controller> <cgroup>"),
     ("kill", [], "2", "<controller> <cgroup>"),
-    ("events", [], "1 to 3", "<controller> [cgroup] [--follow]"),
+    ("events", [], "1 or 2", "<controller> [cgroup] [--follow]"),
     ("config", [], "at least 1", "check FILE... | diff [FILE]"),
     ("reload", ["x"], "0", ""),
     ("classify", [], "at least 1", "pid..."),
-    ("monitor", [], "at least 1", "<controller> [cgroup] [psi=...]..."),
+    ("monitor", [], "at least 1", "<controller> [cgroup] [psi=resource:some|full:stall:window]..."),
     ("stat", ["a", "b", "c"], "1 or 2", "<controller> [cgroup]"),
     ("help", ["a", "b"], "0 or 1", "[subcommand]"),
+    ("get", ["cg"], "at least 2", "<cgroup> <file>|<controller>:<file>..."),
+    ("dump", [], "1 or 2", "<controller> [cgroup]"),
+    ("top", ["a", "b", "c"], "0 to 2", "[controller] [cgroup]"),
+    (
+        "exec",
+        ["pids", "x"],
+        "at least 3",
+        "[--create] [--remove-on-exit] <controller> <cgroup> [owner=uid:gid] [file=value]..."
+        " [--] command [arg]...",
+    ),
     (
         "setup",
         ["pids"],
@@ -164,11 +193,13 @@ COUNTS = [
 
 @pytest.mark.parametrize("sub,args,want,synopsis", COUNTS, ids=lambda v: str(v))
 def test_wrong_argument_count(sub, args, want, synopsis):
+    """The subcommand's own short usage on stderr (0.42 printed the whole list on stdout)."""
     assert triple(run(sub, *args)) == (
-        1,
-        USAGE_TEXT,
+        COMMANDS[sub].status,
+        "",
         f"cgm: {sub} takes {want} arguments ({synopsis}), got {len(args)}\n"
-        f"Usage: cgm {sub} {synopsis}\n",
+        f"Usage: cgm {sub}{' ' + synopsis if synopsis else ''}\n"
+        f"Try 'cgm help {sub}' for details and examples.\n",
     )
 
 
@@ -184,7 +215,7 @@ def _bad(sub, line):
     return (
         1,
         "",
-        f"{line}\nUsage: cgm {sub} {COMMANDS[sub][2]}\n"
+        f"{line}\nUsage: cgm {sub} {COMMANDS[sub].synopsis}\n"
         f"Try 'cgm help {sub}' for details and examples.\n",
     )
 
@@ -211,10 +242,20 @@ def test_bad_uid_or_gid(uid, gid, bad):
 @pytest.mark.parametrize("mode", ["abc", "0789", "-1", "", "0o755", "77777777777", "rwx"])
 def test_bad_mode(mode):
     assert triple(run("chmod", "pids", "a", mode)) == _bad(
-        "chmod", f"Bad uid or gid: the mode {mode!r} is not an octal number such as 0755"
+        "chmod", f"Bad mode: {mode!r} is not an octal number such as 0755"
     )
     assert triple(run("chmodfile", "pids", "a", "tasks", mode)) == _bad(
-        "chmodfile", f"Bad uid or gid: the mode {mode!r} is not an octal number such as 0755"
+        "chmodfile", f"Bad mode: {mode!r} is not an octal number such as 0755"
+    )
+
+
+@pytest.mark.parametrize("flag", ["2", "-1", "yes", "", "00", "recursive"])
+def test_remove_takes_only_0_or_1(flag):
+    """0.42 removed recursively for any value but 0: a typo there removes a whole subtree."""
+    assert triple(run("remove", "pids", "a", flag)) == _bad(
+        "remove",
+        f"Bad recursive flag: {flag!r}; give 0 (only an empty cgroup without children)"
+        " or 1 (with its descendants, the default)",
     )
 
 
@@ -310,7 +351,7 @@ def test_socket_option_needs_a_value():
 def test_argument_errors_come_before_connecting():
     """0.42 connected first; with no daemon it reported the connection, not the usage."""
     cp = run("create", "pids")
-    assert cp.returncode == 1 and cp.stdout == USAGE_TEXT and "dbus" not in cp.stderr
+    assert cp.returncode == 1 and cp.stdout == "" and "dbus" not in cp.stderr
 
 
 def test_invalid_utf8_argument():
@@ -330,15 +371,21 @@ def test_invalid_utf8_argument():
 
 
 def test_parse_options_anywhere_and_double_dash():
-    assert parse(["--json", "getvalue", "c", "g", "k"]) == (
-        ["getvalue", "c", "g", "k"],
-        {"json": True, "help": False, "version": False, "socket": None},
+    words, opts, cmd = parse(["--json", "getvalue", "c", "g", "k"], COMMANDS)
+    assert words == ["getvalue", "c", "g", "k"] and cmd is COMMANDS["getvalue"]
+    assert opts == {"json": True, "help": False, "version": False, "socket": None, "human": False}
+    words, opts, _ = parse(
+        ["setvalue", "cpu", "x", "cpu.cfs_quota_us", "-1", "--socket", "/s"], COMMANDS
     )
-    words, opts = parse(["setvalue", "cpu", "x", "cpu.cfs_quota_us", "-1", "--socket", "/s"])
     assert words == ["setvalue", "cpu", "x", "cpu.cfs_quota_us", "-1"] and opts["socket"] == "/s"
-    words, opts = parse(["setvalue", "c", "g", "k", "--", "--json"])
+    words, opts, _ = parse(["setvalue", "c", "g", "k", "--", "--json"], COMMANDS)
     assert words == ["setvalue", "c", "g", "k", "--json"] and not opts["json"]
-    assert parse(["-", "-x"])[0] == ["-", "-x"]
+    assert parse(["-", "-x"], COMMANDS)[0] == ["-", "-x"]
+    # -h: help before a subcommand and for those printing no values; else --human
+    assert parse(["-h"], COMMANDS)[1]["help"]
+    assert parse(["create", "-h"], COMMANDS)[1]["help"]
+    _, opts, _ = parse(["getvalue", "-h", "c", "g", "k"], COMMANDS)
+    assert opts["human"] and not opts["help"]
 
 
 def test_broken_pipe_is_quiet():
@@ -366,3 +413,36 @@ def test_launcher_script(tmp_path):
     assert launcher.main([]) == 2 and launcher.main(["--python"]) == 2
     with pytest.raises(ValueError):
         launcher.script(python="/path with space/python")
+
+
+def test_retry_only_when_a_daemon_may_be_restarting(tmp_path):
+    """Issue 13.6: no daemon and no socket in a directory nobody touched lately: nothing is
+    coming, so cgm does not wait.  A stale socket (its daemon died) or a directory changed in
+    the last seconds (a daemon removes its socket when it stops) may see one come back."""
+    from cgmanager.cli import session
+
+    old = tmp_path / "old"
+    old.mkdir()
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert not session.may_be_restarting(f"{old}/sock", 2)
+    assert not session.may_be_restarting(f"{tmp_path}/none/sock", 2)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert session.may_be_restarting(f"{fresh}/sock", 2)
+    stale = str(old / "stale")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert session.may_be_restarting(stale, 111)
+    assert session.may_be_restarting("\0abstract", 111)
+    # and cgm itself says why it stops, as before
+    cp = run("--socket", f"{old}/sock", "ping")
+    assert triple(cp) == (
+        1,
+        "",
+        "Failed opening dbus connection: org.freedesktop.DBus.Error.FileNotFound: Failed to "
+        f"connect to socket {old}/sock: No such file or directory\n"
+        f"cgm: cgmanager is not running (nothing listens on {old}/sock, from --socket); "
+        "use --socket PATH or CGM_SOCKET to reach a cgmanager listening elsewhere\n",
+    )

@@ -139,9 +139,15 @@ def test_remove_non_recursive_fails_on_children(cgm, place):
     assert not os.path.exists(place.path("pids") + "/xxx")
 
 
-def test_remove_anything_but_0_is_recursive(cgm, place):
+def test_remove_1_is_recursive_and_other_values_are_refused(cgm, place):
+    """0.42 removed recursively for any value but 0; only 0 and 1 are taken now (a typo must
+    not remove a subtree), and the refusal changes nothing."""
     cgm.ok("create", "pids", "q/w")
-    assert cgm.ok("remove", "pids", "q", "yes") == ""
+    for flag in ("yes", "2", "O"):
+        cp = cgm("remove", "pids", "q", flag)
+        assert cp.returncode == 1 and cp.stderr.startswith(f"Bad recursive flag: {flag!r}; ")
+    assert os.path.isdir(place.path("pids") + "/q/w")
+    assert cgm.ok("remove", "pids", "q", "1") == ""
     assert not os.path.exists(place.path("pids") + "/q")
 
 
@@ -358,6 +364,38 @@ def test_gettasks_missing_cgroup(cgm, place):
         ("GetTasks", "ss", "pids", "ghost"),
     )
     failed(cgm("gettasksrecursive", "pids", "/"), "get_tasks_recursive_sync")
+
+
+def test_gettasksrecursive_missing_everywhere_fails(cgm, place):
+    """Issue 13.2: 0 and no output before.  Missing (or unreadable) in every hierarchy named
+    fails with the first one's error, as GetTasks; missing in some of several is skipped."""
+    msg = failed(
+        cgm("gettasksrecursive", "pids", "ghost"),
+        "get_tasks_recursive_sync",
+        place,
+        ("GetTasksRecursive", "ss", "pids", "ghost"),
+    )
+    assert "ghost" in msg and "not found" in msg
+    assert failed(cgm("gettasksrecursive", "pids,freezer", "ghost"), "get_tasks_recursive_sync")
+    cgm.ok("create", "pids", "half")
+    s = sleeper(place)
+    cgm.ok("movepid", "pids", "half", str(s.pid))
+    assert cgm.ok("gettasksrecursive", "freezer,pids", "half") == f"{s.pid}\n"
+    cgm.ok("create", "freezer", "empty")
+    assert cgm.ok("gettasksrecursive", "freezer,pids", "empty") == ""
+
+
+def test_gettasksrecursive_unreadable_for_the_caller_fails(cgm, place, test_user):
+    cgm.ok("create", "pids", "shut")
+    cgm.ok("chmod", "pids", "shut", "0700")
+    msg = failed(
+        cgm("gettasksrecursive", "pids", "shut", user=test_user),
+        "get_tasks_recursive_sync",
+        place,
+        ("GetTasksRecursive", "ss", "pids", "shut"),
+        user=test_user,
+    )
+    assert "not permitted" in msg
 
 
 # -- listing ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from cgmanager.cli.main import COMMANDS
+from cgmanager.cli.commands import COMMANDS
 
 from .conftest import CGM
 from .test_commands import sleeper
@@ -41,6 +41,7 @@ def test_subcommands():
         "getvalue",
         "gettasks",
         "gettasksrecursive",
+        "get",
     ]
     assert len(complete([""])) == len(COMMANDS)
     assert complete(["help", "list"]) == ["listchildren", "listcontrollers", "listkeys"]
@@ -98,3 +99,52 @@ def test_keys_and_pids(place, cgm):
     s = sleeper(place)
     assert str(s.pid) in complete(["movepid", "pids", "k", str(s.pid)[:-1]], run)
     assert str(s.pid) in complete(["getpidcgroup", "pids", str(s.pid)], run)
+
+
+@pytest.mark.t0
+def test_options_of_new_subcommands():
+    assert complete(["top", "--o"]) == ["--once", "--order"]
+    assert complete(["top", "--order", "m"]) == ["memory"]
+    assert complete(["tree", "--color", "a"]) == ["auto", "always"]
+    assert complete(["tree", "--no"]) == ["--no-pager"]
+    assert complete(["exec", "--c"]) == ["--create"]
+    assert complete(["exec", "--r"]) == ["--remove-on-exit"]
+    assert complete(["getvalue", "--h"]) == ["--help", "--human"]
+    assert complete(["help", "un"]) == ["units"]
+    assert set(complete(["t"])) == {"thaw", "top", "tree"}
+
+
+@pytest.mark.t3
+def test_comma_lists_item_by_item(place, cgm):
+    run = lambda argv: place.run(argv)  # noqa: E731
+    assert complete(["create", "pids,fr"], run) == ["pids,freezer"]
+    got = complete(["tree", "pids,"], run)
+    assert "pids,freezer" in got and "pids,unified" in got
+    assert "pids,pids" not in got and not any(g.count(",") > 1 for g in got)
+    assert complete(["top", "pids,freezer,u"], run) == ["pids,freezer,unified"]
+    assert complete(["gettasks", "pids,fr"], run) == []  # one hierarchy only
+
+
+@pytest.mark.t3
+def test_exec_items_then_the_command(place, cgm):
+    run = lambda argv: place.run(argv)  # noqa: E731
+    cgm.ok("create", "pids", "ex")
+    assert complete(["exec", "pids", "ex", "pids.m"], run) == ["pids.max="]
+    assert complete(["exec", "--create", "pids", "new", "ow"], run) == ["owner="]
+    assert "sleep" in complete(["exec", "pids", "ex", "--", "slee"], run)
+    assert "sleep" in complete(["exec", "pids", "ex", "pids.max=5", "slee"], run)
+    # the command's own options are not cgm's
+    assert complete(["exec", "pids", "ex", "ls", "--hel"], run) == []
+
+
+@pytest.mark.t3
+def test_get_files_by_prefix_or_hierarchy(place, cgm):
+    run = lambda argv: place.run(argv)  # noqa: E731
+    cgm.ok("create", "unified,pids", "gt")
+    assert complete(["get", "gt", "pids.m"], run) == ["pids.max"]
+    assert complete(["get", "gt", "unif"], run) == ["unified:"]
+    assert sorted(complete(["get", "gt", "unified:cgroup.max.d"], run)) == [
+        "unified:cgroup.max.depth",
+        "unified:cgroup.max.descendants",
+    ]
+    assert complete(["dump", "pids,u"], run) == ["pids,unified"]

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cgmanager.cli.main import COMMANDS
+from cgmanager.cli.commands import COMMANDS
 from cgmanager.daemon.main import build_parser
 
 pytestmark = pytest.mark.t0
@@ -44,6 +44,35 @@ def test_cgm_page_documents_every_subcommand():
     text = plain("cgm.1")
     for sub in COMMANDS:
         assert re.search(rf"^\.BI? {sub}( |$)", text, re.M), sub
+
+
+def test_cgm_page_documents_every_option_of_every_subcommand():
+    text = plain("cgm.1")
+    for cmd in COMMANDS.values():
+        for opt in cmd.options:
+            assert re.search(rf"(^|[ (\"]){re.escape(opt)}\b", text, re.M), (cmd.name, opt)
+
+
+def test_cgm_page_and_help_document_every_key_with_units():
+    from cgmanager import units
+    from cgmanager.cli.help import units_text
+
+    text = plain("cgm.1")
+    for _, keys, _ in units.table():
+        for key in keys:
+            name = key.replace("blkio.throttle.", "")
+            assert name in text, key
+            assert key in units_text(), key
+
+
+def test_every_subcommand_has_help_naming_its_options():
+    from cgmanager.cli import help as cli_help
+
+    for cmd in COMMANDS.values():
+        text = cli_help.text(cmd.name)
+        assert text is not None and text.startswith(f"Usage: cgm {cmd.name}")
+        for opt in cmd.options:
+            assert opt in text, (cmd.name, opt)
 
 
 def test_cgmanager_page_documents_every_daemon_option():

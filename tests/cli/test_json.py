@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgmanager.cli.main import to_json
+from cgmanager.cli.output import to_json
 
 from .test_commands import sleeper
 
@@ -126,5 +126,6 @@ def test_to_json_escapes():
     s = 'a"b\\c\nd\te\x00f\x1fg\x7fh\u2028i\U0001f600'
     assert json.loads(to_json(s)) == s
     assert "\n" not in to_json(s)
+    assert to_json([1.5, float("nan"), {1: 2}]) == '[1.5, null, {"1": 2}]'
     with pytest.raises(TypeError):
-        to_json(1.5)
+        to_json({1.5})

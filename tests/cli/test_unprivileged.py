@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+from kernel.helpers import wait_for
 
 from .conftest import CGM
 from .test_commands import cgroup_of, failed, sleeper
@@ -195,3 +197,40 @@ def test_socket_the_user_may_not_reach(cgm, test_user):
         f"cgm: not allowed to connect to {path} (from --socket); "
         "use --socket PATH or CGM_SOCKET to reach a cgmanager listening elsewhere\n"
     )
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def test_new_subcommands_inside_a_delegation(cgm, place, test_user, zzz):
+    """exec, setvalue with units, get, dump, tree and top as the user, on its own cgroups."""
+    spawned = place.spawn(
+        [cgm.binary, "exec", "--create", "pids", "zzz/job", "pids.max=1K", "--", "sleep", "300"],
+        user=test_user,
+    )
+    worker = spawned.pid  # cgm becomes sleep: the harness's own child, reaped by it
+    assert wait_for(lambda: _cmdline(worker).startswith(b"sleep\0"), timeout=30)
+    try:
+        assert cgroup_of(worker, "pids") == place.hp("pids") + "/zzz/job"
+        assert cgm.ok("setvalue", "pids", "zzz/job", "pids.max", "2.5K", user=test_user) == ""
+        assert cgm.ok("get", "zzz/job", "pids.max", "pids.current", user=test_user) == (
+            "pids.max:     2500\npids.current: 1\n"
+        )
+        assert "pids.events:" in cgm.ok("dump", "pids", "zzz/job", user=test_user)
+        tree = cgm.ok("tree", "pids", "zzz", user=test_user).splitlines()
+        assert tree == [f"pids:{place.hp('pids')}/zzz", "└─job", f"  └─{worker} sleep 300"]
+        (frame,) = [
+            json.loads(line)
+            for line in cgm.ok(
+                "--json", "top", "--once", "-d", "0.1", "pids", "zzz", user=test_user
+            ).splitlines()
+        ]
+        rows = {c["path"]: c for c in frame["cgroups"]}
+        assert rows[place.hp("pids") + "/zzz/job"]["tasks"] == 1
+    finally:
+        assert cgm.ok("kill", "pids", "zzz/job", user=test_user) == "1\n"

@@ -60,3 +60,31 @@ def test_cgm_refusals_inside_a_container(box):
     assert rc == 1 and "cgmanager_get_value_sync failed" in err
     rc, out, err = box(ct.run, [CGM, "movepid", "pids", "", "1"], uid=1000)
     assert rc == 1
+
+
+def test_exec_top_and_tree_through_cgproxy(box):
+    """cgproxy forwards the 0.42 methods only: exec makes its cgroup step by step (Create,
+    then MovePid), top and tree read cgroup by cgroup (ListChildren, GetValue)."""
+    script = f"""
+set -e
+cgm() {{ {CGM} "$@"; }}
+cgm exec --create pids job pids.max=1K -- sh -c 'grep pids /proc/self/cgroup'
+cgm getvalue pids job pids.max
+cgm exec --create --remove-on-exit pids tmp -- true
+cgm listchildren pids
+cgm --json top --once -d 0.2 pids
+cgm tree pids
+cgm remove pids job
+"""
+    rc, out, err = box(ct.sh, script)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith(":pids:/job")  # inside the container, relative to its root
+    assert lines[1] == "1000"
+    assert lines[2] == "job"  # tmp was removed after its command
+    frame = json.loads(lines[3])
+    by_path = {c["path"]: c for c in frame["cgroups"]}
+    assert by_path["/job"]["tasks"] == 0 and "/" in by_path
+    assert lines[4] == "pids:/"
+    assert "└─job" in lines[5:]
+    assert not os.path.exists(box.dirs["pids"] + "/job")

@@ -1,6 +1,7 @@
 """``cgm`` commands for policy: ``config check|diff``, ``reload``, ``classify``, ``monitor``
 (also ``events … --follow``) and ``pamsession`` (for pam_exec).  Imported only when one of
-them runs, so ``cgm``'s start-up stays as lean as before."""
+them runs, so ``cgm``'s start-up stays as lean as before; their entries are in
+:mod:`.commands`, their help texts in :data:`HELP` (found by :mod:`.help`)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,22 @@ import os
 import sys
 from typing import Any
 
-from ..contract import INTERFACE1, OBJECT_PATH
+from ..contract import OBJECT_PATH
+from .commands import COMMANDS
+from .output import CallFailed, Exit, to_json
 
-#: name: (min args, max args, synopsis) — registered in main.COMMANDS
-COMMANDS: dict[str, tuple[int, int | None, str]] = {
-    "config": (1, None, "check FILE... | diff [FILE]"),
-    "reload": (0, 0, ""),
-    "classify": (1, None, "pid..."),
-    "monitor": (1, None, "<controller> [cgroup] [psi=resource:some|full:stall:window]..."),
-    "pamsession": (0, None, "[-c controllers] [-p pattern] [-s ctrl,key,value]..."),
-}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .session import Session
 
+INT32_MAX = 2147483647
 _D1 = "org.linuxcontainers.cgmanager1."
-
-
-def _main() -> Any:
-    """cli/main.py (untyped, and imported by the time any of this runs)."""
-    from . import main
-
-    return main
 
 
 # name: (synopsis, description, arguments, output, examples, D-Bus call) — as cli/help.py
 HELP: dict[str, tuple[str, str, str, str, list[str], str]] = {
     "config": (
-        COMMANDS["config"][2],
+        COMMANDS["config"].synopsis,
         "check: parse each cgconfig.conf file and check it against this host's\n"
         "hierarchies and users, without a daemon; every problem names its file and line.\n"
         "diff: what applying cgmanager's configuration directory (or FILE) would change\n"
@@ -52,7 +44,7 @@ HELP: dict[str, tuple[str, str, str, str, list[str], str]] = {
         _D1 + "Reload",
     ),
     "classify": (
-        COMMANDS["classify"][2],
+        COMMANDS["classify"].synopsis,
         "Apply the placement rules (cgrules.conf) to these processes now, as if they had\n"
         "just started.  Host root may name any process; others only their own.",
         "  pid  a process id.",
@@ -61,7 +53,7 @@ HELP: dict[str, tuple[str, str, str, str, list[str], str]] = {
         _D1 + "Classify",
     ),
     "monitor": (
-        COMMANDS["monitor"][2],
+        COMMANDS["monitor"].synopsis,
         "Print the cgroup's events as they happen (populated, frozen, memory and pids\n"
         "events on v2; populated and frozen polled on v1), and pressure when a psi=\n"
         "trigger is given, until interrupted.  'cgm events ... --follow' is the same.",
@@ -73,7 +65,7 @@ HELP: dict[str, tuple[str, str, str, str, list[str], str]] = {
         _D1 + "Subscribe, WatchPressure; signal CgroupEvent",
     ),
     "pamsession": (
-        COMMANDS["pamsession"][2],
+        COMMANDS["pamsession"].synopsis,
         "For pam_exec in a PAM session stack: at open_session put the login process\n"
         "into a new per-user cgroup (pattern, then 0, 1, ...) chowned to the user; at\n"
         "close_session take it out and remove the cgroup if it is empty.",
@@ -87,42 +79,34 @@ HELP: dict[str, tuple[str, str, str, str, list[str], str]] = {
 }
 
 
-def _call(ctx: Any, fn: str, member: str, sig: str = "", body: tuple[Any, ...] = ()) -> Any:
-    return ctx.call(fn, member, sig, body, INTERFACE1)
-
-
-def _out(ctx: Any, lines: list[str], obj: object) -> str:
-
-    if ctx.json:
-        return str(_main().to_json(obj)) + "\n"
+def _out(s: Session, lines: list[str], obj: object) -> str:
+    if s.json:
+        return to_json(obj) + "\n"
     return "".join(f"{line}\n" for line in lines)
 
 
-def config(ctx: Any, args: list[str]) -> str:
-
+def do_config(s: Session, args: list[str]) -> str:
     sub, rest = args[0], args[1:]
     if sub == "check":
         if not rest:
-            raise _main().Exit(1, "cgm: config check needs at least one FILE\n")
-        return _check(ctx, rest)
+            raise Exit(1, "cgm: config check needs at least one FILE\n")
+        return _check(s, rest)
     if sub == "diff":
         if len(rest) > 1:
-            raise _main().Exit(1, "cgm: config diff takes at most one FILE\n")
+            raise Exit(1, "cgm: config diff takes at most one FILE\n")
         text = ""
         if rest:
             try:
                 with open(rest[0], encoding="utf-8") as f:
                     text = f.read()
             except (OSError, UnicodeDecodeError) as e:
-                raise _main().Exit(1, f"cgm: {rest[0]}: {e}\n") from None
-        (changes,) = _call(ctx, "cgmanager_config_diff_sync", "ConfigDiff", "s", (text,))
-        return _out(ctx, list(changes), list(changes))
-    raise _main().Exit(
-        1, f"cgm: config {sub!r}: use 'config check FILE...' or 'config diff [FILE]'\n"
-    )
+                raise Exit(1, f"cgm: {rest[0]}: {e}\n") from None
+        (changes,) = s.call("ConfigDiff", text)
+        return _out(s, list(changes), list(changes))
+    raise Exit(1, f"cgm: config {sub!r}: use 'config check FILE...' or 'config diff [FILE]'\n")
 
 
-def _check(ctx: Any, files: list[str]) -> str:
+def _check(s: Session, files: list[str]) -> str:
     from ..hierarchy import discover_host
     from ..policy.apply import load_file
     from ..policy.lexer import ConfigError
@@ -144,87 +128,71 @@ def _check(ctx: Any, files: list[str]) -> str:
         lines += cfg.notes
         report.append({"file": path, "groups": len(groups), "notes": cfg.notes})
     if errors:
-        out = _out(ctx, lines, report) if ctx.json else "".join(f"{x}\n" for x in lines)
-        raise _main().Exit(1, "" if ctx.json else "".join(f"{e}\n" for e in errors), out)
-    return _out(ctx, lines, report)
+        out = _out(s, lines, report) if s.json else "".join(f"{x}\n" for x in lines)
+        raise Exit(1, "" if s.json else "".join(f"{e}\n" for e in errors), out)
+    return _out(s, lines, report)
 
 
-def reload(ctx: Any, args: list[str]) -> str:
-    (report,) = _call(ctx, "cgmanager_reload_sync", "Reload")
-    return _out(ctx, list(report), list(report))
+def do_reload(s: Session, args: list[str]) -> str:
+    (report,) = s.call("Reload")
+    return _out(s, list(report), list(report))
 
 
-def classify(ctx: Any, args: list[str]) -> str:
+def do_classify(s: Session, args: list[str]) -> str:
     pids = []
     for a in args:
-        if not (a.isascii() and a.isdigit()) or not 0 < int(a) <= _main().INT32_MAX:
-            raise _main().Exit(1, f"cgm: classify: {a!r} is not a process id\n")
+        if not (a.isascii() and a.isdigit()) or not 0 < int(a) <= INT32_MAX:
+            raise Exit(1, f"cgm: classify: {a!r} is not a process id\n")
         pids.append(int(a))
-    (results,) = _call(ctx, "cgmanager_classify_sync", "Classify", "ai", (pids,))
+    (results,) = s.call("Classify", pids)
     return _out(
-        ctx, [f"{p}: {what}" for p, what in results], [{"pid": p, "result": w} for p, w in results]
+        s, [f"{p}: {what}" for p, what in results], [{"pid": p, "result": w} for p, w in results]
     )
 
 
-def _event_line(ctx: Any, body: tuple[Any, ...]) -> str:
-
+def _event_line(s: Session, body: tuple[Any, ...]) -> str:
     _sid, _controller, cgroup, kind, values, lost = body
-    if ctx.json:
-        return str(
-            _main().to_json({"cgroup": cgroup, "kind": kind, "values": values, "lost": lost})
-        )
+    if s.json:
+        return to_json({"cgroup": cgroup, "kind": kind, "values": values, "lost": lost})
     tail = f" lost={lost}" if lost else ""
     kv = " ".join(f"{k}={v}" for k, v in values.items())
     return f"{cgroup or '.'} {kind} {kv}{tail}".rstrip()
 
 
-def monitor(ctx: Any, args: list[str]) -> str:
+def do_monitor(s: Session, args: list[str]) -> str:
     from ..dbus.errors import DBusError
 
     plain = [a for a in args if not a.startswith("psi=")]
     psi = [a[4:] for a in args if a.startswith("psi=")]
     if not 1 <= len(plain) <= 2:
-        raise _main().Exit(1, "cgm: monitor takes <controller> [cgroup] and psi= items\n")
+        raise Exit(1, "cgm: monitor takes <controller> [cgroup] and psi= items\n")
     controller, cgroup = plain[0], plain[1] if len(plain) > 1 else ""
-    _call(ctx, "cgmanager_subscribe_sync", "Subscribe", "ss", (controller, cgroup))
+    s.call("Subscribe", controller, cgroup)
     for spec in psi:
         parts = spec.split(":")
         if len(parts) != 4:
-            raise _main().Exit(1, f"cgm: psi={spec!r}: give resource:some|full:stall:window\n")
-        _call(
-            ctx,
-            "cgmanager_watch_pressure_sync",
-            "WatchPressure",
-            "ssss",
-            (controller, cgroup, parts[0], " ".join(parts[1:])),
-        )
-    (state,) = _call(ctx, "cgmanager_get_events_sync", "GetEvents", "ss", (controller, cgroup))
+            raise Exit(1, f"cgm: psi={spec!r}: give resource:some|full:stall:window\n")
+        s.call("WatchPressure", controller, cgroup, parts[0], " ".join(parts[1:]))
+    (state,) = s.call("GetEvents", controller, cgroup)
     write = sys.stdout.write
     for key, value in state.items():
-        write(_event_line(ctx, (0, controller, cgroup, key, {key: value}, 0)) + "\n")
+        write(_event_line(s, (0, controller, cgroup, key, {key: value}, 0)) + "\n")
     sys.stdout.flush()
-    conn = ctx.conn()
+    conn = s.conn()
     while True:
         try:
             msg = conn.receive(None)
         except DBusError as e:
-            raise _main().CallFailed("cgmanager_monitor", e) from None
+            raise CallFailed("cgmanager_monitor", e) from None
         if msg is None or msg.member != "CgroupEvent" or msg.path != OBJECT_PATH:
             continue
-        write(_event_line(ctx, tuple(msg.body)) + "\n")
+        write(_event_line(s, tuple(msg.body)) + "\n")
         sys.stdout.flush()
         if msg.body[3] == "removed":
             return ""
 
 
-def events_follow(ctx: Any, args: list[str]) -> str:
-    """``cgm events <controller> [cgroup] --follow``: monitor."""
-    if "--follow" not in args:
-        _main().bad_value(ctx, "events", f"{args[2]!r}: only --follow may follow the cgroup")
-    return monitor(ctx, [a for a in args if a != "--follow"])
-
-
-def pamsession(ctx: Any, args: list[str]) -> str:
+def do_pamsession(s: Session, args: list[str]) -> str:
     """pam_exec's helper: PAM_TYPE and PAM_USER come from pam_exec's environment."""
     import pwd
 
@@ -238,7 +206,7 @@ def pamsession(ctx: Any, args: list[str]) -> str:
     try:
         o = session.parse_options(args)
         login = session.login_process()
-        conn = ctx.conn()
+        conn = s.conn()
         if kind == "open_session":
             user = pwd.getpwnam(os.environ.get("PAM_USER", ""))
             session.open_session(conn, o, user, login)
@@ -246,5 +214,5 @@ def pamsession(ctx: Any, args: list[str]) -> str:
             session.close_session(conn, o, login)
     except (session.SessionError, DBusError, ScmError, KeyError, OSError) as e:
         msg = e.message if isinstance(e, DBusError) else str(e)
-        raise _main().Exit(1, f"cgm pamsession ({kind}): {msg}\n") from None
+        raise Exit(1, f"cgm pamsession ({kind}): {msg}\n") from None
     return ""

@@ -1,159 +1,187 @@
-"""``cgm tree [controller] [cgroup]``: a subtree with its processes, like systemd-cgls.
+"""``cgm tree [controller] [cgroup]``: cgroups and their processes, like systemd-cgls.
 
-Built from ListChildren and GetTasks on every cgroup of the subtree (one connection, two
-calls per cgroup).  Process names come from ``/proc`` of the machine cgm runs on: the daemon
-reports ids in its own pid namespace, which is cgm's own for plain calls.  On v1 hierarchies
-GetTasks lists threads; a thread whose process is listed in the same cgroup is folded into it.
+Without a controller (or with a list, or ``all``) the hierarchies are merged: a cgroup whose
+path is the same in several hierarchies is one node, and a hierarchy list in brackets marks a
+cgroup or process that is not in every hierarchy its parent is in.  Hierarchies whose starting
+cgroup differs (cgm itself sits elsewhere there) get a tree of their own.  With one
+controller the output keeps the form it had (``pids:/path`` first).
+
+Kernel threads are hidden unless ``--all`` (``-k``); ``--depth N`` stops N levels down.  On a
+terminal lines are cut to its width (``--full``/``-l``: not), colour is used, and a long tree
+goes through the pager (``--no-pager``: not).
+
+Read with one Snapshot per hierarchy (``cgroup.procs`` of the whole subtree; see
+:mod:`.readings` for daemons without it).  A cgroup the caller may not read is shown with
+"cannot read" and makes the exit status 1.
 """
 
-from .main import CallFailed, to_json
+from __future__ import annotations
 
-_NOT_FOUND = "org.linuxcontainers.cgmanager.Error.NotFound"
+from .output import Exit, to_json
+from .processes import Process, pids_of
+from .readings import Request, absolute_starts, below, hierarchies, read_all, where
+from .terminal import colour, cut, is_tty, page, size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .session import Session
+
+_NOT_READABLE = "not permitted"
 
 
-def tree(ctx, args):
-    if args:
-        controllers = [args[0]]
-    else:
-        (controllers,) = ctx.call("cgmanager_list_controllers_sync", "ListControllers")
-    cgroup = args[1] if len(args) > 1 else ""
-    out, failed = [], False
-    for i, c in enumerate(controllers):
-        try:
-            node = _walk(ctx, c, cgroup, root=True)
-        except CallFailed as e:
-            if args:
-                raise
-            # listing every hierarchy: report this one and go on with the others
-            import sys
+class Node:
+    """One cgroup path, across the hierarchies that have it."""
 
-            failed = True
-            msg = e.error.message or e.error.name
-            sys.stderr.write(f"cgm: tree {c}: call to {e.fn} failed: {msg}\n")
+    __slots__ = ("path", "name", "hs", "unreadable", "procs", "children")
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = path
+        self.name = name
+        self.hs: set[str] = set()
+        self.unreadable: set[str] = set()
+        #: pid -> hierarchies in which it is a member here
+        self.procs: dict[int, set[str]] = {}
+        self.children: dict[str, Node] = {}
+
+
+class Style:
+    def __init__(self, on: bool, show_all: bool) -> None:
+        self.on = on
+        self.all = show_all
+        self.procs: dict[int, Process] = {}
+
+    def bold(self, t: str) -> str:
+        return f"\x1b[1m{t}\x1b[0m" if self.on else t
+
+    def dim(self, t: str) -> str:
+        return f"\x1b[2m{t}\x1b[0m" if self.on and t else t
+
+    def process(self, pid: int) -> Process:
+        p = self.procs.get(pid)
+        if p is None:
+            p = self.procs[pid] = Process(pid)
+        return p
+
+    def shown(self, node: Node) -> list[tuple[int, set[str]]]:
+        return [
+            (pid, hs)
+            for pid, hs in sorted(node.procs.items())
+            if self.all or not self.process(pid).kernel
+        ]
+
+
+def _tag(hs: set[str], parent: set[str]) -> str:
+    """`` [pids,unified]``: each hierarchy by its first name (``unified,hugetlb`` is one)."""
+    return "" if hs == parent else " [" + ",".join(sorted(h.split(",")[0] for h in hs)) + "]"
+
+
+def do_tree(s: Session, args: list[str]) -> str:
+    o = s.opts
+    controller, cgroup = where(args)
+    single = controller is not None and "," not in controller and controller != "all"
+    depth = o.get("depth")
+    hs = hierarchies(s, controller)
+    bases = absolute_starts(s, hs, cgroup)
+    readings = read_all(
+        s, [Request(h, cgroup, ["cgroup.procs"], -1 if depth is None else depth) for h in hs]
+    )
+    roots: dict[str, Node] = {}
+    first_error = None
+    for h, r in zip(hs, readings):
+        if r.error is not None:
+            first_error = first_error or r.error
             continue
-        node = {"controller": c, "cgroup": cgroup, "path": _abs_path(ctx, c, cgroup), **node}
-        failed = failed or _has_errors(node)
-        if ctx.json:
-            out.append(node)
-        else:
-            if i and out:
-                out.append("")
-            out.append(f"{c}:{node['path']}")
-            _draw(node, "", out)
-    if ctx.json:
-        text = to_json(out[0] if args else out) + "\n"
+        base = bases.get(h) or cgroup or "."
+        root = roots.get(base)
+        if root is None:
+            root = roots[base] = Node(base, base)
+        for rel, readable, values in r.rows:
+            node = root
+            for part in rel.split("/") if rel else []:
+                child = node.children.get(part)
+                if child is None:
+                    child = node.children[part] = Node(below(node.path, part), part)
+                node = child
+            node.hs.add(h)
+            if not readable:
+                node.unreadable.add(h)
+            for pid in pids_of(values.get("cgroup.procs")):
+                node.procs.setdefault(pid, set()).add(h)
+    if not roots:
+        if first_error is not None:
+            raise first_error
+        return ""
+    tty = is_tty(1)
+    style = Style(colour(o.get("color")) and not s.json, bool(o.get("all")))
+    failed = any(_unreadable(r) for r in roots.values())
+    if s.json:
+        docs = [_json(root, style, single) for root in roots.values()]
+        if single:
+            docs[0] = {"controller": controller, "cgroup": cgroup, **docs[0]}
+        text = to_json(docs[0] if single else docs) + "\n"
     else:
-        text = "".join(line + "\n" for line in out)
+        lines: list[str] = []
+        every = set(hs)
+        for root in roots.values():
+            if lines:
+                lines.append("")
+            head = f"{controller}:{root.path}" if single else root.path + _tag(root.hs, every)
+            lines.append(style.bold(head))
+            _draw(root, "", lines, style, single)
+        if tty and not o.get("full"):
+            width = size(1)[0]
+            lines = [cut(line, width) for line in lines]
+        text = "".join(line + "\n" for line in lines)
+        if tty and not o.get("no_pager"):
+            page(text)
+            text = ""
     if failed:
-        from .main import Exit
-
         raise Exit(1, "cgm: tree: some cgroups could not be read (shown with the reason)\n", text)
     return text
 
 
-def _abs_path(ctx, controller, cgroup):
-    """The starting cgroup as an absolute path, when the daemon tells us where we are."""
-    if cgroup.startswith("/"):
-        return cgroup
-    import os
-
-    try:
-        (mine,) = ctx.call("", "GetPidCgroupAbs", "si", (controller, os.getpid()))
-    except CallFailed:
-        return cgroup or "."
-    if not cgroup:
-        return mine
-    return mine.rstrip("/") + "/" + cgroup.strip("/")
+def _unreadable(node: Node) -> bool:
+    return bool(node.unreadable) or any(_unreadable(c) for c in node.children.values())
 
 
-def _walk(ctx, controller, cgroup, root=False):
-    """{"tasks": [...], "children": [...]} for *cgroup*; errors below the root are recorded
-    in the node (a child that vanished meanwhile is dropped)."""
-    pids = ctx.call("cgmanager_get_tasks_sync", "GetTasks", "ss", (controller, cgroup))[0]
-    names = ctx.call("cgmanager_list_children_sync", "ListChildren", "ss", (controller, cgroup))[0]
-    children = []
-    for name in sorted(names):
-        sub = name if not cgroup else cgroup.rstrip("/") + "/" + name
-        try:
-            child = _walk(ctx, controller, sub)
-        except CallFailed as e:
-            if e.error.name == _NOT_FOUND:
-                continue  # removed while we looked
-            child = {"tasks": [], "children": [], "error": e.error.message or e.error.name}
-        children.append({"name": name, **child})
-    return {"tasks": _processes(pids), "children": children}
-
-
-def _has_errors(node):
-    return "error" in node or any(_has_errors(c) for c in node["children"])
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _tgid(tid):
-    status = _read(f"/proc/{tid}/status")
-    if status:
-        for line in status.split(b"\n"):
-            if line.startswith(b"Tgid:"):
-                try:
-                    return int(line[5:])
-                except ValueError:
-                    return tid
-    return tid
-
-
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-
-def printable(text):
-    """One line whatever a process put in its argv: control characters escaped C-style."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(
-        _ESCAPES.get(c)
-        or (c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-        for c in text
-    )
-
-
-def _command(pid):
-    raw = _read(f"/proc/{pid}/cmdline")
-    if raw:
-        return printable(raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace"))
-    comm = _read(f"/proc/{pid}/comm")
-    if comm is not None:  # a kernel thread, or a zombie
-        return "[" + printable(comm.rstrip(b"\n").decode("utf-8", "replace")) + "]"
-    return "?"  # exited meanwhile
-
-
-def _processes(pids):
-    listed = set(pids)
-    threads = {}
-    shown = []
-    for tid in pids:
-        tgid = _tgid(tid)
-        if tgid != tid and tgid in listed:
-            threads[tgid] = threads.get(tgid, 0) + 1
-        else:
-            shown.append(tid)
-    return [{"pid": p, "cmd": _command(p), "threads": threads.get(p, 0)} for p in shown]
-
-
-def _draw(node, prefix, out):
-    entries = [("task", t) for t in node["tasks"]] + [("cg", c) for c in node["children"]]
-    for i, (kind, item) in enumerate(entries):
-        last = i == len(entries) - 1
+def _draw(node: Node, prefix: str, out: list[str], style: Style, single: bool) -> None:
+    procs = style.shown(node)
+    kids = [node.children[k] for k in sorted(node.children)]
+    n = len(procs) + len(kids)
+    for i, (pid, hs) in enumerate(procs):
+        branch = "└─" if i == n - 1 else "├─"
+        p = style.process(pid)
+        threads = f" (+{p.threads} threads)" if p.threads else ""
+        out.append(
+            f"{style.dim(prefix + branch)}{pid} {p.cmd}{threads}{style.dim(_tag(hs, node.hs))}"
+        )
+    for j, child in enumerate(kids):
+        last = len(procs) + j == n - 1
         branch, cont = ("└─", "  ") if last else ("├─", "│ ")
-        if kind == "task":
-            extra = f" (+{item['threads']} threads)" if item["threads"] else ""
-            out.append(f"{prefix}{branch}{item['pid']} {item['cmd']}{extra}")
-        else:
-            err = f" (cannot read: {item['error']})" if "error" in item else ""
-            out.append(f"{prefix}{branch}{item['name']}{err}")
-            _draw(item, prefix + cont, out)
+        why = ""
+        if child.unreadable:
+            where = "" if single else " in " + ",".join(sorted(child.unreadable))
+            why = f" (cannot read{where}: {_NOT_READABLE})"
+        tag = style.dim(_tag(child.hs, node.hs))
+        out.append(f"{style.dim(prefix + branch)}{style.bold(child.name)}{tag}{why}")
+        _draw(child, prefix + cont, out, style, single)
+
+
+def _json(node: Node, style: Style, single: bool, root: bool = True) -> dict[str, Any]:
+    tasks: list[dict[str, Any]] = []
+    for pid, hs in style.shown(node):
+        p = style.process(pid)
+        t: dict[str, Any] = {"pid": pid, "cmd": p.cmd, "threads": p.threads}
+        if not single:
+            t["hierarchies"] = sorted(hs)
+        tasks.append(t)
+    doc: dict[str, Any] = {"path": node.path} if root else {"name": node.name}
+    if not single:
+        doc["hierarchies"] = sorted(node.hs)
+    doc["tasks"] = tasks
+    doc["children"] = [_json(node.children[k], style, single, False) for k in sorted(node.children)]
+    if node.unreadable:
+        doc["error"] = _NOT_READABLE
+    return doc

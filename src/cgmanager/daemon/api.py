@@ -393,9 +393,11 @@ _LATER = (asyncio.Future, Settling)
 
 
 def _reply(method: contract.Method, value: Any) -> tuple[Any, ...]:
-    if not method.out_args:
+    """The reply's arguments: an operation returns its one value, or a tuple of several."""
+    n = len(method.out_args)
+    if n == 0:
         return ()
-    return (value,)
+    return (value,) if n == 1 else tuple(value)
 
 
 def _audit(call: MethodCall, method: str, outcome: str) -> None:

@@ -16,7 +16,8 @@ Modules, by concern:
 * :mod:`.values` — GetValue, SetValue, ListKeys, ListChildren;
 * :mod:`.reaping` — RemoveOnEmpty, Prune;
 * :mod:`.lifecycle` — Freeze, Thaw, Kill, GetEvents, GetStat (cgmanager1);
-* :mod:`.transaction` — Setup, a transaction with its rollback (cgmanager1).
+* :mod:`.transaction` — Setup, a transaction with its rollback (cgmanager1);
+* :mod:`.snapshots` — Snapshot, chosen keys of a whole subtree in one request (cgmanager1).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .context import V2_LEAF, Escalate, Manager, Reaper, Request, Scope, open_tr
 from .lifecycle import Settling, events, freeze, kill, stat
 from .processes import get_pid_cgroup, get_tasks, get_tasks_recursive, move_pid
 from .reaping import prune, remove_on_empty
+from .snapshots import snapshot
 from .transaction import SETUP_MAX_ITEMS, setup
 from .values import MAX_VALUE, get_value, list_children, list_keys, set_value
 
@@ -134,4 +136,5 @@ OPERATIONS: dict[str, Operation] = {
     "GetEvents": Operation(events, subtree=True),
     "GetStat": Operation(stat, subtree=True),
     "Setup": Operation(setup),
+    "Snapshot": Operation(snapshot, subtree=True),
 }

@@ -135,13 +135,17 @@ def get_tasks(m: Manager, req: Request, controller: str, cgroup: str) -> list[in
 
 
 def get_tasks_recursive(m: Manager, req: Request, controller: str, cgroup: str) -> list[int]:
-    """Union over hierarchies; a hierarchy where the cgroup is missing or unreadable is skipped,
-    one outside the caller's reach fails the call."""
+    """Union over hierarchies; a hierarchy where the cgroup is missing or unreadable is
+    skipped, one outside the caller's reach fails the call.  Missing or unreadable in every
+    hierarchy named (one named: in that one) fails with the first hierarchy's error, as
+    GetTasks does (0.42 failed for one hierarchy; it answered [] for several)."""
     hs = m.layout.resolve(controller)
     targets = [(h, lookup(m, req, h, cgroup)) for h in hs]
     for h, (_, path, _) in targets:  # tree-sized: known small, or a worker's
         req.scope.expect_small(childless(tree(req, m, h), path))
     result: set[int] = set()
+    skipped: CgmError | None = None
+    found = False
     for h, (_, path, shown) in targets:
         t = tree(req, m, h)
         try:
@@ -151,6 +155,10 @@ def get_tasks_recursive(m: Manager, req: Request, controller: str, cgroup: str) 
                     result.update(tasks(m, req, h, p))
                 except NotFound:
                     continue
+            found = True
         except (NotFound, NotPermitted) as e:
             log.debug("GetTasksRecursive: skipping %s: %s", h.key, e)
+            skipped = skipped or e
+    if not found and skipped is not None:
+        raise skipped
     return sorted(result)
