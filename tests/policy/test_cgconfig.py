@@ -341,3 +341,22 @@ def test_the_shipped_examples_check(layout):
     assert [d.group for d in desired] == ["build", "daemons/www"]
     rules = cgrules.parse((EXAMPLES / "cgrules.conf").read_text())
     assert [r.user for r in rules] == ["builder", "*", "@students", "root"]
+
+
+def test_values_with_units_are_converted_as_cgm_setvalue_converts_them():
+    cfg = parse(
+        "group ct {\n"
+        "    pids { pids.max = 1K; }\n"
+        '    cpu { cpu.cfs_quota_us = "50ms"; cpu.shares = 512; }\n'
+        "}\n",
+        "units.conf",
+    )
+    (ct,) = plan.resolve(cfg, HYBRID, FakeIds())
+    values = {s.key: s.value for t in ct.targets for s in t.values}
+    assert values == {"pids.max": "1000", "cpu.cfs_quota_us": "50000", "cpu.shares": "512"}
+
+
+def test_a_unit_that_makes_no_sense_for_the_key_names_its_line():
+    cfg = parse("group ct {\n    pids { pids.max = 1.0005K; }\n}\n", "bad.conf")
+    with pytest.raises(ConfigError, match=r"bad\.conf:2: .*pids\.max"):
+        plan.resolve(cfg, HYBRID, FakeIds())
