@@ -116,16 +116,17 @@ def test_a_heavy_request_does_not_delay_another_clients_replies(placed):
 
 
 def test_requests_on_overlapping_subtrees_are_serialised(placed):
-    """A Create inside a tree being removed waits for the Remove (which succeeds: nothing
-    appears in the tree behind its back), then makes its path afresh."""
+    """A Create inside a tree being removed waits for the Remove, which therefore succeeds
+    (nothing appears in the tree behind its back), then makes its whole path afresh: had it
+    run meanwhile it would have found ovl/g0 (existed 1) or made the Remove fail (busy)."""
     place = placed
     top = make_tree(place.path("pids"), "ovl")
     try:
         remover, creator = place.daemon.connect(), place.daemon.connect()
-        order: list[str] = []
+        removed: list[tuple[int, ...]] = []
 
         def remove() -> None:
-            order.append(f"remove {remover.call(OBJ, IFACE, 'Remove', 'ssi', ('pids', 'ovl', 1))}")
+            removed.append(remover.call(OBJ, IFACE, "Remove", "ssi", ("pids", "ovl", 1)))
 
         t = threading.Thread(target=remove, daemon=True)
         t.start()
@@ -133,12 +134,11 @@ def test_requests_on_overlapping_subtrees_are_serialised(placed):
             time.sleep(0.001)  # the Remove is under way (rmdirs have started)
         assert t.is_alive(), "the Remove ended before the overlapping request could be sent"
         existed = creator.call(OBJ, IFACE, "Create", "ss", ("pids", "ovl/g0/new"))
-        order.append("create")
         t.join()
-        assert order == ["remove (1,)", "create"]
-        assert existed == (-1,)  # made afresh: the Remove had finished
+        assert removed == [(1,)]
+        assert existed == (-1,)  # ovl, g0 and new all made by the Create: after the Remove
         left = [f for f in os.listdir(top) if os.path.isdir(os.path.join(top, f))]
-        assert left == ["g0"]  # only what the Create made, after the Remove
+        assert left == ["g0"]
         assert os.path.isdir(os.path.join(top, "g0", "new"))
         remover.close()
         creator.close()
