@@ -8,7 +8,7 @@ import os
 import sys
 
 from .. import mounts
-from ..contract import DEFAULT_SOCKET
+from ..contract import DEFAULT_SOCKET, RUN_SOCKET, daemon_socket
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
 from ..process import add_common_options, set_process_name
@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-s",
         "--socket",
-        default=DEFAULT_SOCKET,
-        help="socket path to listen on (default: %(default)s)",
+        default=daemon_socket(),
+        help=f"socket path to listen on (default: {RUN_SOCKET} where /sys/fs/cgroup is "
+        f"cgroup2, else 0.42's {DEFAULT_SOCKET}; here %(default)s)",
     )
     p.add_argument(
         "-m",

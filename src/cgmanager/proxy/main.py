@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from ..contract import RUN_SOCKET, daemon_socket
 from ..process import add_common_options, daemonize, report, set_process_name
 from .setup import DEFAULT_SOCKET_DIR, SetupError, check_master, prepare, sock_path
 
@@ -32,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--socket-dir",
-        default=DEFAULT_SOCKET_DIR,
+        default=os.path.dirname(daemon_socket()),
         help="the bind-mounted cgmanager socket directory; moved to DIR.lower, and the proxy's "
-        "socket served at DIR/sock (default: %(default)s)",
+        "socket served at DIR/sock (default: the directory of cgmanager's default socket, "
+        f"{os.path.dirname(RUN_SOCKET)} where /sys/fs/cgroup is cgroup2, else "
+        f"{DEFAULT_SOCKET_DIR}; here %(default)s)",
     )
     p.add_argument(
         "--check-master",
