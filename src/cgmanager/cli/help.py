@@ -323,7 +323,8 @@ _HELP = {
 _FOOTER = """\
 Options:
   --socket PATH  talk to the cgmanager listening on PATH (default: $CGM_SOCKET,
-                 else /sys/fs/cgroup/cgmanager/sock)
+                 else /sys/fs/cgroup/cgmanager/sock if present, else
+                 /run/cgmanager/sock)
   --json         print results as JSON
 
 Exit status: 0 on success, 1 on any failure.  When the daemon refuses, stderr says

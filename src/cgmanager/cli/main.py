@@ -16,7 +16,7 @@ import posix
 import sys
 
 from .. import __version__
-from ..contract import DEFAULT_SOCKET, INTERFACE, INTERFACE1, OBJECT_PATH
+from ..contract import DEFAULT_SOCKET, INTERFACE, INTERFACE1, OBJECT_PATH, client_socket
 
 INT32_MAX = 2147483647
 #: seconds to wait for the daemon (libdbus' default, as 0.42's cgm used)
@@ -99,7 +99,8 @@ Usage:
 
 Options (anywhere before a '--'):
   --socket PATH  talk to the cgmanager listening on PATH
-                 (default: $CGM_SOCKET, else {sock});
+                 (default: $CGM_SOCKET, else {sock}
+                 if present, else /run/cgmanager/sock);
                  while nothing listens there (a restart), connecting
                  is retried for up to 2.5 s
   --json         print results as JSON
@@ -227,13 +228,14 @@ def _getenv(name):
 
 
 def socket_setting(option):
-    """(value, where it came from): --socket, then $CGM_SOCKET, then the standard socket."""
+    """(value, where it came from): --socket, then $CGM_SOCKET, then the standard socket
+    (0.42's if present, else /run/cgmanager/sock: contract.client_socket)."""
     if option is not None:
         return option, "from --socket"
     env = _getenv("CGM_SOCKET")
     if env:
         return env, "from $CGM_SOCKET"
-    return DEFAULT_SOCKET, "the standard socket"
+    return client_socket(), "the standard socket"
 
 
 class Context:
