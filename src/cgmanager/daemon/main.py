@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .. import mounts
+from .. import logs, mounts
 from ..contract import DEFAULT_SOCKET, RUN_SOCKET, daemon_socket
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
@@ -146,10 +146,11 @@ def describe(layout: Layout) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="cgmanager: %(levelname)s: %(message)s",
-    )
+    try:
+        logs.setup("cgmanager", args.log_level, args.log_target, detach=args.daemon)
+    except OSError as e:
+        print(f"cgmanager: cannot log to {args.log_target}: {e.strerror}", file=sys.stderr)
+        return 1
     if args.max_depth < 1:
         log.error("--max-depth must be at least 1")
         return 2
