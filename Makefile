@@ -4,10 +4,13 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-SOCKET ?= /sys/fs/cgroup/cgmanager/sock
-# Demo default for these machines: the v1 memory hierarchy belongs to the machine's
-# supervisor (single-writer rule), so the demo does not serve it.
-RUN_ARGS ?= --skip memory --socket $(SOCKET)
+# The demo's fixed options: the v1 memory hierarchy belongs to these machines' supervisor
+# (single-writer rule), so `make run` never serves it, whatever RUN_ARGS adds.  The socket
+# follows the daemon's rule (0.42's /sys/fs/cgroup/cgmanager/sock here; /run/cgmanager/sock
+# where /sys/fs/cgroup is cgroup2).
+RUN_FIXED := --skip memory
+# extra daemon options, e.g. make run RUN_ARGS="--log-level debug"
+RUN_ARGS ?=
 
 PREFIX ?= /usr/local
 
@@ -26,7 +29,7 @@ venv: $(VENV)/.installed
 
 ## Install into .venv and run the daemon in the foreground (Ctrl-C stops it).
 run: venv
-	$(VENV)/bin/cgmanager $(RUN_ARGS)
+	$(VENV)/bin/cgmanager $(RUN_FIXED) $(RUN_ARGS)
 
 ## Install what the tests need (Debian and Python packages) and run the whole suite.
 test: venv
