@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from support.nspawn import Container, ContainerError, nspid
 
+from cgmanager.contract import RUN_SOCKET
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT_FILE = os.path.join(REPO, "init", "systemd", "cgmanager.service")
 UNIT = "cgmanager.service"
@@ -187,8 +189,10 @@ def shipped_exec_start(text: str | None = None) -> list[str]:
 
 
 def shipped_socket() -> str:
-    """The socket the shipped unit's daemon listens on (its last --socket/-s)."""
-    argv, sock = shipped_exec_start(), "/sys/fs/cgroup/cgmanager/sock"
+    """The socket the shipped unit's daemon listens on in a t4 container: its last
+    --socket/-s, else the daemon's rule (contract.daemon_socket) for the container's pure v2
+    /sys/fs/cgroup."""
+    argv, sock = shipped_exec_start(), RUN_SOCKET
     for i, a in enumerate(argv):
         if a in ("--socket", "-s") and i + 1 < len(argv):
             sock = argv[i + 1]
@@ -204,7 +208,8 @@ def dropin_exec_start(gate: bool = True, extra: tuple[str, ...] = ()) -> str:
     if argv[0] != SHIPPED_BINARY:
         raise AssertionError(f"shipped ExecStart runs {argv[0]}, expected {SHIPPED_BINARY}")
     binary = shlex.split(os.environ.get(DAEMON_ENV, "")) or [VENV_BINARY]
-    cmd = shlex.join([*binary, *argv[1:], *extra])
+    # `$CGMANAGER_OPTS` (from the optional EnvironmentFile=) stays for systemd to expand
+    cmd = " ".join(a if a.startswith("$") else shlex.quote(a) for a in [*binary, *argv[1:], *extra])
     if not gate:
         return cmd
     script = f'until [ -e {GATE} ]; do sleep 0.01; done; exec "$$@"'
