@@ -310,11 +310,15 @@ class Service:
             pass
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        """The socket exists and answers a Ping (from inside the container)."""
+        """The unit is active (Type=notify: the daemon said READY=1), its socket exists and
+        answers a Ping (from inside the container).  The socket alone says nothing: one a
+        killed daemon left stays until the next daemon replaces it."""
         sock = self.c.path(self.socket)
         deadline = time.monotonic() + timeout
-        while not os.path.exists(sock):
+        while True:
             state = self.c.show(self.unit, "ActiveState")["ActiveState"]
+            if state == "active" and os.path.exists(sock):
+                break
             if state == "failed" or time.monotonic() > deadline:
                 raise ContainerError(f"{self.unit} not ready ({state}):\n{self.journal()}")
             time.sleep(0.01)

@@ -155,7 +155,15 @@ class Installed:
 
     def apt(self, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
         return self.c.run(
-            ["apt-get", "-q", "-y", "--no-install-recommends", *args],
+            [
+                "apt-get",
+                "-q",
+                "-y",
+                "-o",
+                "DPkg::Lock::Timeout=120",
+                "--no-install-recommends",
+                *args,
+            ],
             env={"DEBIAN_FRONTEND": "noninteractive"},
             timeout=timeout,
             check=False,
@@ -166,6 +174,16 @@ class Installed:
         # maintainer scripts to start services; a Debian system has none (the container's
         # root is an overlay in RAM: the machine's own file stays)
         self.c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
+        # the machine's apt timers are enabled, so the container's run too: their apt-get
+        # would hold the package lock (and has nothing to fetch without a network)
+        self.c.systemctl(
+            "stop",
+            "apt-daily.timer",
+            "apt-daily-upgrade.timer",
+            "apt-daily.service",
+            "apt-daily-upgrade.service",
+            check=False,
+        )
         shutil.copyfile(self.deb, self.c.path(self.inner_deb))
         cp = self.apt("install", self.inner_deb)
         if cp.returncode != 0:
