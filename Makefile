@@ -66,8 +66,9 @@ SED_PATHS = sed -e 's|/usr/sbin/cgmanager|$(PREFIX)/sbin/cgmanager|g' \
 		-e 's|/usr/sbin/cgproxy|$(PREFIX)/sbin/cgproxy|g'
 
 install:
-	@case " $(INIT) " in *" systemd "*|*" openrc "*|*" sysvinit "*|"  ") ;; \
-	  *) echo "make install: INIT must name systemd, openrc or sysvinit (got '$(INIT)')"; exit 2;; esac
+	@for init in $(INIT); do case $$init in systemd|openrc|sysvinit) ;; \
+	  *) echo "make install: INIT names systemd, openrc or sysvinit (got '$$init')"; exit 2;; \
+	esac; done
 	rm -rf $(DESTDIR)$(LIBDIR)
 	$(PYTHON) -m venv $(DESTDIR)$(LIBDIR)
 	# build from a copy: pip would otherwise write build/ and *.egg-info into the checkout
