@@ -29,8 +29,10 @@ What an entry says:
 
 #: where the daemon serves its methods
 OBJECT_PATH = "/org/linuxcontainers/cgmanager"
-#: the socket 0.42 listened on, and this daemon's default
+#: the socket 0.42 listened on; the default wherever /sys/fs/cgroup is not cgroup2
 DEFAULT_SOCKET = "/sys/fs/cgroup/cgmanager/sock"
+#: the default where /sys/fs/cgroup is cgroup2 (pure v2): a directory there would be a cgroup
+RUN_SOCKET = "/run/cgmanager/sock"
 #: the 0.42 interface, kept exactly
 INTERFACE = "org.linuxcontainers.cgmanager0_0"
 #: methods beyond 0.42, in their own interface so the 0_0 contract stays as it was
@@ -294,3 +296,44 @@ def given(value: object) -> bool:
     if isinstance(value, int):
         return value != -1
     return bool(value)
+
+
+# -- where the socket is: one rule for the daemon, cgproxy, the units and cgm ----------------
+def _is_cgroup2(directory: str) -> bool:
+    """Whether *directory* is the root of a cgroup2 mount (only cgroup2 has
+    ``cgroup.controllers``; a hybrid host's tmpfs never does).  One open, no import."""
+    try:
+        open(directory + "/cgroup.controllers", "rb").close()
+    except OSError:
+        return False
+    return True
+
+
+def daemon_socket(cgroup_root: str = "/sys/fs/cgroup") -> str:
+    """The socket the daemon (and cgproxy, in a container) listens on unless told otherwise:
+    0.42's :data:`DEFAULT_SOCKET` where ``/sys/fs/cgroup`` is a tmpfs holding hierarchies
+    (legacy and hybrid hosts, where old clients look), :data:`RUN_SOCKET` where it is cgroup2
+    (a ``mkdir`` there would create a cgroup)."""
+    return RUN_SOCKET if _is_cgroup2(cgroup_root) else DEFAULT_SOCKET
+
+
+def _present(path: str) -> bool:
+    import posix  # built in and already loaded: no cost, and this module stays import-free
+
+    try:
+        posix.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:  # e.g. EACCES: something is there; connecting will say what
+        return True
+    return True
+
+
+def client_socket() -> str:
+    """Where a client told nothing connects: 0.42's socket if present, else
+    :data:`RUN_SOCKET` if present, else where this host's daemon would listen
+    (:func:`daemon_socket`: the error then names the right place)."""
+    for path in (DEFAULT_SOCKET, RUN_SOCKET):
+        if _present(path):
+            return path
+    return daemon_socket()

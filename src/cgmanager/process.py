@@ -4,13 +4,17 @@ their common options, the process title, and detaching with a readiness report."
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
 import os
+import socket
 
-from . import __version__
+from . import __version__, logs
 
 
 def add_common_options(p: argparse.ArgumentParser, pidfile: str) -> None:
-    """--daemon, --pidfile, --sigstop and the log options, as 0.42's libnih commands had."""
+    """--daemon, --pidfile, --sigstop and the log options, as 0.42's libnih commands had,
+    plus --log-target (see :mod:`cgmanager.logs`)."""
     p.add_argument("--daemon", action="store_true", help="detach once serving and write a pidfile")
     p.add_argument("--pidfile", default=pidfile, help="(default: %(default)s)")
     p.add_argument("--sigstop", action="store_true", help="raise SIGSTOP once ready (upstart)")
@@ -19,6 +23,15 @@ def add_common_options(p: argparse.ArgumentParser, pidfile: str) -> None:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="(default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-target",
+        metavar="TARGET",
+        type=logs.target_arg,
+        default="auto",
+        help="where log lines go: syslog, stderr or an absolute file name; auto (the default): "
+        "syslog with --daemon, else stderr (with <N> priority prefixes when stderr is the "
+        "systemd journal)",
     )
     p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="debug")
     p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning")
@@ -40,8 +53,10 @@ def set_process_name(name: str) -> None:
 
 def daemonize(pidfile: str) -> int:
     """Detach (fork, setsid, fork) and record the pid.  The original parent exits only when
-    the child reports ready (or failed), so ``cmd --daemon && use-it`` has no race.
-    Returns the fd on which to report (:func:`report`)."""
+    the child reports ready (or failed), so ``cmd --daemon && use-it`` has no race.  Until
+    then stderr stays the caller's, so a start-up that fails says why where it was started
+    (an init script's output); :func:`report` then closes it.  Returns the fd on which to
+    report."""
     r, w = os.pipe()
     if os.fork() > 0:
         os.close(w)
@@ -53,18 +68,51 @@ def daemonize(pidfile: str) -> int:
         os._exit(0)
     with open(pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    atexit.register(_remove_pidfile, pidfile, os.getpid())
+    _to_devnull(0, 1)
     return w
 
 
+def _to_devnull(*fds: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in fds:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def notify_ready() -> None:
+    """sd_notify(READY=1) for a Type=notify unit (nothing without $NOTIFY_SOCKET)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(f"READY=1\nMAINPID={os.getpid()}".encode(), address)
+    except OSError as e:
+        logging.getLogger(__name__).warning("could not notify the service manager: %s", e)
+
+
+def _remove_pidfile(pidfile: str, pid: int) -> None:
+    """At a clean exit: remove the pidfile if it still names this process."""
+    try:
+        with open(pidfile) as f:
+            if f.read().strip() != str(pid) or os.getpid() != pid:
+                return
+        os.unlink(pidfile)
+    except OSError:
+        pass
+
+
 def report(fd: int | None, ok: bool) -> None:
-    """Tell the waiting parent of :func:`daemonize` whether start-up succeeded (once)."""
+    """Tell the waiting parent of :func:`daemonize` whether start-up succeeded (once); from
+    now on the detached process has no stderr (its log lines go to syslog or a file)."""
     if fd is None:
         return
     try:
         os.write(fd, b"1" if ok else b"0")
     finally:
         os.close(fd)
+        _to_devnull(2)
+        logs.detached()

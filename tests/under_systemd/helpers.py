@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from support.nspawn import Container, ContainerError, nspid
 
+from cgmanager.contract import RUN_SOCKET
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT_FILE = os.path.join(REPO, "init", "systemd", "cgmanager.service")
 UNIT = "cgmanager.service"
@@ -187,8 +189,10 @@ def shipped_exec_start(text: str | None = None) -> list[str]:
 
 
 def shipped_socket() -> str:
-    """The socket the shipped unit's daemon listens on (its last --socket/-s)."""
-    argv, sock = shipped_exec_start(), "/sys/fs/cgroup/cgmanager/sock"
+    """The socket the shipped unit's daemon listens on in a t4 container: its last
+    --socket/-s, else the daemon's rule (contract.daemon_socket) for the container's pure v2
+    /sys/fs/cgroup."""
+    argv, sock = shipped_exec_start(), RUN_SOCKET
     for i, a in enumerate(argv):
         if a in ("--socket", "-s") and i + 1 < len(argv):
             sock = argv[i + 1]
@@ -204,7 +208,8 @@ def dropin_exec_start(gate: bool = True, extra: tuple[str, ...] = ()) -> str:
     if argv[0] != SHIPPED_BINARY:
         raise AssertionError(f"shipped ExecStart runs {argv[0]}, expected {SHIPPED_BINARY}")
     binary = shlex.split(os.environ.get(DAEMON_ENV, "")) or [VENV_BINARY]
-    cmd = shlex.join([*binary, *argv[1:], *extra])
+    # `$CGMANAGER_OPTS` (from the optional EnvironmentFile=) stays for systemd to expand
+    cmd = " ".join(a if a.startswith("$") else shlex.quote(a) for a in [*binary, *argv[1:], *extra])
     if not gate:
         return cmd
     script = f'until [ -e {GATE} ]; do sleep 0.01; done; exec "$$@"'
@@ -305,11 +310,15 @@ class Service:
             pass
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        """The socket exists and answers a Ping (from inside the container)."""
+        """The unit is active (Type=notify: the daemon said READY=1), its socket exists and
+        answers a Ping (from inside the container).  The socket alone says nothing: one a
+        killed daemon left stays until the next daemon replaces it."""
         sock = self.c.path(self.socket)
         deadline = time.monotonic() + timeout
-        while not os.path.exists(sock):
+        while True:
             state = self.c.show(self.unit, "ActiveState")["ActiveState"]
+            if state == "active" and os.path.exists(sock):
+                break
             if state == "failed" or time.monotonic() > deadline:
                 raise ContainerError(f"{self.unit} not ready ({state}):\n{self.journal()}")
             time.sleep(0.01)

@@ -693,12 +693,21 @@ def _rmtree(path: str) -> None:
 
 
 def default_socket_on_v2(results: dict[str, Any]) -> None:
-    """0.42's default socket, /sys/fs/cgroup/cgmanager/sock, is inside cgroup2 on a pure v2
-    host: the daemon must refuse it rather than mkdir a cgroup there."""
+    """0.42's socket, /sys/fs/cgroup/cgmanager/sock, is inside cgroup2 on a pure v2 host: the
+    daemon must refuse it when asked rather than mkdir a cgroup there; told nothing, the daemon
+    and clients pick /run/cgmanager/sock (contract.daemon_socket, client_socket)."""
+    from cgmanager.contract import client_socket, daemon_socket
+
     t = time.monotonic()
     try:
         cp = subprocess.run(
-            [f"{VENV_BIN}/cgmanager", "--fs-dir", "/run/cgm-default/fs"],
+            [
+                f"{VENV_BIN}/cgmanager",
+                "--socket",
+                "/sys/fs/cgroup/cgmanager/sock",
+                "--fs-dir",
+                "/run/cgm-default/fs",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -707,6 +716,8 @@ def default_socket_on_v2(results: dict[str, Any]) -> None:
             "rc": cp.returncode,
             "output": (cp.stdout + cp.stderr)[-3000:],
             "cgroup_made": os.path.isdir(f"{CG}/cgmanager"),
+            "daemon_default": daemon_socket(),
+            "client_default": client_socket(),
         }
         results["default_socket_on_v2"] = {"obs": obs, "error": None}
     except Exception:  # noqa: BLE001
@@ -739,9 +750,7 @@ def main() -> int:
     t = time.monotonic()
     daemon = subprocess.Popen(
         [
-            f"{VENV_BIN}/cgmanager",
-            "--socket",
-            SOCK,
+            f"{VENV_BIN}/cgmanager",  # no --socket: the default on pure v2 is SOCK
             "--fs-dir",
             "/run/cgmanager/fs",
             "--log-level",

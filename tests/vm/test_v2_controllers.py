@@ -64,12 +64,20 @@ def test_list_controllers_names_the_unified_tree_and_its_controllers(vm_run):
     assert {"freezer", "cpuacct", "blkio", "name=systemd"} <= set(names)
 
 
-def test_default_socket_inside_cgroup2_is_refused_without_making_a_cgroup(vm_run):
-    """0.42's default socket, /sys/fs/cgroup/cgmanager/sock, lies inside cgroup2 on pure v2."""
+def test_legacy_socket_inside_cgroup2_is_refused_without_making_a_cgroup(vm_run):
+    """0.42's socket, /sys/fs/cgroup/cgmanager/sock, lies inside cgroup2 on pure v2."""
     o = vm_run.obs("default_socket_on_v2")
     assert o["rc"] == 1, o["output"]
     assert "--socket" in o["output"]
     assert not o["cgroup_made"], "a 'cgmanager' cgroup was created at the v2 root"
+
+
+def test_default_socket_on_pure_v2_is_in_run(vm_run):
+    """Daemon and clients agree without options: the daemon of every other case was started
+    without --socket and served /run/cgmanager/sock."""
+    o = vm_run.obs("default_socket_on_v2")
+    assert o["daemon_default"] == "/run/cgmanager/sock"
+    assert o["client_default"] == "/run/cgmanager/sock"
 
 
 # ------------------------------------------------------------------------------ memory

@@ -235,7 +235,8 @@ _USAGE_NOTES = """\
 
 Options (anywhere before a '--'):
   --socket PATH  talk to the cgmanager listening on PATH
-                 (default: $CGM_SOCKET, else {sock})
+                 (default: $CGM_SOCKET, else {sock}
+                 if present, else /run/cgmanager/sock)
   --json         print results as JSON
   --help         this text; '{p} help <subcommand>' or
                  '{p} <subcommand> --help' explains one subcommand

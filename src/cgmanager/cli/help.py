@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 _FOOTER = """\
 Options:
   --socket PATH  talk to the cgmanager listening on PATH (default: $CGM_SOCKET,
-                 else /sys/fs/cgroup/cgmanager/sock)
+                 else /sys/fs/cgroup/cgmanager/sock if present, else
+                 /run/cgmanager/sock)
   --json         print results as JSON{human}
 
 Exit status: {status}

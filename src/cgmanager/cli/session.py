@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posix
 
-from ..contract import BY_NAME, DEFAULT_SOCKET, INTERFACE, OBJECT_PATH
+from ..contract import BY_NAME, INTERFACE, OBJECT_PATH, client_socket
 from .output import CallFailed, Exit, to_json
 
 TYPE_CHECKING = False
@@ -60,13 +60,14 @@ def getenv(name: str) -> str | None:
 
 
 def socket_setting(option: str | None) -> tuple[str, str]:
-    """(value, where it came from): --socket, then $CGM_SOCKET, then the standard socket."""
+    """(value, where it came from): --socket, then $CGM_SOCKET, then the standard socket
+    (0.42's if present, else /run/cgmanager/sock: contract.client_socket)."""
     if option is not None:
         return option, "from --socket"
     env = getenv("CGM_SOCKET")
     if env:
         return env, "from $CGM_SOCKET"
-    return DEFAULT_SOCKET, "the standard socket"
+    return client_socket(), "the standard socket"
 
 
 class Session:

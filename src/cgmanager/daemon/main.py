@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from .. import mounts
-from ..contract import DEFAULT_SOCKET
+from .. import logs, mounts
+from ..contract import DEFAULT_SOCKET, RUN_SOCKET, daemon_socket
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
 from ..process import add_common_options, set_process_name
@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-s",
         "--socket",
-        default=DEFAULT_SOCKET,
-        help="socket path to listen on (default: %(default)s)",
+        default=daemon_socket(),
+        help=f"socket path to listen on (default: {RUN_SOCKET} where /sys/fs/cgroup is "
+        f"cgroup2, else 0.42's {DEFAULT_SOCKET}; here %(default)s)",
     )
     p.add_argument(
         "-m",
@@ -168,10 +169,11 @@ def describe(layout: Layout) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="cgmanager: %(levelname)s: %(message)s",
-    )
+    try:
+        logs.setup("cgmanager", args.log_level, args.log_target, detach=args.daemon)
+    except OSError as e:
+        print(f"cgmanager: cannot log to {args.log_target}: {e.strerror}", file=sys.stderr)
+        return 1
     if args.max_depth < 1:
         log.error("--max-depth must be at least 1")
         return 2

@@ -14,7 +14,9 @@ import os
 import signal
 import sys
 
-from ..process import add_common_options, daemonize, report, set_process_name
+from .. import logs
+from ..contract import RUN_SOCKET, daemon_socket
+from ..process import add_common_options, daemonize, notify_ready, report, set_process_name
 from .setup import DEFAULT_SOCKET_DIR, SetupError, check_master, prepare, sock_path
 
 log = logging.getLogger("cgproxy")
@@ -32,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--socket-dir",
-        default=DEFAULT_SOCKET_DIR,
+        default=os.path.dirname(daemon_socket()),
         help="the bind-mounted cgmanager socket directory; moved to DIR.lower, and the proxy's "
-        "socket served at DIR/sock (default: %(default)s)",
+        "socket served at DIR/sock (default: the directory of cgmanager's default socket, "
+        f"{os.path.dirname(RUN_SOCKET)} where /sys/fs/cgroup is cgroup2, else "
+        f"{DEFAULT_SOCKET_DIR}; here %(default)s)",
     )
     p.add_argument(
         "--check-master",
@@ -81,6 +85,7 @@ async def serve(args: argparse.Namespace, upstream_sock: str, ready_fd: int | No
         loop.add_signal_handler(sig, stop.set)
     log.info("ready: serving %s, forwarding to %s", path, upstream_sock)
     report(ready_fd, True)
+    notify_ready()
     if args.sigstop:
         os.kill(os.getpid(), signal.SIGSTOP)
     await stop.wait()
@@ -93,10 +98,11 @@ async def serve(args: argparse.Namespace, upstream_sock: str, ready_fd: int | No
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="cgproxy: %(levelname)s: %(message)s",
-    )
+    try:
+        logs.setup("cgproxy", args.log_level, args.log_target, detach=args.daemon)
+    except OSError as e:
+        print(f"cgproxy: cannot log to {args.log_target}: {e.strerror}", file=sys.stderr)
+        return 1
     if args.check_master:
         return 0 if check_master(args.socket_dir) else 1
     if os.geteuid() != 0:

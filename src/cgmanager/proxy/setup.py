@@ -106,18 +106,37 @@ def _remove_stale_socket(path: str) -> None:
 
 
 def move_aside(socket_dir: str, lower: str) -> None:
-    """Move the bind-mounted directory to *lower*: a move-mount, or a rename when the
-    directory is not a mount point."""
+    """Move the bind-mounted directory to *lower*: a move-mount; under a shared mount (systemd
+    makes every mount shared, and the kernel refuses MS_MOVE there) a bind of the same
+    directory on *lower*, then the original detached; a rename when the directory is not a
+    mount point."""
     os.makedirs(lower, mode=0o755, exist_ok=True)
     try:
         _linux.mount(socket_dir, lower, None, _linux.MS_MOVE)
         log.info("moved the mount %s to %s", socket_dir, lower)
     except OSError as e:
-        log.info("cannot move-mount %s (%s); renaming it", socket_dir, e)
-        _remove_stale_socket(sock_path(lower))
-        os.rmdir(lower)
-        os.rename(socket_dir, lower)
+        if not _bind_then_detach(socket_dir, lower):
+            log.info("cannot move-mount %s (%s); renaming it", socket_dir, e)
+            _remove_stale_socket(sock_path(lower))
+            os.rmdir(lower)
+            os.rename(socket_dir, lower)
     os.makedirs(socket_dir, mode=0o755, exist_ok=True)
+
+
+def _bind_then_detach(socket_dir: str, lower: str) -> bool:
+    """A move-mount by other means; False (and nothing changed) if *socket_dir* is no mount
+    point."""
+    try:
+        _linux.mount(socket_dir, lower, None, _linux.MS_BIND)
+    except OSError:
+        return False
+    try:
+        _linux.umount(socket_dir, _linux.MNT_DETACH)
+    except OSError:  # EINVAL: not a mount point
+        _linux.umount(lower, _linux.MNT_DETACH)
+        return False
+    log.info("moved the mount %s to %s (bind, then detach: a shared mount)", socket_dir, lower)
+    return True
 
 
 def proc_is_ours() -> bool:
