@@ -113,6 +113,10 @@ def test_package_contents(deb):
         "/usr/lib/python3/dist-packages/cgmanager/contract.py",
         "/usr/lib/python3/dist-packages/cgmanager/daemon/main.py",
         "/usr/share/doc/cgmanager/copyright",
+        "/usr/share/doc/cgmanager/examples/cgconfig.conf",
+        "/usr/share/doc/cgmanager/examples/cgrules.conf",
+        "/usr/share/doc/cgmanager/examples/pam-cgm",
+        "/etc/cgmanager/cgconfig.d",
     ):
         assert f in files, f
     # the daemon and the proxy only where the init files look
@@ -293,6 +297,30 @@ def test_restart_keeps_the_workload_and_serves_again(pkg):
     assert "pkgdemo" in out
 
 
+def test_reload_applies_the_configuration_directory(pkg):
+    """`systemctl reload` (SIGHUP) re-reads /etc/cgmanager/cgconfig.d; a bad file changes
+    nothing and the daemon keeps serving."""
+    c = pkg.c
+    pid = int(c.show(UNIT, "MainPID")["MainPID"])
+    conf = "/etc/cgmanager/cgconfig.d/cgtest.conf"
+    c.write_file(conf, "group fromconf {\n    unified { cgroup.max.depth = 3; }\n}\n")
+    try:
+        c.systemctl("reload", UNIT)
+        wait_for(lambda: os.path.isdir(host_cg(c, "fromconf")), 10, "the configured group")
+        with open(host_cg(c, "fromconf") + "/cgroup.max.depth") as f:
+            assert f.read().strip() == "3"
+        c.write_file(conf, "group fromconf {\n    unified { cgroup.max.depth = 5 }\n")
+        c.systemctl("reload", UNIT)
+        st = c.show(UNIT, "MainPID", "ActiveState")
+        assert st["ActiveState"] == "active" and int(st["MainPID"]) == pid
+        with open(host_cg(c, "fromconf") + "/cgroup.max.depth") as f:
+            assert f.read().strip() == "3"  # the bad file changed nothing
+        assert c.run(["cgm", "ping"]).returncode == 0
+    finally:
+        c.run(["rm", "-f", conf])
+        in_unit(c, "cgm remove unified fromconf", check=False)
+
+
 def test_stop_removes_the_socket_and_exits_cleanly(pkg):
     c = pkg.c
     sleepers = procs(host_cg(c, "clients/pkgdemo"))
@@ -333,6 +361,8 @@ def test_sysvinit_script(pkg):
     assert sysv(c, s, "restart", "cgtest-sysv2").returncode == 0
     pid2 = int(c.read_file("/run/cgmanager.pid"))
     assert pid2 != pid and c.run(["cgm", "ping"]).returncode == 0
+    assert sysv(c, s, "reload").returncode == 0  # SIGHUP: the configuration re-read
+    assert int(c.read_file("/run/cgmanager.pid")) == pid2 and c.run(["cgm", "ping"]).returncode == 0
     # detached, it logs to syslog (the container's /dev/log is journald's)
     lines = journal(c, "-t", "cgmanager", f"_PID={pid2}")
     ready = [e for e in lines if str(e.get("MESSAGE", "")).startswith("ready: serving")]
@@ -426,6 +456,10 @@ def test_openrc_script_under_openrc_run(pkg):
         assert cp.returncode == 0, cp.stdout + cp.stderr
         pid2 = int(c.read_file("/run/cgm-openrc.pid"))
         assert pid2 != pid and c.run(["cgm", "ping"]).returncode == 0
+        cp = openrc(c, s, "reload")  # SIGHUP: the configuration re-read, same process
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert int(c.read_file("/run/cgm-openrc.pid")) == pid2
+        assert c.run(["cgm", "ping"]).returncode == 0
         cp = openrc(c, s, "stop")
         assert cp.returncode == 0, cp.stdout + cp.stderr
         assert c.run(["test", "-e", f"/proc/{pid2}"], check=False).returncode != 0
