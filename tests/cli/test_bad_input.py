@@ -74,7 +74,7 @@ def test_usage_lists_every_0_42_form():
 
 
 def test_version_without_newline():
-    assert triple(run("--version")) == (0, __version__, "")
+    assert triple(run("--version")) == (0, __version__ + "\n", "")
 
 
 def test_program_name_in_usage_follows_argv0(tmp_path):
@@ -409,7 +409,7 @@ def test_launcher_script(tmp_path):
     dest = tmp_path / "cgm"
     assert launcher.main([str(dest)]) == 0
     assert os.stat(dest).st_mode & 0o777 == 0o755
-    assert triple(run("--version", binary=str(dest))) == (0, __version__, "")
+    assert triple(run("--version", binary=str(dest))) == (0, __version__ + "\n", "")
     assert launcher.main([]) == 2 and launcher.main(["--python"]) == 2
     with pytest.raises(ValueError):
         launcher.script(python="/path with space/python")

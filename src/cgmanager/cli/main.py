@@ -160,7 +160,7 @@ def run(argv: list[str], prog: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of one cgm command line."""
     words, opts, cmd = parse(argv, COMMANDS)
     if opts["version"] and not words:
-        return 0, __version__, ""
+        return 0, __version__ + "\n", ""
     if not words:
         # 0.42: no subcommand, -h or --help -> usage on stdout, exit status 1
         return 1, usage(prog), ""

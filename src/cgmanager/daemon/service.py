@@ -19,7 +19,7 @@ from ..errors import CgmError
 from ..hierarchy import Layout, parse_mountinfo
 from ..operations import Manager, open_trees
 from ..policy.engine import Engine
-from ..process import daemonize, report
+from ..process import daemonize, notify_ready, report
 from ..requestor import Namespaces
 from ..scm_server import ScmServer
 from .api import Service, daemon_party
@@ -145,27 +145,18 @@ def enter_leaf(
     return {h.key: leaf}
 
 
-def notify_ready() -> None:
-    """sd_notify(READY=1) for Type=notify units, once serving (and in the leaf)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.sendto(f"READY=1\nMAINPID={os.getpid()}".encode(), address)
-    except OSError as e:
-        log.warning("could not notify the service manager: %s", e)
-
-
 async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     ns = Namespaces.of_self()
     me = daemon_party(layout, ns)  # the start-up cgroups: the bound of everything
     trees = open_trees(layout)
     try:
-        leaves = enter_leaf(args, layout, trees, me.cgroup(layout.v2)) if layout.v2 else {}
+        base = me.cgroup(layout.v2) if layout.v2 else None
+    except CgmError as e:  # e.g. started outside the cgroup namespace its /proc shows
+        log.error("cannot tell the daemon's own cgroup in the v2 tree: %s", e)
+        return 1
+    try:
+        leaves = enter_leaf(args, layout, trees, base) if base is not None else {}
     except CgmError as e:
         log.error("cannot move into a leaf of the delegated cgroup: %s", e)
         return 1
