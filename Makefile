@@ -35,9 +35,11 @@ test: venv
 
 ## Benchmarks (not tests): results go to bench/results/.
 bench: venv
+	scripts/install-test-deps
 	$(PY) -m bench
 
 bench-smoke: venv
+	scripts/install-test-deps
 	$(PY) -m bench --smoke
 
 ## Man pages and bash completion (the Python package itself installs with pip).

@@ -93,9 +93,19 @@ def build_libdbus_client(tmp: str) -> str:
 
 
 def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    clients = list(a.matrix_clients)
+    skipped: dict[str, str] = {}
+    client_binary = None
+    if "libdbus" in clients:
+        try:
+            client_binary = build_libdbus_client(h.tmp)
+        except (BenchError, OSError, subprocess.CalledProcessError) as e:
+            skipped["libdbus"] = f"cannot build the C client: {e}"
+            clients.remove("libdbus")
+            log(f"matrix: libdbus client skipped: {e}")
     config = {
         "tmp": h.tmp,
-        "client": build_libdbus_client(h.tmp),
+        "client": client_binary,
         "c_daemon": a.c_daemon,
         "c_cgm": a.c_cgm,
         "calls": a.matrix_calls,
@@ -103,7 +113,7 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
         "rounds": a.matrix_rounds,
         "think_us": a.think_us,
         "ops": [o for o in OPS if o in a.ops],
-        "clients": list(a.matrix_clients),
+        "clients": clients,
         "python": sys.executable,
         "cgm": os.path.join(os.path.dirname(sys.executable), "cgm"),
     }
@@ -111,6 +121,7 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     out = confine.run_confined(h, "bench.matrix:inside", config)
     log(f"client matrix took {time.monotonic() - t0:.0f} s")
     out["reference_c_jeepney_daemon_cpu_us"] = report.C_JEEPNEY_DAEMON_CPU_US
+    out["skipped_clients"] = skipped
     return out
 
 
@@ -348,6 +359,8 @@ def print_summary(doc: dict[str, Any]) -> None:
                     else:
                         row += f"{c[what]['daemon_cpu_us']:14.1f}"
                 print(row)
+    for client, why in doc.get("skipped_clients", {}).items():
+        print(f"{client}: skipped ({why})")
     if both:
         ratios = [c["ratio"] for c in doc["cells"]]
         print(f"ours ÷ C: {min(ratios):.2f}–{max(ratios):.2f} over {len(ratios)} cells")
