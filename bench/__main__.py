@@ -146,7 +146,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("matrix (and the C original)")
     g.add_argument("--c-daemon", help="the C original's cgmanager binary (built outside the repo)")
     g.add_argument("--c-cgm", help="the C original's cgm binary")
-    g.add_argument("--matrix-calls", type=int, help="calls per batch (default 2000; smoke 20)")
+    g.add_argument("--matrix-calls", type=int, help="calls per batch (default 1000; smoke 20)")
     g.add_argument("--matrix-oneshot-calls", type=int, help="one-shot calls (default 100; smoke 3)")
     g.add_argument("--matrix-rounds", type=int, help="ABBA rounds (default 4; smoke 2)")
     g.add_argument(
@@ -187,7 +187,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.batch_rounds = a.batch_rounds or (1 if smoke else 5)
     a.startup_calls = a.startup_calls or (10 if smoke else 300)
     a.startup_rounds = a.startup_rounds or (1 if smoke else 5)
-    a.matrix_calls = a.matrix_calls or (20 if smoke else 2000)
+    a.matrix_calls = a.matrix_calls or (20 if smoke else 1000)
     a.matrix_oneshot_calls = a.matrix_oneshot_calls or (3 if smoke else 100)
     a.matrix_rounds = a.matrix_rounds or (2 if smoke else 4)
     a.matrix_clients = a.matrix_clients or matrix.CLIENTS
