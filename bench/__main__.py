@@ -147,7 +147,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--c-daemon", help="the C original's cgmanager binary (built outside the repo)")
     g.add_argument("--c-cgm", help="the C original's cgm binary")
     g.add_argument("--matrix-calls", type=int, help="calls per batch (default 1000; smoke 20)")
-    g.add_argument("--matrix-oneshot-calls", type=int, help="one-shot calls (default 100; smoke 3)")
+    g.add_argument("--matrix-oneshot-calls", type=int, help="one-shot calls (default 40; smoke 3)")
     g.add_argument("--matrix-rounds", type=int, help="ABBA rounds (default 4; smoke 2)")
     g.add_argument(
         "--matrix-clients",
@@ -188,7 +188,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.startup_calls = a.startup_calls or (10 if smoke else 300)
     a.startup_rounds = a.startup_rounds or (1 if smoke else 5)
     a.matrix_calls = a.matrix_calls or (20 if smoke else 1000)
-    a.matrix_oneshot_calls = a.matrix_oneshot_calls or (3 if smoke else 100)
+    a.matrix_oneshot_calls = a.matrix_oneshot_calls or (3 if smoke else 40)
     a.matrix_rounds = a.matrix_rounds or (2 if smoke else 4)
     a.matrix_clients = a.matrix_clients or matrix.CLIENTS
     a.intf_sizes = a.intf_sizes or ((20,) if smoke else (1000, 10000))
@@ -266,6 +266,8 @@ def print_results(doc: dict[str, Any]) -> None:
         if show is not None and name in doc:
             print()
             show(doc[name])
+    for name, why in doc.get("failed", {}).items():
+        print(f"\nsuite {name} FAILED: {why}")
     src = doc["source"]
     print(
         f"\nmeasured: {src['package']} at {src['revision'] or '?'}"
@@ -302,10 +304,16 @@ def run_suites(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             continue
         t0 = time.monotonic()
         log(f"suite {name} …")
-        if name == "core":
-            doc.update(timing_run(h, a))
-        else:
-            doc[name] = SUITES[name][0](h, a, log)
+        try:
+            if name == "core":
+                doc.update(timing_run(h, a))
+            else:
+                doc[name] = SUITES[name][0](h, a, log)
+        except (BenchError, DBusError, OSError) as e:
+            # the other suites' results stay (printed and saved); the run still fails
+            log(f"suite {name} FAILED: {type(e).__name__}: {e}")
+            traceback.print_exc()
+            doc.setdefault("failed", {})[name] = f"{type(e).__name__}: {e}"
         doc.setdefault("suite_seconds", {})[name] = round(time.monotonic() - t0, 1)
         log(f"suite {name} took {time.monotonic() - t0:.1f} s")
     return doc
@@ -315,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     os.sched_setaffinity(0, {CPU})
     h = Harness()
+    failed: dict[str, str] = {}
     try:
         with h:
             if h.swept:
@@ -327,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 doc = run_suites(h, a)
                 print_results(doc)
+                failed = doc.get("failed", {})
     except (BenchError, DBusError, OSError) as e:
         log(f"FAILED: {type(e).__name__}: {e}")
         traceback.print_exc()
@@ -345,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
             prefix="profile-" if a.profile else "",
         )
         log(f"results written to {path}")
+    if failed:
+        log(f"FAILED suites: {', '.join(failed)}")
+        return 1
     return 0
 
 
