@@ -92,8 +92,12 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     failed = [err for e in events for err in e["errors"]]
     open_s = time.monotonic() - t0
     open_cpu = cpu_ns(daemon.pid) - d0
-    expect(opened == n, f"{n} connections opened (got {opened}; {failed[:3]})")
-    log(f"connections: {n} open in {open_s:.1f} s")
+    # a connection that could not be opened is an error the result reports (target: 0);
+    # the rest of the suite goes on with those that were opened
+    expect(opened > 0, f"no connection opened: {failed[:3]}")
+    open_errors = n - opened
+    log(f"connections: {opened} of {n} open in {open_s:.1f} s")
+    n = opened
     phases: dict[str, Any] = {}
 
     def phase(name: str, op: str, spread: float) -> None:
@@ -121,6 +125,8 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     per_conn_kb = (held["VmRSS"] - idle["VmRSS"]) / n
     return {
         "connections": n,
+        "open_errors": open_errors,
+        "open_error_samples": failed[:5],
         "worker_processes": len(workers),
         "rlimit": limit_note,
         "bench_rlimit_nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
@@ -136,8 +142,8 @@ def run(h: Harness, a: argparse.Namespace, log: Callable[[str], None]) -> dict[s
             k: {x: v[x] for x in ("op", "calls", "wall_s", "latency_us", "daemon_cpu_us_per_call")}
             for k, v in phases.items()
         },
-        "errors": 0,
-        "daemon_log_head": [line for line in log_text.splitlines() if line.strip()][:5],
+        "errors": open_errors,
+        "daemon_log_head": [line for line in log_text.splitlines() if line.strip()][:20],
     }
 
 
@@ -146,8 +152,12 @@ def print_summary(doc: dict[str, Any]) -> None:
     print(
         f"{n:,} connections ({doc['worker_processes']} client processes; {doc['rlimit']}): "
         f"all open in {doc['open_s']:.1f} s, daemon CPU {doc['daemon_cpu_us_per_connection']:.0f}"
-        f" µs per connection, 0 errors"
+        f" µs per connection, {doc['open_errors']} errors (target 0)"
     )
+    for e in doc["open_error_samples"][:2]:
+        print(f"  open error: {e}")
+    for line in doc["daemon_log_head"][:5]:
+        print(f"  daemon log: {line}")
     r = doc["rss_kb"]
     print(
         f"  daemon VmRSS idle {r['idle'] / 1024:.1f} MB, {n:,} held {r['held'] / 1024:.1f} MB:"

@@ -104,10 +104,11 @@ class Phases:
 
     def timed(self, phase: str, fn: Callable[[], object], **meta: Any) -> object:
         t0 = time.monotonic_ns()
-        out = fn()
-        self.spans.setdefault(phase, []).append((t0, time.monotonic_ns()))
-        self.meta.setdefault(phase, meta)
-        return out
+        try:
+            return fn()
+        finally:  # a call answered with an error (Setup's rollback) counts as well
+            self.spans.setdefault(phase, []).append((t0, time.monotonic_ns()))
+            self.meta.setdefault(phase, meta)
 
     def summary(self, pings: list[tuple[int, int]]) -> list[dict[str, Any]]:
         rows = []

@@ -12,6 +12,7 @@ import socket
 
 from .. import names
 from ..cgroupfs import CgroupTree
+from ..dbus import loop as event_loop
 from ..dbus.limits import Limits
 from ..dbus.server import Server
 from ..errors import CgmError
@@ -168,4 +169,4 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
 
 def run(args: argparse.Namespace, layout: Layout) -> int:
     ready_fd = daemonize(args.pidfile) if args.daemon else None
-    return asyncio.run(serve(args, layout, ready_fd))
+    return event_loop.run(serve(args, layout, ready_fd))  # uvloop when installed

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors
 from ._unix import (
@@ -57,8 +57,9 @@ from .sasl import ServerSasl
 if TYPE_CHECKING:
     import socket
 
+    from .dispatch import Dispatcher
+    from .limits import Limits
     from .objects import PeerCredentials
-    from .server import Server
 
 log = logging.getLogger("cgmanager.dbus")
 
@@ -69,16 +70,31 @@ _RECV_SIZE = 65536
 _FAIRNESS_BATCH = 32
 
 
+class Owner(Protocol):
+    """What a connection needs from whoever accepted it (the server): its limits, dispatcher
+    and SASL guid, whether it is shutting down, and to be told when the connection ends.
+    Named here so that this module needs no import of the server's."""
+
+    limits: Limits
+    dispatcher: Dispatcher
+    guid: str
+
+    @property
+    def closing(self) -> bool: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+
 class _Drop(Exception):
     """End this connection (reason in the message)."""
 
 
 class Connection:
-    """Server side of one client connection.  Created by :class:`~cgmanager.dbus.server.Server`."""
+    """Server side of one client connection, created by its :class:`Owner` (the server)."""
 
     def __init__(
         self,
-        server: Server,
+        server: Owner,
         sock: socket.socket,
         peer: PeerCredentials,
         pidfd: int | None,
@@ -96,18 +112,18 @@ class Connection:
         self.unix_fd = False
         self.closed = False
         self.close_reason: str | None = None
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self._serial = 0
-        self._out: deque[list] = deque()  # [memoryview, fds]
+        self._out: deque[list[Any]] = deque()  # [memoryview, fds]
         self._out_size = 0
         self._writer_registered = False
         self._pending_fds: list[int] = []
         # message phase (after the handshake)
         self._buf = bytearray()
         self._reading = False  # the message-phase reader is registered
-        self._busy: asyncio.Future | None = None  # a coroutine handler's reply is awaited
+        self._busy: asyncio.Future[Message | None] | None = None  # a coroutine handler's reply is awaited
         self._partial: asyncio.TimerHandle | None = None  # deadline of a started message
-        self._done = self._loop.create_future()  # resolved at teardown: ends run()
+        self._done: asyncio.Future[None] = self._loop.create_future()  # resolved at teardown: ends run()
         #: what handlers learnt about this connection's peer (MethodCall.state)
         self.state: dict[str, Any] = {}
 
@@ -158,7 +174,7 @@ class Connection:
             return
         self.close_reason = reason
         log.log(
-            logging.DEBUG if self._server._closing else logging.INFO,
+            logging.DEBUG if self._server.closing else logging.INFO,
             "dropping %r: %s",
             self,
             reason,
@@ -207,13 +223,13 @@ class Connection:
                 except Exception:  # a handler's leftovers must not stop the teardown
                     log.exception("closing connection state of %r", self)
         self.state.clear()
-        self._server._forget(self)
+        self._server.forget(self)
 
     # ----------------------------------------------------------------------------------------
     # reading
 
     async def _readable(self, timeout: float | None) -> None:
-        fut = self._loop.create_future()
+        fut: asyncio.Future[None] = self._loop.create_future()
         self._loop.add_reader(self._fd, _wake, fut)
         try:
             if timeout is None:
@@ -365,13 +381,13 @@ class Connection:
             reply = self._dispatcher.handle(
                 msg, self.peer, self.pidfd, self.unique_name, self.state
             )
-            if reply is not None and type(reply) is not Message:
+            if reply is not None and not isinstance(reply, Message):
                 self._pause()
                 self._busy = asyncio.ensure_future(reply)
                 self._busy.add_done_callback(self._replied)
                 break
-            if self.closed:
-                if reply is not None:
+            if self.closed:  # (the handler may have closed it)
+                if reply is not None:  # type: ignore[unreachable]
                     self._discard(reply)
                 return handled
             if reply is not None:
@@ -386,7 +402,7 @@ class Connection:
             self._partial = self._loop.call_later(timeout, self._stalled)
         return handled
 
-    def _replied(self, fut: asyncio.Future) -> None:
+    def _replied(self, fut: asyncio.Future[Message | None]) -> None:
         """A coroutine handler finished: send its reply, then carry on with the connection."""
         self._busy = None
         if fut.cancelled():
@@ -489,6 +505,6 @@ class Connection:
             self._writer_registered = False
 
 
-def _wake(fut: asyncio.Future) -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)

@@ -65,6 +65,11 @@ class Server:
     def connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` has begun (connections dropped then are logged quietly)."""
+        return self._closing
+
     async def __aenter__(self) -> Server:
         return self
 
@@ -182,7 +187,8 @@ class Server:
         conn.task = asyncio.get_running_loop().create_task(conn.run(), name=f"dbus {name}")
         log.debug("accepted %r", conn)
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
+        """A connection has ended: release its place in the connection limits."""
         if conn in self._connections:
             self._connections.discard(conn)
             uid = conn.peer.uid
