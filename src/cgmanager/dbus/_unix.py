@@ -11,12 +11,13 @@ import _socket
 # posix, not os: os costs ~1 ms to import and cgm starts once per shell command
 import posix
 import struct
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's start-up (mypy knows it)
 if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Iterable
     from socket import socket
+    from typing import Any
 
 SOL_SOCKET: int = _socket.SOL_SOCKET
 SCM_RIGHTS: int = _socket.SCM_RIGHTS
