@@ -35,6 +35,7 @@ from ._unix import (
     ANCBUF_SIZE,
     MSG_CMSG_CLOEXEC,
     MSG_CTRUNC,
+    SCM_CREDENTIALS,
     SCM_MAX_FD,
     close_fds,
     drain,
@@ -263,7 +264,9 @@ class Connection:
     def _recv_now(self) -> bytes:
         """One ``recvmsg``: the bytes, with their fds kept in ``_pending_fds`` (bounded)."""
         data, anc, flags, _addr = self._sock.recvmsg(_RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
-        if anc:
+        # SO_PASSCRED (server.py) makes the kernel add the sender's credentials to every read:
+        # only something else can carry fds
+        if anc and (len(anc) != 1 or anc[0][1] != SCM_CREDENTIALS):
             fds = fds_from_ancdata(anc)
             if fds:
                 self._pending_fds.extend(fds)
