@@ -14,9 +14,9 @@ import struct
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's start-up (mypy knows it)
 if TYPE_CHECKING:
+    from _socket import socket
     from collections import deque
     from collections.abc import Iterable
-    from socket import socket
     from typing import Any
 
 SOL_SOCKET: int = _socket.SOL_SOCKET

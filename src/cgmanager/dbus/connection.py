@@ -57,7 +57,7 @@ from .dispatch import _close_returned_fds
 from .sasl import ServerSasl
 
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
     from .dispatch import Dispatcher
     from .limits import Limits
@@ -97,7 +97,7 @@ class Connection:
     def __init__(
         self,
         server: Owner,
-        sock: socket.socket,
+        sock: _socket.socket,
         peer: PeerCredentials,
         pidfd: int | None,
         unique_name: str,

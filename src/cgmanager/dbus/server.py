@@ -16,6 +16,7 @@ taken at accept time and handed to every handler; nothing a client says is used 
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import logging
@@ -124,7 +125,9 @@ class Server:
             return
         for _ in range(64):  # bounded batch, then let other callbacks run
             try:
-                sock, _addr = listener.accept()
+                # the C-level accept and socket object: socket.accept() would build a
+                # socket.socket, converting family and type to enums, for every connection
+                fd, _addr = listener._accept()  # type: ignore[attr-defined]  # accept4, CLOEXEC
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -136,7 +139,7 @@ class Server:
                     continue
                 log.error("accept failed: %s", exc)
                 return
-            self._new_connection(sock)
+            self._new_connection(_socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd))
 
     def _pause_accepting(self, delay: float) -> None:
         assert self._loop is not None and self._listener is not None
@@ -149,7 +152,7 @@ class Server:
 
         self._paused = self._loop.call_later(delay, resume)
 
-    def _new_connection(self, sock: socket.socket) -> None:
+    def _new_connection(self, sock: _socket.socket) -> None:
         try:
             sock.setblocking(False)
             pid, uid, gid = peer_credentials(sock)
