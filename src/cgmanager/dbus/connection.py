@@ -4,10 +4,11 @@ Why raw ``recvmsg``/``sendmsg`` with ``loop.add_reader`` and not asyncio streams
 carry SCM_RIGHTS fds.  Messages are processed strictly in order per connection: replies keep
 request order (so the reply to ``Hello`` is the first message a client gets — sd-bus insists),
 and while a coroutine handler runs, reading from that client pauses, so the kernel socket
-buffer applies back-pressure to it alone.  Why callbacks after the handshake rather than a
-coroutine reading in a loop: the reader stays registered for the connection's life and each
-readable event is handled in place — no epoll registration, future or task switch per message,
-which cost more than a typical request's work (see docs/PERFORMANCE.md).  The loop itself is
+buffer applies back-pressure to it alone.  Why callbacks, handshake included, rather than a
+coroutine (a task) reading in a loop: the reader stays registered for the connection's life and
+each readable event is handled in place — no task per connection, no epoll registration, future
+or task switch per read, which cost more than a typical request's work (one-shot clients such
+as dbus-send pay the handshake on every call; see docs/PERFORMANCE.md).  The loop itself is
 uvloop's when installed (``dbus/loop.py``): its wake-up path is C.
 
 Every way a client can misbehave ends that client's connection and nothing else:
@@ -114,7 +115,6 @@ class Connection:
         self.unix_fd = False
         self.closed = False
         self.close_reason: str | None = None
-        self.task: asyncio.Task[None] | None = None
         self._serial = 0
         self._out: deque[list[Any]] = deque()  # [memoryview, fds]
         self._out_size = 0
@@ -127,9 +127,8 @@ class Connection:
             None  # a coroutine handler's reply is awaited
         )
         self._partial: asyncio.TimerHandle | None = None  # deadline of a started message
-        self._done: asyncio.Future[None] = (
-            self._loop.create_future()
-        )  # resolved at teardown: ends run()
+        self._sasl: ServerSasl | None = None  # the handshake, until BEGIN
+        self._sasl_deadline: asyncio.TimerHandle | None = None
         #: what handlers learnt about this connection's peer (MethodCall.state)
         self.state: dict[str, Any] = {}
 
@@ -140,19 +139,20 @@ class Connection:
     # ----------------------------------------------------------------------------------------
     # lifecycle
 
-    async def run(self) -> None:
-        """Serve the connection until the client leaves, misbehaves or the server closes."""
-        try:
-            leftover = await self._handshake()
-            self._buf += leftover
-            self._resume()
-            await self._done
-        except asyncio.CancelledError:
-            pass  # server shutdown or abort(); teardown below
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._teardown()
+    def start(self) -> None:
+        """Begin serving: the handshake, then messages.  The reader stays registered from here
+        to the end (no task, no future, no epoll change per read); the connection ends on its
+        own when the client leaves or misbehaves, or by :meth:`abort`."""
+        limits = self._limits
+        self._sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=limits.max_sasl_line)
+        self._sasl_deadline = self._loop.call_later(limits.sasl_timeout, self._sasl_late)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._reading = True
+
+    def _sasl_late(self) -> None:
+        self._sasl_deadline = None
+        if not self.closed and self._sasl is not None:
+            self._fail(_Drop("handshake not completed in time"))
 
     def _fail(self, exc: BaseException) -> None:
         """End the connection because of *exc*, with a reason saying why."""
@@ -175,7 +175,7 @@ class Connection:
         self._teardown()
 
     def abort(self, reason: str) -> None:
-        """Close the connection now (from any context); the run task ends soon after."""
+        """Close the connection now (from any context)."""
         if self.closed:
             return
         self.close_reason = reason
@@ -186,9 +186,6 @@ class Connection:
             reason,
         )
         self._teardown()
-        task = self.task
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
 
     def _teardown(self) -> None:
         if self.closed:
@@ -199,8 +196,10 @@ class Connection:
             self._partial = None
         if self._busy is not None and not self._busy.done():
             self._busy.cancel()
-        if not self._done.done():
-            self._done.set_result(None)
+        if self._sasl_deadline is not None:
+            self._sasl_deadline.cancel()
+            self._sasl_deadline = None
+        self._sasl = None
         try:
             self._loop.remove_reader(self._fd)
             if self._writer_registered:
@@ -234,33 +233,6 @@ class Connection:
     # ----------------------------------------------------------------------------------------
     # reading
 
-    async def _readable(self, timeout: float | None) -> None:
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_reader(self._fd, _wake, fut)
-        try:
-            if timeout is None:
-                await fut
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await fut
-                except TimeoutError:
-                    raise _Drop("message not completed in time") from None
-        finally:
-            if not self.closed:
-                self._loop.remove_reader(self._fd)
-
-    async def _recv(self, timeout: float | None = None) -> bytes:
-        """Receive some bytes (handshake phase); fds that come with them are appended to
-        ``_pending_fds``."""
-        while True:
-            if self.closed:
-                raise EOFError
-            try:
-                return self._recv_now()
-            except (BlockingIOError, InterruptedError):
-                await self._readable(timeout)
-
     def _recv_now(self) -> bytes:
         """One ``recvmsg``: the bytes, with their fds kept in ``_pending_fds`` (bounded)."""
         data, anc, flags, _addr = self._sock.recvmsg(_RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
@@ -279,20 +251,19 @@ class Connection:
             raise EOFError
         return data
 
-    async def _handshake(self) -> bytes:
-        sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=self._limits.max_sasl_line)
-        try:
-            async with asyncio.timeout(self._limits.sasl_timeout):
-                while True:
-                    step = sasl.feed(await self._recv())
-                    if step.reply:
-                        self._write(step.reply, [])
-                    if step.close:
-                        raise _Drop(f"handshake: {sasl.close_reason}")
-                    if step.done:
-                        break
-        except TimeoutError:
-            raise _Drop("handshake not completed in time") from None
+    def _handshake(self, sasl: ServerSasl, data: bytes) -> None:
+        """Feed the handshake; after ``BEGIN``, what followed it is the first message data."""
+        step = sasl.feed(data)
+        if step.reply:
+            self._write(step.reply, [])
+        if step.close:
+            raise _Drop(f"handshake: {sasl.close_reason}")
+        if not step.done:
+            return
+        self._sasl = None
+        if self._sasl_deadline is not None:
+            self._sasl_deadline.cancel()
+            self._sasl_deadline = None
         self.unix_fd = sasl.unix_fd_negotiated
         log.debug(
             "%r authenticated (%s, claimed %r, unix fds %s)",
@@ -301,7 +272,8 @@ class Connection:
             sasl.claimed_identity,
             self.unix_fd,
         )
-        return step.leftover
+        self._buf += step.leftover
+        self._resume()
 
     def _on_readable(self) -> None:
         """One read, then handle every complete message it brought.  No second read to look
@@ -311,6 +283,10 @@ class Connection:
         arrived (docs/PERFORMANCE.md, "Cheaper wake-ups")."""
         try:
             data = self._recv_now()
+            sasl = self._sasl
+            if sasl is not None:
+                self._handshake(sasl, data)
+                return
         except (BlockingIOError, InterruptedError):
             return
         except BaseException as exc:
@@ -509,8 +485,3 @@ class Connection:
         if empty:
             self._loop.remove_writer(self._fd)
             self._writer_registered = False
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -111,11 +111,8 @@ class Server:
                         os.unlink(self.path)
                 except OSError:
                     pass
-        tasks = [c.task for c in self._connections if c.task is not None]
         for conn in list(self._connections):
             conn.abort("server shutting down")
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     # ----------------------------------------------------------------------------------------
 
@@ -187,7 +184,7 @@ class Server:
         conn = Connection(self, sock, PeerCredentials(pid, uid, gid), pidfd, name)
         self._connections.add(conn)
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
-        conn.task = asyncio.get_running_loop().create_task(conn.run(), name=f"dbus {name}")
+        conn.start()
         log.debug("accepted %r", conn)
 
     def forget(self, conn: Connection) -> None:
