@@ -369,3 +369,30 @@ def print_summary(doc: dict[str, Any]) -> None:
             "no C original given (--c-daemon): recorded C figures with a jeepney client, "
             "pinned, b2b: " + ", ".join(f"{k} {v}" for k, v in ref.items())
         )
+
+
+def markdown(doc: dict[str, Any], what: str = "ratio") -> str:
+    """A matrix table for docs/PERFORMANCE.md: *what* is "ours", "c" (daemon CPU µs per
+    request) or "ratio" (ours ÷ C)."""
+    by = {(c["client"], c["mode"], c["op"]): c for c in doc["cells"]}
+    lines = ["| client | mode | " + " | ".join(OPS) + " |", "|---|---|" + "---|" * len(OPS)]
+    for client in doc["clients"]:
+        for mode in MODES:
+            cells = []
+            for op in OPS:
+                c = by.get((client, mode, op))
+                if c is None:
+                    cells.append("–")
+                elif what == "ratio":
+                    cells.append(f"{c['ratio']:.2f}")
+                else:
+                    cells.append(f"{c[what]['daemon_cpu_us']:.1f}")
+            lines.append(f"| {client} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.matrix RESULTS.json [ours|c|ratio]
+    import json
+
+    with open(sys.argv[1]) as f:
+        print(markdown(json.load(f)["matrix"], sys.argv[2] if len(sys.argv) > 2 else "ratio"))
