@@ -956,11 +956,11 @@ def _parse_fields(data: bytes, e: str, fend: int, ctx: _ReadCtx) -> dict[int, ob
     interface = fields.get(2)
     member = fields.get(3)
     error_name = fields.get(4)
-    if interface is not None and not valid_interface_name(interface):  # type: ignore[arg-type]
+    if interface is not None and not valid_interface_name(interface):
         raise ProtocolError(f"invalid interface name {interface!r:.80}")
-    if member is not None and not valid_member_name(member):  # type: ignore[arg-type]
+    if member is not None and not valid_member_name(member):
         raise ProtocolError(f"invalid member name {member!r:.80}")
-    if error_name is not None and not valid_interface_name(error_name):  # type: ignore[arg-type]
+    if error_name is not None and not valid_interface_name(error_name):
         raise ProtocolError(f"invalid error name {error_name!r:.80}")
     return fields
 
