@@ -36,9 +36,11 @@ test: venv
 
 ## Benchmarks (not tests): results go to bench/results/.
 bench: venv
+	scripts/install-test-deps
 	$(PY) -m bench
 
 bench-smoke: venv
+	scripts/install-test-deps
 	$(PY) -m bench --smoke
 
 ## The Debian package (dh + pybuild): build/deb/cgmanager_<version>_all.deb.  As root it first

@@ -21,6 +21,15 @@ Suites (each on a fresh daemon, in the same run root; see each module's docstrin
                   (bench/startup.py)
     reliability   1,000 connections held, latency with 300 idle/half-open connections, restart
                   after kill -9, SIGTERM under load (bench/reliability.py; also standalone)
+    matrix        daemon CPU per request with each kind of client (ours, jeepney, libdbus C,
+                  dbus-send), back to back and with think time; with --c-daemon (and --c-cgm)
+                  the same against the C original, confined alike, ABBA (bench/matrix.py)
+    interference  one client's Ping while another removes/prunes/lists 1,000-10,000 cgroups,
+                  a Setup rolls back, or the reaper handles a storm (bench/interference.py)
+    connections   10,000 connections held: p99, RSS per connection (bench/connections.py)
+
+The C original is never built here: build it outside the repository (docs/PERFORMANCE.md)
+and give its binaries with --c-daemon PATH --c-cgm PATH.
 
 Root only: it runs cgmanager on a private socket and works in a marked cgtest-<random> cgroup in
 the pids and v2 hierarchies, all removed at exit (also on SIGTERM / Ctrl-C).
@@ -37,7 +46,20 @@ from typing import Any
 
 from cgmanager.dbus.errors import DBusError
 
-from . import batch, concurrency, daemon_runs, floor, oneshot, reliability, report, scale, startup
+from . import (
+    batch,
+    concurrency,
+    connections,
+    daemon_runs,
+    floor,
+    interference,
+    matrix,
+    oneshot,
+    reliability,
+    report,
+    scale,
+    startup,
+)
 from .harness import CPU, BenchError, Fixture, Harness
 
 #: suite name -> (run(h, args, log) -> JSON-able dict, print_summary(dict)); run in this order.
@@ -48,6 +70,9 @@ SUITES: dict[str, tuple[Any, Any]] = {
     "scale": (scale.run, scale.print_summary),
     "startup": (startup.run, startup.print_summary),
     "reliability": (reliability.run, reliability.print_summary),
+    "matrix": (matrix.run, matrix.print_summary),
+    "interference": (interference.run, interference.print_summary),
+    "connections": (connections.run, connections.print_summary),
 }
 
 
@@ -118,6 +143,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("batch")
     g.add_argument("--batch-calls", type=int, help="set-ups per variant and round (default 300)")
     g.add_argument("--batch-rounds", type=int, help="interleaved rounds (default 5)")
+    g = p.add_argument_group("matrix (and the C original)")
+    g.add_argument("--c-daemon", help="the C original's cgmanager binary (built outside the repo)")
+    g.add_argument("--c-cgm", help="the C original's cgm binary")
+    g.add_argument("--matrix-calls", type=int, help="calls per batch (default 1000; smoke 20)")
+    g.add_argument("--matrix-oneshot-calls", type=int, help="one-shot calls (default 40; smoke 3)")
+    g.add_argument("--matrix-rounds", type=int, help="ABBA rounds (default 4; smoke 2)")
+    g.add_argument(
+        "--matrix-clients",
+        type=lambda t: tuple(x for x in t.split(",") if x),
+        help=f"clients (default {','.join(matrix.CLIENTS)})",
+    )
+    g.add_argument("--think-us", type=int, default=1000, help="pause between calls (µs)")
+    g = p.add_argument_group("interference")
+    g.add_argument("--intf-sizes", type=ints, help="cgroups per tree (default 1000,10000)")
+    g.add_argument("--intf-reps", type=int, help="heavy calls per op (default 3; smoke 1)")
+    g.add_argument("--intf-storm", type=int, help="processes in a reaper storm (default 1000)")
+    g.add_argument("--intf-setup-pids", type=int, help="pids a rolled-back Setup moves (255)")
+    g.add_argument("--intf-think-us", type=int, default=1000, help="pinger's pause (µs)")
+    g.add_argument("--intf-idle", type=float, help="seconds of the idle baseline (default 3)")
+    g.add_argument("--intf-daemon-cpus", default="0", help="taskset list for the daemon")
+    g = p.add_argument_group("connections")
+    g.add_argument("--conns", type=int, help="connections held (default 10000; smoke 200)")
+    g.add_argument("--conns-spread", type=float, help="paced phase spread, s (default 2)")
+    g.add_argument("--conns-probe", type=int, help="probe calls per op (default 1000)")
     g = p.add_argument_group("startup")
     g.add_argument("--startup-calls", type=int, help="iterations per batch (default 300)")
     g.add_argument("--startup-rounds", type=int, help="interleaved rounds (default 5)")
@@ -138,6 +187,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.batch_rounds = a.batch_rounds or (1 if smoke else 5)
     a.startup_calls = a.startup_calls or (10 if smoke else 300)
     a.startup_rounds = a.startup_rounds or (1 if smoke else 5)
+    a.matrix_calls = a.matrix_calls or (20 if smoke else 1000)
+    a.matrix_oneshot_calls = a.matrix_oneshot_calls or (3 if smoke else 40)
+    a.matrix_rounds = a.matrix_rounds or (2 if smoke else 4)
+    a.matrix_clients = a.matrix_clients or matrix.CLIENTS
+    a.intf_sizes = a.intf_sizes or ((20,) if smoke else (1000, 10000))
+    a.intf_reps = a.intf_reps or (1 if smoke else 3)
+    a.intf_storm = a.intf_storm or (10 if smoke else 1000)
+    a.intf_setup_pids = a.intf_setup_pids or (5 if smoke else 255)
+    a.intf_idle = a.intf_idle or (0.2 if smoke else 3.0)
+    a.conns = a.conns or (200 if smoke else 10000)
+    a.conns_spread = a.conns_spread or (0.2 if smoke else 2.0)
+    a.conns_probe = a.conns_probe or (20 if smoke else 1000)
     a.calls = a.calls or (50 if a.smoke else 3000)
     a.rounds = a.rounds or (2 if a.smoke else 7)
     a.oneshot = a.oneshot if a.oneshot is not None else (2 if a.smoke else 30)
@@ -205,6 +266,8 @@ def print_results(doc: dict[str, Any]) -> None:
         if show is not None and name in doc:
             print()
             show(doc[name])
+    for name, why in doc.get("failed", {}).items():
+        print(f"\nsuite {name} FAILED: {why}")
     src = doc["source"]
     print(
         f"\nmeasured: {src['package']} at {src['revision'] or '?'}"
@@ -241,10 +304,16 @@ def run_suites(h: Harness, a: argparse.Namespace) -> dict[str, Any]:
             continue
         t0 = time.monotonic()
         log(f"suite {name} …")
-        if name == "core":
-            doc.update(timing_run(h, a))
-        else:
-            doc[name] = SUITES[name][0](h, a, log)
+        try:
+            if name == "core":
+                doc.update(timing_run(h, a))
+            else:
+                doc[name] = SUITES[name][0](h, a, log)
+        except (BenchError, DBusError, OSError) as e:
+            # the other suites' results stay (printed and saved); the run still fails
+            log(f"suite {name} FAILED: {type(e).__name__}: {e}")
+            traceback.print_exc()
+            doc.setdefault("failed", {})[name] = f"{type(e).__name__}: {e}"
         doc.setdefault("suite_seconds", {})[name] = round(time.monotonic() - t0, 1)
         log(f"suite {name} took {time.monotonic() - t0:.1f} s")
     return doc
@@ -254,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     os.sched_setaffinity(0, {CPU})
     h = Harness()
+    failed: dict[str, str] = {}
     try:
         with h:
             if h.swept:
@@ -266,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 doc = run_suites(h, a)
                 print_results(doc)
+                failed = doc.get("failed", {})
     except (BenchError, DBusError, OSError) as e:
         log(f"FAILED: {type(e).__name__}: {e}")
         traceback.print_exc()
@@ -284,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
             prefix="profile-" if a.profile else "",
         )
         log(f"results written to {path}")
+    if failed:
+        log(f"FAILED suites: {', '.join(failed)}")
+        return 1
     return 0
 
 

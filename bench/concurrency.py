@@ -48,6 +48,8 @@ REL = "conc"
 #: extra open-use-close cycles of the largest level, for the memory-growth check
 CYCLES = 2
 CYCLE_CALLS = 5
+#: connections a worker opens at once (4 workers × 512 stay below a backlog of 4096)
+WAVE = 512
 
 
 # ------------------------------------------------------------------------------------------
@@ -62,7 +64,14 @@ def _calls(gv: str) -> dict[str, tuple[str, str, tuple, tuple]]:
     }
 
 
-async def _phase(conns: list[Any], op: str, k: int, gv: str) -> dict[str, Any]:
+async def _phase(
+    conns: list[Any], op: str, k: int, gv: str, spread_s: float = 0.0
+) -> dict[str, Any]:
+    """Every connection makes k calls, one in flight each; with *spread_s*, each call waits a
+    random pause in [0, spread_s) first (an open loop of calls spread over time rather than a
+    burst)."""
+    import random
+
     from cgmanager.dbus.errors import DBusError
 
     member, sig, args, expected = _calls(gv)[op]
@@ -75,6 +84,8 @@ async def _phase(conns: list[Any], op: str, k: int, gv: str) -> dict[str, Any]:
         nonlocal wrong
         lat = []
         for _ in range(k):
+            if spread_s:
+                await asyncio.sleep(random.uniform(0, spread_s))
             t0 = clock()
             try:
                 body = await conn.call(OBJ, IFACE, member, sig, args)
@@ -108,9 +119,14 @@ async def _worker(address: str, n: int, gv: str, out: str) -> None:
 
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
-    got = await asyncio.gather(
-        *(aio_client.connect(address, timeout=120) for _ in range(n)), return_exceptions=True
-    )
+    got: list[Any] = []
+    # in waves: more connect()s at once than the listen backlog (SOMAXCONN, 4096 here) get
+    # EAGAIN from the kernel, as with any server; a worker opens at most WAVE at a time
+    for start in range(0, n, WAVE):
+        got += await asyncio.gather(
+            *(aio_client.connect(address, timeout=120) for _ in range(min(WAVE, n - start))),
+            return_exceptions=True,
+        )
     conns = [c for c in got if isinstance(c, aio_client.AsyncConnection)]
     failed = [repr(e)[:200] for e in got if not isinstance(e, aio_client.AsyncConnection)]
     _emit(
@@ -128,8 +144,8 @@ async def _worker(address: str, n: int, gv: str, out: str) -> None:
         cmd = line.split()
         if not cmd or cmd[0] == "close":
             break
-        _, op, k = cmd
-        res = await _phase(conns, op, int(k), gv)
+        _, op, k, *spread = cmd
+        res = await _phase(conns, op, int(k), gv, float(spread[0]) if spread else 0.0)
         seq += 1
         path = f"{out}.{seq}.json"
         with open(path, "w") as f:
@@ -138,6 +154,20 @@ async def _worker(address: str, n: int, gv: str, out: str) -> None:
     for c in conns:
         c.close()
     _emit({"event": "closed"})
+
+
+def raise_nofile(want: int) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE to *want* (the hard limit too when we may: root); returns the
+    limits now in force (the caller says so when they fall short)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -155,6 +185,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--cpu", type=int, default=CLIENT_CPU)
     a = p.parse_args(argv)
     os.sched_setaffinity(0, {a.cpu})
+    raise_nofile(a.connections + 64)
     asyncio.run(_worker(a.address, a.connections, a.gv, a.out))
     return 0
 

@@ -295,18 +295,23 @@ class Harness:
         return child
 
     def start_daemon(
-        self, wrapper: tuple[str, ...] = (), label: str = "d", options: tuple[str, ...] = ()
+        self,
+        wrapper: tuple[str, ...] = (),
+        label: str = "d",
+        options: tuple[str, ...] = (),
+        cpus: str = str(CPU),
     ) -> Daemon:
         """Start cgmanager on a private socket, pinned to CPU 0 (taskset execs it: same pid).
         It starts in our original cgroups (as a system daemon would sit at the root), not in
-        the run root.  *options* are added to its command line (e.g. connection limits)."""
+        the run root.  *options* are added to its command line (e.g. connection limits); *cpus*
+        is taskset's list (another pinning for suites that compare with threads)."""
         d = os.path.join(self.tmp, f"{label}{len(self.started)}")
         os.mkdir(d)
         sock, log = os.path.join(d, "sock"), os.path.join(d, "daemon.log")
         argv = [
             "taskset",
             "-c",
-            str(CPU),
+            cpus,
             *wrapper,
             f"{VENV_BIN}/cgmanager",
             "--socket",

@@ -25,6 +25,17 @@ C_DAEMON_CPU_US = {
 C_PY_CLIENT_LATENCY_US = {"Ping": 62.0, "GetValue": 130.0, "Create+Remove": 370.0, "MovePid": 155.0}
 #: the reference's floor figures, µs
 C_FLOOR_US = {"read": 14.0, "getvalue_by_hand": 64.0, "mkdir_rmdir": 27.0, "write_pid": 17.5}
+#: the original's daemon CPU µs per request with a jeepney client, both pinned to one CPU
+#: (shared/docs/building-the-original.md): the fallback when no C binary is given
+C_JEEPNEY_DAEMON_CPU_US = {
+    "Ping": 16.5,
+    "GetValue": 64.7,
+    "Create+Remove": 222.7,
+    "MovePid": 89.5,
+    "ListChildren": 63.1,
+    "GetTasks": 64.7,
+    "ListKeys": 95.8,
+}
 #: one process per call, ms
 C_ONESHOT_MS = {
     "/bin/true": 0.57,

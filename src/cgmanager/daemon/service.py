@@ -8,11 +8,11 @@ import logging
 import os
 import resource
 import signal
-import socket
 import sys
 
 from .. import names
 from ..cgroupfs import CgroupTree
+from ..dbus import loop as event_loop
 from ..dbus.limits import Limits
 from ..dbus.server import Server
 from ..errors import CgmError
@@ -240,4 +240,4 @@ class _LoopReaper:
 
 def run(args: argparse.Namespace, layout: Layout) -> int:
     ready_fd = daemonize(args.pidfile) if args.daemon else None
-    return asyncio.run(serve(args, layout, ready_fd))
+    return event_loop.run(serve(args, layout, ready_fd))  # uvloop when installed

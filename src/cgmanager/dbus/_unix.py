@@ -12,8 +12,16 @@ import _socket
 import posix
 import struct
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's start-up (mypy knows it)
+if TYPE_CHECKING:
+    from _socket import socket
+    from collections import deque
+    from collections.abc import Iterable
+    from typing import Any
+
 SOL_SOCKET: int = _socket.SOL_SOCKET
 SCM_RIGHTS: int = _socket.SCM_RIGHTS
+SCM_CREDENTIALS: int = _socket.SCM_CREDENTIALS
 MSG_CMSG_CLOEXEC: int = _socket.MSG_CMSG_CLOEXEC
 MSG_CTRUNC: int = _socket.MSG_CTRUNC
 SO_PEERCRED: int = _socket.SO_PEERCRED
@@ -28,7 +36,7 @@ ANCBUF_SIZE: int = _socket.CMSG_SPACE(SCM_MAX_FD * 4) + _socket.CMSG_SPACE(12)
 _PEERCRED = struct.Struct("iII")
 
 
-def fds_from_ancdata(ancdata: list) -> list[int]:
+def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """The fds carried in ``recvmsg`` ancillary data (SCM_CREDENTIALS and others are ignored)."""
     fds: list[int] = []
     for level, ctype, data in ancdata:
@@ -43,7 +51,7 @@ def rights(fds: list[int]) -> list[tuple[int, int, bytes]]:
     return [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
 
 
-def close_fds(fds) -> None:
+def close_fds(fds: Iterable[int]) -> None:
     """Close every fd in ``fds``, ignoring errors."""
     for fd in fds:
         try:
@@ -52,7 +60,7 @@ def close_fds(fds) -> None:
             pass
 
 
-def drain(sock, out) -> tuple[int, bool]:
+def drain(sock: socket, out: deque[list[Any]]) -> tuple[int, bool]:
     """Send queued ``[memoryview, fds]`` items from the deque *out* until the socket would
     block.  Fds go with the first bytes of their item and are closed once sent.  Returns
     (bytes sent, whether the queue is now empty); a send failure raises OSError."""
@@ -75,12 +83,12 @@ def drain(sock, out) -> tuple[int, bool]:
     return sent, True
 
 
-def peer_credentials(sock) -> tuple[int, int, int]:
+def peer_credentials(sock: socket) -> tuple[int, int, int]:
     """``SO_PEERCRED`` of a connected Unix socket: (pid, uid, gid)."""
     return _PEERCRED.unpack(sock.getsockopt(SOL_SOCKET, SO_PEERCRED, _PEERCRED.size))
 
 
-def peer_pidfd(sock) -> int | None:
+def peer_pidfd(sock: socket) -> int | None:
     """A pidfd for the peer via ``SO_PEERPIDFD`` (CLOEXEC), or None if the kernel cannot."""
     try:
         fd = sock.getsockopt(SOL_SOCKET, SO_PEERPIDFD)

@@ -918,22 +918,20 @@ def parse_message(data: bytes, fds: list[int] | tuple = ()) -> Message:
         raise ProtocolError(f"malformed message: {exc!r:.200}") from None
 
 
-def _parse_message(data: bytes, fds) -> Message:
-    size = message_size(data)
-    if size != len(data):
-        raise ProtocolError("message length does not match its header")
-    e = "<" if data[0] == 108 else ">"
-    mtype = data[1]
-    if mtype == 0:
-        raise ProtocolError("message type 0 is invalid")
-    body_len, serial, fields_len = (_HDR_LE if e == "<" else _HDR_BE).unpack_from(data, 4)
-    if serial == 0:
-        raise ProtocolError("serial 0 is invalid")
-    ctx = _ReadCtx([], e)
+#: validated header fields of method calls, by their bytes (see :func:`_parse_message`);
+#: bounded: headers up to 512 bytes (ours are ~150), emptied when 256 are kept, so a client
+#: sending ever-new headers costs misses and at most ~130 kB
+_CALL_HEADERS: dict[bytes, dict[int, object]] = {}
+_CALL_HEADERS_MAX = 256
+_CALL_HEADER_BYTES = 512
+
+
+def _parse_fields(data: bytes, e: str, fend: int, ctx: _ReadCtx) -> dict[int, object]:
+    """The header fields (16 .. fend) of a message, their names validated; the caller must
+    not modify the dict (it may be shared through the cache)."""
     readers = _HEADER_READERS[e]
     fields: dict[int, object] = {}
     pos = 16
-    fend = 16 + fields_len
     while pos < fend:
         pos = (pos + 7) & ~7
         code = data[pos]
@@ -955,11 +953,6 @@ def _parse_message(data: bytes, fds) -> Message:
             ctx.base = 0
     if pos != fend:
         raise ProtocolError("header fields overrun their array")
-    body_start = (fend + 7) & ~7
-    if body_start + body_len != len(data):
-        raise ProtocolError("body length mismatch")
-
-    path = fields.get(1)
     interface = fields.get(2)
     member = fields.get(3)
     error_name = fields.get(4)
@@ -969,6 +962,42 @@ def _parse_message(data: bytes, fds) -> Message:
         raise ProtocolError(f"invalid member name {member!r:.80}")
     if error_name is not None and not valid_interface_name(error_name):
         raise ProtocolError(f"invalid error name {error_name!r:.80}")
+    return fields
+
+
+def _parse_message(data: bytes, fds) -> Message:
+    size = message_size(data)
+    if size != len(data):
+        raise ProtocolError("message length does not match its header")
+    e = "<" if data[0] == 108 else ">"
+    mtype = data[1]
+    if mtype == 0:
+        raise ProtocolError("message type 0 is invalid")
+    body_len, serial, fields_len = (_HDR_LE if e == "<" else _HDR_BE).unpack_from(data, 4)
+    if serial == 0:
+        raise ProtocolError("serial 0 is invalid")
+    ctx = _ReadCtx([], e)
+    fend = 16 + fields_len
+    if mtype == METHOD_CALL and fend <= _CALL_HEADER_BYTES:
+        # a client repeats the same few call headers (only the serial, outside the fields,
+        # changes): parse and validate each distinct one once (a pure function of its bytes)
+        key = data[:1] + data[12:fend]
+        fields = _CALL_HEADERS.get(key)
+        if fields is None:
+            fields = _parse_fields(data, e, fend, ctx)
+            if len(_CALL_HEADERS) >= _CALL_HEADERS_MAX:
+                _CALL_HEADERS.clear()
+            _CALL_HEADERS[key] = fields
+    else:  # replies carry a fresh reply serial each; big headers are not kept
+        fields = _parse_fields(data, e, fend, ctx)
+    body_start = (fend + 7) & ~7
+    if body_start + body_len != len(data):
+        raise ProtocolError("body length mismatch")
+
+    path = fields.get(1)
+    interface = fields.get(2)
+    member = fields.get(3)
+    error_name = fields.get(4)
     if mtype == METHOD_CALL:
         if path is None or member is None:
             raise ProtocolError("method call without path or member")

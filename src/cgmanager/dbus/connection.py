@@ -4,10 +4,12 @@ Why raw ``recvmsg``/``sendmsg`` with ``loop.add_reader`` and not asyncio streams
 carry SCM_RIGHTS fds.  Messages are processed strictly in order per connection: replies keep
 request order (so the reply to ``Hello`` is the first message a client gets — sd-bus insists),
 and while a coroutine handler runs, reading from that client pauses, so the kernel socket
-buffer applies back-pressure to it alone.  Why callbacks after the handshake rather than a
-coroutine reading in a loop: the reader stays registered for the connection's life and each
-readable event is handled in place — no epoll registration, future or task switch per message,
-which cost more than a typical request's work (see docs/PERFORMANCE.md).
+buffer applies back-pressure to it alone.  Why callbacks, handshake included, rather than a
+coroutine (a task) reading in a loop: the reader stays registered for the connection's life and
+each readable event is handled in place — no task per connection, no epoll registration, future
+or task switch per read, which cost more than a typical request's work (one-shot clients such
+as dbus-send pay the handshake on every call; see docs/PERFORMANCE.md).  The loop itself is
+uvloop's when installed (``dbus/loop.py``): its wake-up path is C.
 
 Every way a client can misbehave ends that client's connection and nothing else:
 
@@ -27,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors
 from ._unix import (
     ANCBUF_SIZE,
     MSG_CMSG_CLOEXEC,
     MSG_CTRUNC,
+    SCM_CREDENTIALS,
     SCM_MAX_FD,
     close_fds,
     drain,
@@ -55,10 +58,11 @@ from .registry import close_returned_fds
 from .sasl import ServerSasl
 
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
+    from .dispatch import Dispatcher
+    from .limits import Limits
     from .objects import PeerCredentials
-    from .server import Server
 
 log = logging.getLogger("cgmanager.dbus")
 
@@ -69,17 +73,32 @@ _RECV_SIZE = 65536
 _FAIRNESS_BATCH = 32
 
 
+class Owner(Protocol):
+    """What a connection needs from whoever accepted it (the server): its limits, dispatcher
+    and SASL guid, whether it is shutting down, and to be told when the connection ends.
+    Named here so that this module needs no import of the server's."""
+
+    limits: Limits
+    dispatcher: Dispatcher
+    guid: str
+
+    @property
+    def closing(self) -> bool: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+
 class _Drop(Exception):
     """End this connection (reason in the message)."""
 
 
 class Connection:
-    """Server side of one client connection.  Created by :class:`~cgmanager.dbus.server.Server`."""
+    """Server side of one client connection, created by its :class:`Owner` (the server)."""
 
     def __init__(
         self,
-        server: Server,
-        sock: socket.socket,
+        server: Owner,
+        sock: _socket.socket,
         peer: PeerCredentials,
         pidfd: int | None,
         unique_name: str,
@@ -96,18 +115,20 @@ class Connection:
         self.unix_fd = False
         self.closed = False
         self.close_reason: str | None = None
-        self.task: asyncio.Task | None = None
         self._serial = 0
-        self._out: deque[list] = deque()  # [memoryview, fds]
+        self._out: deque[list[Any]] = deque()  # [memoryview, fds]
         self._out_size = 0
         self._writer_registered = False
         self._pending_fds: list[int] = []
         # message phase (after the handshake)
         self._buf = bytearray()
         self._reading = False  # the message-phase reader is registered
-        self._busy: asyncio.Future | None = None  # a coroutine handler's reply is awaited
+        self._busy: asyncio.Future[Message | None] | None = (
+            None  # a coroutine handler's reply is awaited
+        )
         self._partial: asyncio.TimerHandle | None = None  # deadline of a started message
-        self._done = self._loop.create_future()  # resolved at teardown: ends run()
+        self._sasl: ServerSasl | None = None  # the handshake, until BEGIN
+        self._sasl_deadline: asyncio.TimerHandle | None = None
         #: what handlers learnt about this connection's peer (MethodCall.state)
         self.state: dict[str, Any] = {}
 
@@ -118,19 +139,20 @@ class Connection:
     # ----------------------------------------------------------------------------------------
     # lifecycle
 
-    async def run(self) -> None:
-        """Serve the connection until the client leaves, misbehaves or the server closes."""
-        try:
-            leftover = await self._handshake()
-            self._buf += leftover
-            self._resume()
-            await self._done
-        except asyncio.CancelledError:
-            pass  # server shutdown or abort(); teardown below
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._teardown()
+    def start(self) -> None:
+        """Begin serving: the handshake, then messages.  The reader stays registered from here
+        to the end (no task, no future, no epoll change per read); the connection ends on its
+        own when the client leaves or misbehaves, or by :meth:`abort`."""
+        limits = self._limits
+        self._sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=limits.max_sasl_line)
+        self._sasl_deadline = self._loop.call_later(limits.sasl_timeout, self._sasl_late)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._reading = True
+
+    def _sasl_late(self) -> None:
+        self._sasl_deadline = None
+        if not self.closed and self._sasl is not None:
+            self._fail(_Drop("handshake not completed in time"))
 
     def _fail(self, exc: BaseException) -> None:
         """End the connection because of *exc*, with a reason saying why."""
@@ -153,20 +175,17 @@ class Connection:
         self._teardown()
 
     def abort(self, reason: str) -> None:
-        """Close the connection now (from any context); the run task ends soon after."""
+        """Close the connection now (from any context)."""
         if self.closed:
             return
         self.close_reason = reason
         log.log(
-            logging.DEBUG if self._server._closing else logging.INFO,
+            logging.DEBUG if self._server.closing else logging.INFO,
             "dropping %r: %s",
             self,
             reason,
         )
         self._teardown()
-        task = self.task
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
 
     def _teardown(self) -> None:
         if self.closed:
@@ -177,8 +196,10 @@ class Connection:
             self._partial = None
         if self._busy is not None and not self._busy.done():
             self._busy.cancel()
-        if not self._done.done():
-            self._done.set_result(None)
+        if self._sasl_deadline is not None:
+            self._sasl_deadline.cancel()
+            self._sasl_deadline = None
+        self._sasl = None
         try:
             self._loop.remove_reader(self._fd)
             if self._writer_registered:
@@ -207,42 +228,17 @@ class Connection:
                 except Exception:  # a handler's leftovers must not stop the teardown
                     log.exception("closing connection state of %r", self)
         self.state.clear()
-        self._server._forget(self)
+        self._server.forget(self)
 
     # ----------------------------------------------------------------------------------------
     # reading
 
-    async def _readable(self, timeout: float | None) -> None:
-        fut = self._loop.create_future()
-        self._loop.add_reader(self._fd, _wake, fut)
-        try:
-            if timeout is None:
-                await fut
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await fut
-                except TimeoutError:
-                    raise _Drop("message not completed in time") from None
-        finally:
-            if not self.closed:
-                self._loop.remove_reader(self._fd)
-
-    async def _recv(self, timeout: float | None = None) -> bytes:
-        """Receive some bytes (handshake phase); fds that come with them are appended to
-        ``_pending_fds``."""
-        while True:
-            if self.closed:
-                raise EOFError
-            try:
-                return self._recv_now()
-            except (BlockingIOError, InterruptedError):
-                await self._readable(timeout)
-
     def _recv_now(self) -> bytes:
         """One ``recvmsg``: the bytes, with their fds kept in ``_pending_fds`` (bounded)."""
         data, anc, flags, _addr = self._sock.recvmsg(_RECV_SIZE, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
-        if anc:
+        # SO_PASSCRED (server.py) makes the kernel add the sender's credentials to every read:
+        # only something else can carry fds
+        if anc and (len(anc) != 1 or anc[0][1] != SCM_CREDENTIALS):
             fds = fds_from_ancdata(anc)
             if fds:
                 self._pending_fds.extend(fds)
@@ -255,20 +251,19 @@ class Connection:
             raise EOFError
         return data
 
-    async def _handshake(self) -> bytes:
-        sasl = ServerSasl(self._server.guid, unix_fd=True, max_line=self._limits.max_sasl_line)
-        try:
-            async with asyncio.timeout(self._limits.sasl_timeout):
-                while True:
-                    step = sasl.feed(await self._recv())
-                    if step.reply:
-                        self._write(step.reply, [])
-                    if step.close:
-                        raise _Drop(f"handshake: {sasl.close_reason}")
-                    if step.done:
-                        break
-        except TimeoutError:
-            raise _Drop("handshake not completed in time") from None
+    def _handshake(self, sasl: ServerSasl, data: bytes) -> None:
+        """Feed the handshake; after ``BEGIN``, what followed it is the first message data."""
+        step = sasl.feed(data)
+        if step.reply:
+            self._write(step.reply, [])
+        if step.close:
+            raise _Drop(f"handshake: {sasl.close_reason}")
+        if not step.done:
+            return
+        self._sasl = None
+        if self._sasl_deadline is not None:
+            self._sasl_deadline.cancel()
+            self._sasl_deadline = None
         self.unix_fd = sasl.unix_fd_negotiated
         log.debug(
             "%r authenticated (%s, claimed %r, unix fds %s)",
@@ -277,25 +272,28 @@ class Connection:
             sasl.claimed_identity,
             self.unix_fd,
         )
-        return step.leftover
+        self._buf += step.leftover
+        self._resume()
 
     def _on_readable(self) -> None:
-        """Read and handle; after replying, read again at once: a client that got its reply
-        has often sent its next request already (always, when it shares the daemon's CPU),
-        and reading it here saves a trip through the event loop."""
-        budget = _FAIRNESS_BATCH
-        while True:
-            try:
-                data = self._recv_now()
-            except (BlockingIOError, InterruptedError):
+        """One read, then handle every complete message it brought.  No second read to look
+        for a pipelined request: for a client that pauses between calls (every real one) it
+        fails with EAGAIN — an exception built, raised and caught per request, ~5 % of a Ping's
+        instructions — while the level-triggered reader brings us back at once when more has
+        arrived (docs/PERFORMANCE.md, "Cheaper wake-ups")."""
+        try:
+            data = self._recv_now()
+            sasl = self._sasl
+            if sasl is not None:
+                self._handshake(sasl, data)
                 return
-            except BaseException as exc:
-                self._fail(exc)
-                return
-            self._buf += data
-            budget -= self._process(budget)
-            if budget <= 0 or self._buf or not self._reading or self.closed:
-                return  # a partial message, paused, closed or turn used up: the loop decides
+        except (BlockingIOError, InterruptedError):
+            return
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self._buf += data
+        self._process()
 
     def _resume(self) -> None:
         """Handle what is buffered, then (unless paused again) wait for more."""
@@ -365,13 +363,13 @@ class Connection:
             reply = self._dispatcher.handle(
                 msg, self.peer, self.pidfd, self.unique_name, self.state
             )
-            if reply is not None and type(reply) is not Message:
+            if reply is not None and not isinstance(reply, Message):
                 self._pause()
                 self._busy = asyncio.ensure_future(reply)
                 self._busy.add_done_callback(self._replied)
                 break
-            if self.closed:
-                if reply is not None:
+            if self.closed:  # (the handler may have closed it)
+                if reply is not None:  # type: ignore[unreachable]
                     self._discard(reply)
                 return handled
             if reply is not None:
@@ -386,7 +384,7 @@ class Connection:
             self._partial = self._loop.call_later(timeout, self._stalled)
         return handled
 
-    def _replied(self, fut: asyncio.Future) -> None:
+    def _replied(self, fut: asyncio.Future[Message | None]) -> None:
         """A coroutine handler finished: send its reply, then carry on with the connection."""
         self._busy = None
         if fut.cancelled():
@@ -502,8 +500,3 @@ class Connection:
         if empty:
             self._loop.remove_writer(self._fd)
             self._writer_registered = False
-
-
-def _wake(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -16,6 +16,7 @@ taken at accept time and handed to every handler; nothing a client says is used 
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import logging
@@ -73,6 +74,11 @@ class Server:
         """The open connection a handler's ``call.sender`` names (to send it signals later)."""
         return self._by_name.get(unique_name)
 
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` has begun (connections dropped then are logged quietly)."""
+        return self._closing
+
     async def __aenter__(self) -> Server:
         return self
 
@@ -113,11 +119,8 @@ class Server:
                         os.unlink(self.path)
                 except OSError:
                     pass
-        tasks = [c.task for c in self._connections if c.task is not None]
         for conn in list(self._connections):
             conn.abort("server shutting down")
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     # ----------------------------------------------------------------------------------------
 
@@ -127,7 +130,9 @@ class Server:
             return
         for _ in range(64):  # bounded batch, then let other callbacks run
             try:
-                sock, _addr = listener.accept()
+                # the C-level accept and socket object: socket.accept() would build a
+                # socket.socket, converting family and type to enums, for every connection
+                fd, _addr = listener._accept()  # type: ignore[attr-defined]  # accept4, CLOEXEC
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -139,7 +144,7 @@ class Server:
                     continue
                 log.error("accept failed: %s", exc)
                 return
-            self._new_connection(sock)
+            self._new_connection(_socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd))
 
     def _pause_accepting(self, delay: float) -> None:
         assert self._loop is not None and self._listener is not None
@@ -152,7 +157,7 @@ class Server:
 
         self._paused = self._loop.call_later(delay, resume)
 
-    def _new_connection(self, sock: socket.socket) -> None:
+    def _new_connection(self, sock: _socket.socket) -> None:
         try:
             sock.setblocking(False)
             pid, uid, gid = peer_credentials(sock)
@@ -190,10 +195,11 @@ class Server:
         self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         if self.on_connect is not None:
             self.on_connect(conn)
-        conn.task = asyncio.get_running_loop().create_task(conn.run(), name=f"dbus {name}")
+        conn.start()
         log.debug("accepted %r", conn)
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
+        """A connection has ended: release its place in the connection limits."""
         if conn in self._connections:
             self._connections.discard(conn)
             self._by_name.pop(conn.unique_name, None)

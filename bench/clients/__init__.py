@@ -1,0 +1,1 @@
+"""Client programs the client matrix drives (bench/matrix.py): each is its own process."""
