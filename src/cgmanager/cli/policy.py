@@ -108,7 +108,7 @@ def do_config(s: Session, args: list[str]) -> str:
 
 def _check(s: Session, files: list[str]) -> str:
     from ..hierarchy import discover_host
-    from ..policy.apply import load_file
+    from ..policy.cgconfig import load_file
     from ..policy.lexer import ConfigError
     from ..policy.plan import resolve
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from ..errors import CgmError, InvalidArgument, NotPermitted
 from ..operations import Manager
 from ..policy import plan
-from ..policy.apply import ManagerState, apply_group, load_dir
-from ..policy.cgconfig import Config, parse
+from ..policy.apply import ManagerState, apply_group
+from ..policy.cgconfig import Config, load_dir, parse
 from ..policy.engine import Engine
 from ..policy.lexer import ConfigError
 from ..requestor import Party

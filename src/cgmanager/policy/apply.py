@@ -12,7 +12,6 @@ configuration does not describe.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,14 +19,11 @@ from .. import names
 from ..errors import CgmError, NotFound
 from ..operations import Manager, Request, run
 from ..requestor import Party
-from .cgconfig import Config, parse
-from .lexer import ConfigError
 from .plan import Change, Desired, Echoes, plan_group
 
 log = logging.getLogger("cgmanager.policy")
 
 #: most files read from a configuration directory
-MAX_FILES = 256
 
 
 class ManagerState:
@@ -172,32 +168,4 @@ def _apply_change(
             )
 
 
-def load_dir(directory: str) -> Config:
-    """Every ``*.conf`` in *directory*, in name order, as one configuration (a missing
-    directory is an empty configuration; an unreadable file is an error)."""
-    cfg = Config()
-    try:
-        entries = sorted(e for e in os.listdir(directory) if e.endswith(".conf"))
-    except FileNotFoundError:
-        return cfg
-    except OSError as e:
-        raise ConfigError(directory, 0, f"cannot read the directory: {e.strerror}") from None
-    if len(entries) > MAX_FILES:
-        raise ConfigError(directory, 0, f"more than {MAX_FILES} files")
-    for name in entries:
-        cfg.merge(load_file(os.path.join(directory, name)), os.path.join(directory, name))
-    return cfg
-
-
-def load_file(path: str) -> Config:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read((1 << 20) + 1)
-    except UnicodeDecodeError:
-        raise ConfigError(path, 0, "not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(path, 0, f"cannot read: {e.strerror}") from None
-    return parse(text, path)
-
-
-__all__ = ["Echoes", "ManagerState", "Outcome", "apply_group", "load_dir", "load_file"]
+__all__ = ["Echoes", "ManagerState", "Outcome", "apply_group"]

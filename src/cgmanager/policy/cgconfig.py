@@ -21,6 +21,7 @@ each part is decided when planning (:mod:`cgmanager.policy.plan`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .. import names
@@ -300,3 +301,35 @@ def parse_mode(text: str) -> int | None:
 def parse(text: str, source: str = "<config>") -> Config:
     """Parse one file; :class:`ConfigError` names the line of the first problem."""
     return _Parser(tokenize(text, source), source).parse()
+
+
+#: most *.conf files one configuration directory may hold
+MAX_FILES = 256
+
+
+def load_dir(directory: str) -> Config:
+    """Every ``*.conf`` in *directory*, in name order, as one configuration (a missing
+    directory is an empty configuration; an unreadable file is an error)."""
+    cfg = Config()
+    try:
+        entries = sorted(e for e in os.listdir(directory) if e.endswith(".conf"))
+    except FileNotFoundError:
+        return cfg
+    except OSError as e:
+        raise ConfigError(directory, 0, f"cannot read the directory: {e.strerror}") from None
+    if len(entries) > MAX_FILES:
+        raise ConfigError(directory, 0, f"more than {MAX_FILES} files")
+    for name in entries:
+        cfg.merge(load_file(os.path.join(directory, name)), os.path.join(directory, name))
+    return cfg
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read((1 << 20) + 1)
+    except UnicodeDecodeError:
+        raise ConfigError(path, 0, "not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(path, 0, f"cannot read: {e.strerror}") from None
+    return parse(text, path)
