@@ -18,10 +18,11 @@ class CgmError(Exception):
     kind = "Failed"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
         #: the failure without any path in it, for callers that re-word the subject
-        self.reason = reason or message
+        self.reason = _printable(reason) if reason else message
 
     def __str__(self) -> str:
         return self.message
@@ -76,6 +77,17 @@ class Unavailable(CgmError):
     kind = "Unavailable"
 
 
+def _printable(text: str) -> str:
+    """Messages travel into D-Bus strings, logs and audit lines: no character in them may
+    break a line or hide what it shows, and no undecodable byte may make one fail to encode
+    (:func:`cgmanager.names.printable`)."""
+    if text.isascii() and text.isprintable():
+        return text
+    from .names import printable  # names imports this module
+
+    return printable(text)
+
+
 _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.ENOENT: NotFound,
     _errno.ESRCH: NotFound,
@@ -87,6 +99,9 @@ _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.EBUSY: Busy,
     _errno.ENOTEMPTY: Busy,
     _errno.EAGAIN: LimitExceeded,
+    # the daemon's own fds (or the host's) ran out: say so, never a generic failure
+    _errno.EMFILE: LimitExceeded,
+    _errno.ENFILE: LimitExceeded,
     _errno.ENOSPC: KernelRejected,  # e.g. cpuset without cpus/mems
     _errno.EINVAL: KernelRejected,
     _errno.ERANGE: KernelRejected,

@@ -9,6 +9,7 @@ there is exactly one place that decides what a hostile spelling means (it means 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .errors import InvalidArgument
 
@@ -47,22 +48,143 @@ _V1_CORE_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
 _RESERVED = frozenset({".cgm_leaf"})
 
 
-#: NUL and the other control characters: newlines would make /proc/<pid>/cgroup ambiguous
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+#: Characters no name may hold, by Unicode category (decided once, here):
+#:
+#: * ``Cc`` — C0 controls, DEL and C1 controls: ``\n``, ``\r``, ``\v``, ``\f``, the
+#:   ``\x1c``-``\x1e`` separators and U+0085 (NEL) end lines for ``str.splitlines`` and for
+#:   terminals;
+#: * ``Zl``, ``Zp`` — U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR end lines for
+#:   ``splitlines``, JavaScript and many editors;
+#: * ``Zs`` other than the ASCII space — U+00A0, U+1680, U+2000-U+200A, U+202F, U+205F,
+#:   U+3000 are field breaks for ``str.split()``, ``\s`` in most regex engines and awk; the
+#:   ASCII space stays (0.42 accepted it; the kernel escapes it in mountinfo);
+#: * ``Cf`` — format controls: bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069),
+#:   zero-width characters (U+200B-U+200D, U+2060), U+FEFF: they make a listing or a log line
+#:   show another name than the one it holds;
+#: * ``Cs``, ``Cn`` — surrogates (bytes that are not UTF-8) and code points this Python's
+#:   Unicode database does not know (what they will become is not known);
+#: * U+FFFD REPLACEMENT CHARACTER — the escape marker below.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+#: the escape marker of names the API could not have made (see :func:`escape`)
+ESCAPE = "\ufffd"
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_ESCAPED_BYTE = re.compile("\ufffd([0-9a-f]{2})")
+
+
+def refused_char(c: str) -> bool:
+    """Whether the character *c* may not appear in a name (see ``REFUSED_CATEGORIES``)."""
+    if c < "\x80":
+        return c < " " or c == "\x7f"
+    cat = unicodedata.category(c)
+    return cat in REFUSED_CATEGORIES or (cat == "Zs" and c != " ") or c == ESCAPE
+
+
+def _first_refused(s: str, but: str = "") -> str | None:
+    """The first refused character of *s* other than *but*, or None."""
+    if s.isascii():
+        m = _ASCII_CONTROL.search(s)
+        return None if m is None else m.group()
+    return next((c for c in s if c != but and refused_char(c)), None)
+
+
+def escape(name: str) -> str:
+    """The one escaped form of a name found on cgroupfs (surrogateescape-decoded bytes):
+    every refused character becomes U+FFFD followed by two lowercase hex digits per byte of
+    its UTF-8 encoding (a byte that is not UTF-8: that byte).  Names the API accepts are
+    unchanged; no name the API accepts contains U+FFFD, so an escaped form never collides
+    with one, and each name has exactly one escaped form."""
+    if _first_refused(name) is None:
+        return name
+    return "".join(
+        "".join(f"{ESCAPE}{b:02x}" for b in c.encode("utf-8", "surrogateescape"))
+        if refused_char(c)
+        else c
+        for c in name
+    )
+
+
+def printable(text: str) -> str:
+    """*text* (a message, a log line) with every refused character escaped as in
+    :func:`escape` — except U+FFFD itself, which in a message already belongs to an escaped
+    name: one line that shows what it holds, whatever a client put in it."""
+    if _first_refused(text, but=ESCAPE) is None:
+        return text
+    return "".join(
+        "".join(f"{ESCAPE}{b:02x}" for b in c.encode("utf-8", "surrogateescape"))
+        if c != ESCAPE and refused_char(c)
+        else c
+        for c in text
+    )
+
+
+def escape_path(path: str) -> str:
+    """:func:`escape` applied to each component of a path the kernel showed."""
+    if _first_refused(path) is None:
+        return path
+    return "/".join(escape(c) for c in path.split("/"))
+
+
+def unescape(component: str) -> str:
+    """The name on cgroupfs (surrogateescape-decoded) that an escaped component stands for;
+    only the canonical escaped form is accepted."""
+    if ESCAPE not in component:
+        return component
+    if _ESCAPED_BYTE.sub("", component).count(ESCAPE):
+        raise InvalidArgument(
+            "invalid cgroup: U+FFFD only as an escape (U+FFFD and two hex digits)"
+        )
+    raw = _ESCAPED_BYTE.sub(_byte_char, component)
+    name = raw.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    if "\0" in name:
+        raise InvalidArgument("invalid cgroup: contains a NUL byte")
+    if escape(name) != component:
+        raise InvalidArgument(
+            "invalid cgroup: not the escaped form cgmanager lists (escape only what it refuses)"
+        )
+    return name
+
+
+def _byte_char(m: re.Match[str]) -> str:
+    """One escaped byte as surrogateescape decoding would hold it."""
+    b = int(m.group(1), 16)
+    return chr(b) if b < 0x80 else chr(0xDC00 + b)
+
+
+def is_escaped(component: str) -> bool:
+    """Whether a (valid) component is the escaped form of a name the API cannot create."""
+    return ESCAPE in component
 
 
 def _check_text(s: str, what: str) -> None:
-    m = _CONTROL.search(s)
-    if m is not None:
-        if m.group() == "\0" or "\0" in s:
-            raise InvalidArgument(f"invalid {what}: contains a NUL byte")
+    c = _first_refused(s, but=ESCAPE)  # an escape is judged per component
+    if c is None:
+        return
+    if c == "\0" or "\0" in s:
+        raise InvalidArgument(f"invalid {what}: contains a NUL byte")
+    if c < " " or c == "\x7f":
         raise InvalidArgument(f"invalid {what}: contains a control character")
+    raise InvalidArgument(
+        f"invalid {what}: contains U+{ord(c):04X}, a character that could pass for a line or"
+        " field break or hide what a name shows"
+    )
+
+
+def _raw_len(s: str) -> int:
+    """Length in bytes on cgroupfs of a (possibly escaped) name or path."""
+    n = len(s.encode("utf-8", "surrogateescape"))
+    if ESCAPE in s:
+        n -= 4 * len(_ESCAPED_BYTE.findall(s))  # "\ufffdxx" (5 bytes) is one byte
+    return n
 
 
 def _check_component(c: str, what: str) -> None:
     if c in (".", ".."):
         raise InvalidArgument(f"invalid {what}: '{c}' is not allowed as a path component")
-    if len(c.encode("utf-8", "surrogateescape")) > NAME_MAX:
+    if ESCAPE in c:
+        if what != "cgroup" and what != "cgroup name":
+            raise InvalidArgument(f"invalid {what}: contains U+FFFD")
+        unescape(c)
+    if _raw_len(c) > NAME_MAX:
         raise InvalidArgument(f"invalid {what}: a component is longer than {NAME_MAX} bytes")
 
 
@@ -70,7 +192,7 @@ def split(path: str, what: str = "cgroup") -> tuple[str, ...]:
     """Split a client path into components: empty components (``//``, a leading or trailing
     ``/``) are dropped as in 0.42, ``.``/``..``, NUL and control characters are refused."""
     _check_text(path, what)
-    if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX:
+    if len(path) > 5 * PATH_MAX or _raw_len(path) > PATH_MAX:
         raise InvalidArgument(f"invalid {what}: longer than {PATH_MAX} bytes")
     parts = tuple(c for c in path.split("/") if c)
     for c in parts:
@@ -85,7 +207,7 @@ def join(base: str, *components: str) -> str:
     tail = "/".join(components)
     result = tail if base == "/" else base + "/" + tail
     result = "/" + result.lstrip("/")
-    if len(result.encode("utf-8", "surrogateescape")) > PATH_MAX:
+    if _raw_len(result) > PATH_MAX:
         raise InvalidArgument(f"invalid cgroup: the resulting path is longer than {PATH_MAX} bytes")
     return result
 
