@@ -11,6 +11,7 @@ question, asked before these are called.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from . import kerneltext, names
 from ._linux import open_beneath
 from .errors import Busy, CgmError, InvalidArgument, NotFound, from_oserror
 from .hierarchy import Hierarchy
+
+log = logging.getLogger(__name__)
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -105,8 +108,8 @@ class CgroupTree:
         """The uncached :meth:`_rel`: the names on cgroupfs (escaped components decoded, see
         :func:`cgmanager.names.escape`), relative to the mount.
 
-        Re-validates the components (defence in depth: the kernel's cgroupfs accepts names
-        longer than NAME_MAX, and '..' must never reach a system call)."""
+        Re-validates the components (defence in depth: '..' must never reach a system
+        call)."""
         if not path.startswith("/"):
             raise InvalidArgument(f"internal: cgroup path {path!r} is not absolute")
         parts = names.split(path)
@@ -211,6 +214,13 @@ class CgroupTree:
         if not parts:
             return False
         name = parts[-1]
+        if len(name.encode("utf-8", "surrogateescape")) > names.NAME_MAX:
+            # (cgroupfs itself takes names up to about PATH_MAX; cgmanager makes none longer
+            # than other file systems allow)
+            raise InvalidArgument(
+                f"cgroup {self._what(path)}: a name is at most {names.NAME_MAX} bytes",
+                reason=f"a name is at most {names.NAME_MAX} bytes",
+            )
         if names.is_escaped(name):
             # an escaped form names a cgroup made directly on cgroupfs; never made through us
             if self.exists(path):
@@ -269,7 +279,13 @@ class CgroupTree:
                 if p == path:
                     raise
                 continue  # removed concurrently
-            stack.extend(names.join(p, k) for k in reversed(kids))
+            for k in reversed(kids):
+                try:
+                    stack.append(names.join(p, k))
+                except InvalidArgument:
+                    # deeper than PATH_MAX (a delegatee can chdir and mkdir on): no path
+                    # reaches it, so it is left out rather than failing the whole walk
+                    log.warning("%s: a child cgroup beyond PATH_MAX left out", self._what(p))
         return result
 
     def rmdir(self, path: str) -> None:

@@ -184,8 +184,11 @@ def _check_component(c: str, what: str) -> None:
         if what != "cgroup" and what != "cgroup name":
             raise InvalidArgument(f"invalid {what}: contains U+FFFD")
         unescape(c)
-    if _raw_len(c) > NAME_MAX:
-        raise InvalidArgument(f"invalid {what}: a component is longer than {NAME_MAX} bytes")
+    # a *new* cgroup name is at most NAME_MAX bytes (cgroupfs.mkdir); an existing one may be
+    # longer (cgroupfs takes names up to about PATH_MAX) and must stay reachable
+    limit = PATH_MAX if what == "cgroup" or what == "cgroup name" else NAME_MAX
+    if _raw_len(c) > limit:
+        raise InvalidArgument(f"invalid {what}: a component is longer than {limit} bytes")
 
 
 def split(path: str, what: str = "cgroup") -> tuple[str, ...]:

@@ -186,6 +186,8 @@ class ProcDir:
                     break
         except ProcessLookupError:
             raise NotFound(f"process {self.pid}: exited") from None
+        except OSError as exc:  # e.g. ENAMETOOLONG: a cgroup path deeper than PATH_MAX
+            raise from_oserror(exc, f"process {self.pid}") from None
         finally:
             os.close(fd)
         return kerneltext.decode(b"".join(chunks))

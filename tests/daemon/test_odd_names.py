@@ -24,6 +24,7 @@ ODD = {
     b"rtl\xe2\x80\xaegnp.exe": "rtl\ufffde2\ufffd80\ufffdaegnp.exe",
     b"\xef\xbf\xbd": "\ufffdef\ufffdbf\ufffdbd",
     b"tab\there": "tab\ufffd09here",
+    b"L" * 1000: "L" * 1000,  # cgroupfs takes names far beyond NAME_MAX
 }
 
 CLIENT = r"""
@@ -96,11 +97,13 @@ def test_names_made_on_cgroupfs_are_listed_escaped_and_removable(place, test_use
             ["Create", "ss", [key, "d/\ufffd61"]],
             ["Remove", "ssi", [key, "d/\ufffdFF\ufffdfe", 1]],
             ["Create", "ss", [key, "d/\ufffdff\ufffdfe"]],  # exists: reported, not made
+            ["Create", "ss", [key, "d/" + "M" * 256]],  # new names: at most NAME_MAX
         ],
         user=test_user,
     )
     assert [o[0] for o in out[:3]] == [ERR + "InvalidArgument"] * 3, out
     assert out[3] == ["ok", [1]], out
+    assert out[4][0] == ERR + "InvalidArgument" and "255 bytes" in out[4][1], out
     assert kernel_state(place.path(key)) == before
     # ... and the delegatee removes each by its escaped form
     sleeper.kill()
