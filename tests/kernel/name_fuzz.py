@@ -99,9 +99,9 @@ def one(
         path = root
         for raw in comps:
             name = raw.decode("utf-8", "surrogateescape")
-            try:  # what Create takes: a valid new name, at most NAME_MAX bytes
+            try:  # what Create takes: a valid new name (not an escaped form), <= NAME_MAX
                 names.check_new_name(name)
-                api = len(raw) <= names.NAME_MAX
+                api = len(raw) <= names.NAME_MAX and not names.is_escaped(name)
             except InvalidArgument:
                 api = False
             path = path + b"/" + raw
