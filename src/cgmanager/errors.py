@@ -128,6 +128,9 @@ def from_oserror(exc: OSError, what: str) -> CgmError:
     Only the errno is used: strerror text and file names from the OSError are dropped, because
     they may name paths the caller must not see.
     """
+    if exc.errno in (_errno.EMFILE, _errno.ENFILE):
+        reason = "cgmanager is out of file descriptors; try again later"
+        return LimitExceeded(f"{what}: {reason}", reason=reason)
     cls = _ERRNO_KINDS.get(exc.errno or 0, CgmError)
     reason = os_strerror(exc.errno)
     word = _ERRNO_WORDS.get(cls, "failed")
