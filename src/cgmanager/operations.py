@@ -80,7 +80,7 @@ class Request:
 class Reaper(Protocol):
     """Removes cgroups once they are empty (RemoveOnEmpty, Prune)."""
 
-    def watch(self, tree: CgroupTree, path: str) -> None: ...
+    def watch(self, tree: CgroupTree, path: str, owner: int) -> None: ...
 
 
 def _owner(st: os.stat_result) -> FileOwner:
@@ -813,7 +813,7 @@ class Manager:
             require_access(req.r, self._stat(h, working, None, shown), Access.WRITE, shown)
             if working == self.base(h):
                 raise NotPermitted(f"not permitted: {shown} is this cgmanager's own cgroup")
-            reaper.watch(self.tree(h), working)
+            reaper.watch(self.tree(h), working, req.r.uid)
 
         self._each(self.layout.resolve(controller), one)
 
@@ -838,11 +838,11 @@ class Manager:
                     continue
                 try:
                     if t.children(d):
-                        reaper.watch(t, d)
+                        reaper.watch(t, d, req.r.uid)
                     else:
                         t.rmdir(d)
                 except CgmError:
-                    reaper.watch(t, d)
+                    reaper.watch(t, d, req.r.uid)
 
         if len(hs) == 1:
             one(hs[0])
