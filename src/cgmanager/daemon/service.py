@@ -123,7 +123,13 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     except CgmError as e:
         log.error("cannot move into a leaf of the delegated cgroup: %s", e)
         return 1
-    reaper = Reaper(loop)
+    reaper = Reaper(
+        loop,
+        args.max_watches,
+        max_watches_per_uid=args.max_watches_per_uid,
+        max_processes=args.max_watched_processes,
+        max_processes_per_uid=args.max_watched_processes_per_uid,
+    )
     quota = {
         key: value
         for key, value in (
