@@ -340,7 +340,9 @@ class Service:
 
     def interface1(self) -> Interface:
         methods = [Method(s.name, self._wrap(s), s.in_args, s.out_args) for s in EXTRA_METHODS]
-        return Interface(INTERFACE1, methods)
+        # the Scm server takes a proxy's pidfd of its client with the credential (scm_server)
+        pins = Property(scm.PIDFD_PROPERTY[1], "b", lambda call: True)
+        return Interface(INTERFACE1, methods, [pins])
 
     def objects(self) -> dict[str, list[Interface]]:
         return {OBJECT_PATH: [self.interface(), self.interface1()]}
