@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -165,6 +166,7 @@ def _check_identity(
     try:
         with open(f"/proc/{child}/cgroup", "rb") as f:
             text = f.read().decode("utf-8", "surrogateescape")
+        assert os.path.exists(f"/proc/{child}"), "the child process died: the run is void"
         believed = dict(layout.cgroups_in(text))
         expected = dict(home)
         expected[h.key] = want
@@ -200,8 +202,11 @@ def run(
         home = dict(layout.cgroups_in(f.read().decode("utf-8", "surrogateescape")))
     start = time.monotonic()
     try:
-        for _ in range(n):
+        for i in range(n):
             one(rng, layout, trees, roots, child, home, stats)
+            if i % 100_000 == 99_999:
+                rate = stats.inputs / (time.monotonic() - start)
+                print(f"name fuzz: {i + 1} inputs, {rate:.0f}/s", file=sys.stderr, flush=True)
     finally:
         stats.seconds += time.monotonic() - start
         for t in trees.values():

@@ -34,7 +34,7 @@ def test_fuzz_names_against_the_kernel(cgroots, cgdir, procs):
         if harness_name in cgroots.available():
             roots[key] = os.fsencode(cgdir(harness_name))
     assert "unified" in roots and len(roots) >= 2
-    child = procs.spawn(["sleep", "1000"])
+    child = procs.spawn(["sleep", "infinity"])  # (a long run outlives any finite sleep)
     for d in roots.values():
         with open(d + b"/cgroup.procs", "w") as f:
             f.write(str(child.pid))
