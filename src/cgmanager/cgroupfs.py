@@ -531,6 +531,9 @@ def _child_names(fd: int) -> list[str]:
     a listing never fails on it and never carries it raw (see :func:`names.escape`)."""
     try:
         with os.scandir(fd) as it:
-            return [names.escape(e.name) for e in it if e.is_dir(follow_symlinks=False)]
+            raw = [e.name for e in it if e.is_dir(follow_symlinks=False)]
     except OSError as exc:  # EMFILE (scandir duplicates the fd), ENOENT if removed meanwhile
         raise from_oserror(exc, "list child cgroups") from None
+    if names.escape("/".join(raw)) == "/".join(raw):  # the usual case: one check for all
+        return raw
+    return [names.escape(n) for n in raw]

@@ -34,7 +34,7 @@ HOSTILE_PATHS = [
     "a\x85b",
     "\u202ecod.exe",
     "a\ufffdzz",
-    "n" * 4097,  # (names up to PATH_MAX can exist on cgroupfs; new ones: tests/daemon/test_odd_names.py)
+    "n" * 4097,  # beyond PATH_MAX (long names exist on cgroupfs: test_odd_names.py)
     "./a",
     "cgroup.procs",
     "pids.max",
