@@ -77,7 +77,9 @@ def call(
     *requestor*; *second* is the victim (pid methods) or the target ids (ChownScm).
 
     Returns what the plain twin would: ``existed`` for Create/Remove (1/-1), a string, a list
-    of pids, names or key tuples, or None; raises DBusError or ScmError on failure."""
+    of pids, names or key tuples, or None; raises DBusError or ScmError on failure.
+    *requestor_pidfd*: a pidfd of the process *requestor* names, sent with it (only to a
+    daemon that advertises :data:`scm.PIDFD_PROPERTY`; see :mod:`cgmanager.scm_server`)."""
     method = scm.BY_NAME[member]
     if (method.second == scm.Second.NONE) != (second is None):
         raise ValueError(f"{member} takes {'no' if second is None else 'a'} second credential")
