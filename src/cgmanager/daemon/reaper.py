@@ -93,19 +93,24 @@ def members(tree: CgroupTree, path: str, memo: dict[str, list[int]] | None = Non
 def settle(tree: CgroupTree, path: str) -> str | list[int]:
     """Remove the cgroup if it is empty.  → ``REMOVED``; ``POPULATED`` (v2); the processes
     found (v1, a list); ``GONE`` when someone else removed it.  A process that arrives
-    between the check and the removal makes the kernel refuse (``Busy``)."""
-    try:
-        if tree.v2:
-            if tree.populated(path):  # reading cgroup.events also re-arms EPOLLPRI
-                return POPULATED
-        else:
-            found = members(tree, path)
-            if found:
-                return found
-        tree.remove(path, recursive=True)
-        return REMOVED
-    except NotFound:
-        return GONE
+    between the check and the removal makes the kernel refuse (``Busy``).  A descendant
+    removed meanwhile (by the check of a watch below, on another thread) is looked at again:
+    only the cgroup itself gone is ``GONE``."""
+    for _ in range(3):
+        try:
+            if tree.v2:
+                if tree.populated(path):  # reading cgroup.events also re-arms EPOLLPRI
+                    return POPULATED
+            else:
+                found = members(tree, path)
+                if found:
+                    return found
+            tree.remove(path, recursive=True)
+            return REMOVED
+        except NotFound:
+            if not tree.exists(path):
+                return GONE
+    raise Busy(f"{tree.hierarchy.key}:{path}: its subtree kept changing while being removed")
 
 
 class Reaper:
