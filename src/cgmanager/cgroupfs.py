@@ -11,14 +11,17 @@ question, asked before these are called.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from dataclasses import dataclass
 
-from . import names
+from . import escapes, kerneltext, names
 from ._linux import open_beneath
 from .errors import Busy, CgmError, InvalidArgument, NotFound, from_oserror
 from .hierarchy import Hierarchy
+
+log = logging.getLogger(__name__)
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -40,9 +43,9 @@ MAX_READ = 64 << 20
 def read_delegate_files(path: str = "/sys/kernel/cgroup/delegate") -> tuple[str, ...]:
     """The kernel's list of v2 files a delegatee must own, read at run time as runc/LXC do."""
     try:
-        with open(path, encoding="ascii") as f:
-            return tuple(line.strip() for line in f if line.strip())
-    except OSError:
+        with open(path, "rb") as f:
+            return tuple(kerneltext.lines(kerneltext.decode(f.read()), path))
+    except (OSError, kerneltext.KernelTextError):
         return V2_DEFAULT_DELEGATE_FILES
 
 
@@ -102,10 +105,11 @@ class CgroupTree:
         return rel
 
     def _resolve_rel(self, path: str) -> str:
-        """The uncached :meth:`_rel`.
+        """The uncached :meth:`_rel`: the names on cgroupfs (escaped components decoded, see
+        :func:`cgmanager.escapes.escape`), relative to the mount.
 
-        Re-validates the components (defence in depth: the kernel's cgroupfs accepts names
-        longer than NAME_MAX, and '..' must never reach a system call)."""
+        Re-validates the components (defence in depth: '..' must never reach a system
+        call)."""
         if not path.startswith("/"):
             raise InvalidArgument(f"internal: cgroup path {path!r} is not absolute")
         parts = names.split(path)
@@ -116,8 +120,8 @@ class CgroupTree:
                     f"cgroup {path}: not reachable through this mount",
                     reason="not reachable through this mount",
                 )
-            return names.relative_to(names.join("/", *parts), root)
-        return "/".join(parts)
+            parts = names.components(names.relative_to(names.join("/", *parts), root))
+        return "/".join(names.unescape(p) for p in parts)
 
     def _what(self, path: str, key: str | None = None) -> str:
         where = f"{self.hierarchy.key}:{path}"
@@ -206,11 +210,28 @@ class CgroupTree:
         parts = names.components(path)
         if not parts:
             return False
+        name = parts[-1]
+        if len(name.encode("utf-8", "surrogateescape")) > names.NAME_MAX:
+            # (cgroupfs itself takes names up to about PATH_MAX; cgmanager makes none longer
+            # than other file systems allow)
+            raise InvalidArgument(
+                f"cgroup {self._what(path)}: a name is at most {names.NAME_MAX} bytes",
+                reason=f"a name is at most {names.NAME_MAX} bytes",
+            )
+        if names.is_escaped(name):
+            # an escaped form names a cgroup made directly on cgroupfs; never made through us
+            if self.exists(path):
+                return False
+            raise InvalidArgument(
+                f"cgroup {self._what(path)}: cgmanager does not create names with characters"
+                " it refuses (U+FFFD stands for them in names made directly on cgroupfs)",
+                reason="cgmanager does not create names with characters it refuses",
+            )
         with self.dirfd(names.parent(path), _PATH_DIR) as pfd:
             try:
-                os.mkdir(parts[-1], mode, dir_fd=pfd)
+                os.mkdir(name, mode, dir_fd=pfd)
             except FileExistsError:
-                st = os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
                     raise InvalidArgument(
                         f"cgroup {self._what(path)}: a file of that name exists",
@@ -255,7 +276,13 @@ class CgroupTree:
                 if p == path:
                     raise
                 continue  # removed concurrently
-            stack.extend(names.join(p, k) for k in reversed(kids))
+            for k in reversed(kids):
+                try:
+                    stack.append(names.join(p, k))
+                except InvalidArgument:
+                    # deeper than PATH_MAX (a delegatee can chdir and mkdir on): no path
+                    # reaches it, so it is left out rather than failing the whole walk
+                    log.warning("%s: a child cgroup beyond PATH_MAX left out", self._what(p))
         return result
 
     def rmdir(self, path: str) -> None:
@@ -265,7 +292,7 @@ class CgroupTree:
             raise InvalidArgument("the hierarchy root cannot be removed")
         with self.dirfd(names.parent(path), _PATH_DIR) as pfd:
             try:
-                os.rmdir(parts[-1], dir_fd=pfd)
+                os.rmdir(names.unescape(parts[-1]), dir_fd=pfd)
             except OSError as exc:
                 raise from_oserror(exc, f"remove {self._what(path)}") from None
         self._forget(path)
@@ -294,7 +321,10 @@ class CgroupTree:
 
     def _read_ids(self, path: str, filename: str) -> list[int]:
         text = self.read(path, filename)
-        return [int(x) for x in text.split()]
+        try:
+            return kerneltext.ids(text, filename)
+        except kerneltext.KernelTextError as e:
+            raise CgmError(f"{self._what(path, filename)}: {e}", reason=str(e)) from None
 
     def procs(self, path: str) -> list[int]:
         """Processes (thread-group ids) in the cgroup itself."""
@@ -326,11 +356,16 @@ class CgroupTree:
     def keys(self, path: str) -> list[KeyInfo]:
         """Every regular file of the cgroup with its owner, group and mode."""
         result = []
-        with self.dirfd(path) as fd, os.scandir(fd) as it:
-            for e in it:
-                st = e.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):
-                    result.append(KeyInfo(e.name, st.st_uid, st.st_gid, st.st_mode))
+        with self.dirfd(path) as fd:
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        st = e.stat(follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode):
+                            name = escapes.escape(e.name)  # kernel names: unchanged
+                            result.append(KeyInfo(name, st.st_uid, st.st_gid, st.st_mode))
+            except OSError as exc:
+                raise from_oserror(exc, f"list keys of {self._what(path)}") from None
         return result
 
     def _open_key(self, path: str, key: str, flags: int) -> int:
@@ -376,7 +411,7 @@ class CgroupTree:
             os.close(fd)
 
     def read(self, path: str, key: str) -> str:
-        return self.read_bytes(path, key).decode("utf-8", "surrogateescape")
+        return kerneltext.decode(self.read_bytes(path, key))
 
     def write(self, path: str, key: str, value: str | bytes) -> None:
         """One write(2) of the whole value, as the kernel parses each write separately."""
@@ -396,12 +431,10 @@ class CgroupTree:
 
     def events(self, path: str, key: str = "cgroup.events") -> dict[str, int]:
         """A flat-keyed file such as cgroup.events or pids.events, as a dict."""
-        result = {}
-        for line in self.read(path, key).splitlines():
-            k, _, v = line.partition(" ")
-            if v.strip().lstrip("-").isdigit():
-                result[k] = int(v)
-        return result
+        try:
+            return kerneltext.flat_keyed(self.read(path, key), key)
+        except kerneltext.KernelTextError as e:
+            raise CgmError(f"{self._what(path, key)}: {e}", reason=str(e)) from None
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -497,5 +530,14 @@ class _Dirfd:
 
 
 def _child_names(fd: int) -> list[str]:
-    with os.scandir(fd) as it:
-        return [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    """Child cgroups as clients see them: a name made directly on cgroupfs with characters
+    the API refuses (bytes that are not UTF-8, line separators…) in its one escaped form, so
+    a listing never fails on it and never carries it raw (see :func:`escapes.escape`)."""
+    try:
+        with os.scandir(fd) as it:
+            raw = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError as exc:  # EMFILE (scandir duplicates the fd), ENOENT if removed meanwhile
+        raise from_oserror(exc, "list child cgroups") from None
+    if escapes.escape("/".join(raw)) == "/".join(raw):  # the usual case: one check for all
+        return raw
+    return [escapes.escape(n) for n in raw]

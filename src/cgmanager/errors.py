@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno as _errno
 
+from .escapes import printable
+
 
 class CgmError(Exception):
     """Base class: a request failed for a reason the caller should be told."""
@@ -18,10 +20,11 @@ class CgmError(Exception):
     kind = "Failed"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
         #: the failure without any path in it, for callers that re-word the subject
-        self.reason = reason or message
+        self.reason = _printable(reason) if reason else message
 
     def __str__(self) -> str:
         return self.message
@@ -76,6 +79,15 @@ class Unavailable(CgmError):
     kind = "Unavailable"
 
 
+def _printable(text: str) -> str:
+    """Messages travel into D-Bus strings, logs and audit lines: no character in them may
+    break a line or hide what it shows, and no undecodable byte may make one fail to encode
+    (:func:`cgmanager.escapes.printable`)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return printable(text)
+
+
 _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.ENOENT: NotFound,
     _errno.ESRCH: NotFound,
@@ -87,6 +99,9 @@ _ERRNO_KINDS: dict[int, type[CgmError]] = {
     _errno.EBUSY: Busy,
     _errno.ENOTEMPTY: Busy,
     _errno.EAGAIN: LimitExceeded,
+    # the daemon's own fds (or the host's) ran out: say so, never a generic failure
+    _errno.EMFILE: LimitExceeded,
+    _errno.ENFILE: LimitExceeded,
     _errno.ENOSPC: KernelRejected,  # e.g. cpuset without cpus/mems
     _errno.EINVAL: KernelRejected,
     _errno.ERANGE: KernelRejected,
@@ -113,6 +128,9 @@ def from_oserror(exc: OSError, what: str) -> CgmError:
     Only the errno is used: strerror text and file names from the OSError are dropped, because
     they may name paths the caller must not see.
     """
+    if exc.errno in (_errno.EMFILE, _errno.ENFILE):
+        reason = "cgmanager is out of file descriptors; try again later"
+        return LimitExceeded(f"{what}: {reason}", reason=reason)
     cls = _ERRNO_KINDS.get(exc.errno or 0, CgmError)
     reason = os_strerror(exc.errno)
     word = _ERRNO_WORDS.get(cls, "failed")

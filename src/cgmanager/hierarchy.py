@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from .errors import InvalidArgument, NotFound, Unsupported
-from .procfs import CgroupLine, parse_cgroup
+from . import escapes, kerneltext
+from .errors import InvalidArgument, NotFound, NotPermitted, Unsupported
+from .kerneltext import CgroupLine
 
 V2_NAME = "unified"
 
@@ -46,41 +47,16 @@ class MountEntry:
     super_options: tuple[str, ...]
 
 
-def _unescape(field_: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal ``\\ooo``."""
-    if "\\" not in field_:
-        return field_
-    out, i = [], 0
-    while i < len(field_):
-        if field_[i] == "\\" and field_[i + 1 : i + 4].isdigit() and i + 4 <= len(field_):
-            out.append(chr(int(field_[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field_[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for raw in text.splitlines():
-        if not raw.strip():
-            continue
-        left, sep, right = raw.partition(" - ")
-        lf, rf = left.split(), right.split()
-        if not sep or len(lf) < 6 or len(rf) < 3:
-            raise ValueError(f"malformed mountinfo line: {raw!r}")
-        entries.append(
-            MountEntry(
-                mount_id=int(lf[0]),
-                device=lf[2],
-                root=_unescape(lf[3]),
-                mountpoint=_unescape(lf[4]),
-                fstype=rf[0],
-                super_options=tuple(rf[2].split(",")),
-            )
-        )
-    return entries
+    return [
+        MountEntry(m.mount_id, m.device, m.root, m.mountpoint, m.fstype, m.super_options)
+        for m in kerneltext.mountinfo(text)
+    ]
+
+
+def _cgroup_root(m: MountEntry) -> str:
+    """The cgroup a mount shows, as a hierarchy path in the form clients see."""
+    return escapes.escape_path(m.root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +69,10 @@ class ControllerInfo:
 
 
 def parse_proc_cgroups(text: str) -> dict[str, ControllerInfo]:
-    rows = {}
-    for raw in text.splitlines():
-        if not raw.strip() or raw.startswith("#"):
-            continue
-        f = raw.split()
-        if len(f) != 4:
-            raise ValueError(f"malformed /proc/cgroups line: {raw!r}")
-        rows[f[0]] = ControllerInfo(f[0], int(f[1]), f[3] == "1")
-    return rows
+    return {
+        name: ControllerInfo(name, hid, enabled)
+        for name, hid, _count, enabled in kerneltext.proc_cgroups(text)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +153,18 @@ class Layout:
     skipped: tuple[str, ...] = ()
     #: names asked for with ``--mount`` that this host does not have mounted
     missing: tuple[str, ...] = ()
+    #: reads this process's own /proc/self/cgroup: which hierarchies the kernel lists for
+    #: every process (None: not checked, for layouts built from recorded samples)
+    self_cgroup: Callable[[], str] | None = field(default=None, compare=False, repr=False)
     _by_name: dict[str, Hierarchy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _memo: dict[str, tuple[Mapping[str, str], bool]] = field(
         default_factory=dict, init=False, repr=False, compare=False
+    )
+    #: the hierarchies the kernel lists for every process, as last read from self_cgroup
+    _shape: list[frozenset[tuple[int, tuple[str, ...]]]] = field(
+        default_factory=list, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
@@ -270,15 +248,41 @@ class Layout:
     def _parsed(self, proc_cgroup: str) -> tuple[Mapping[str, str], bool]:
         result = self._memo.get(proc_cgroup)
         if result is None:
-            lines = [ln for ln in parse_cgroup(proc_cgroup) if not ln.outside_namespace]
+            try:
+                all_lines = kerneltext.proc_cgroup(proc_cgroup)
+                self._check_shape(kerneltext.cgroup_shape(all_lines))
+            except kerneltext.KernelTextError:
+                # a cgroup name posing as a line, or text the kernel never writes: nobody
+                # can be judged on it (fail closed; details stay out of the message, which
+                # may reach a client asking about another process)
+                raise NotPermitted(
+                    "its /proc/<pid>/cgroup does not read unambiguously; refused"
+                ) from None
+            lines = [ln for ln in all_lines if not ln.outside_namespace]
             found = self.for_lines(lines)
-            cgroups = MappingProxyType({h.key: p for h, p in found.items()})
+            # paths as clients see them: names the API refuses in their escaped form
+            cgroups = MappingProxyType({h.key: escapes.escape_path(p) for h, p in found.items()})
             v1_root = any(h.version == 1 and p == "/" for h, p in found.items())
             result = (cgroups, v1_root)
             if len(self._memo) >= 1024:
                 self._memo.clear()
             self._memo[proc_cgroup] = result
         return result
+
+    def _check_shape(self, shape: frozenset[tuple[int, tuple[str, ...]]]) -> None:
+        """The kernel lists the same hierarchies for every process: a text listing others
+        than this process's own holds a forged line.  Re-read once on a mismatch (a named
+        hierarchy may have been mounted or destroyed meanwhile)."""
+        if self.self_cgroup is None:
+            return
+        for fresh in (False, True):
+            if fresh or not self._shape:
+                self._shape[:] = [
+                    kerneltext.cgroup_shape(kerneltext.proc_cgroup(self.self_cgroup()))
+                ]
+            if shape == self._shape[0]:
+                return
+        raise kerneltext.KernelTextError("/proc/<pid>/cgroup lists other hierarchies than ours")
 
     def for_lines(self, lines: Iterable[CgroupLine]) -> dict[Hierarchy, str]:
         """Map /proc/<pid>/cgroup lines to the served hierarchies they describe."""
@@ -304,6 +308,7 @@ def discover(
     *,
     skip: Iterable[str] = (),
     extra: Iterable[str] = (),
+    self_cgroup: Callable[[], str] | None = None,
 ) -> Layout:
     """Build the layout from the texts of /proc/self/mountinfo and /proc/cgroups.
 
@@ -321,8 +326,8 @@ def discover(
     for m in mounts:
         if m.fstype == "cgroup2" and v2 is None:
             text = read_v2_controllers(m.mountpoint) if read_v2_controllers else ""
-            ctrls = tuple(sorted(text.split()))
-            v2 = Hierarchy(2, ctrls, None, m.mountpoint, m.root)
+            ctrls = tuple(sorted(kerneltext.words(text, "cgroup.controllers")))
+            v2 = Hierarchy(2, ctrls, None, m.mountpoint, _cgroup_root(m))
         elif m.fstype == "cgroup":
             named = next((o[5:] for o in m.super_options if o.startswith("name=")), None)
             ctrls = tuple(sorted(o for o in m.super_options if o in rows))
@@ -330,7 +335,7 @@ def discover(
             if not ident or ident in v1:
                 continue
             hid = rows[ctrls[0]].hierarchy_id if ctrls else 0
-            v1[ident] = Hierarchy(1, ctrls, named, m.mountpoint, m.root, hid)
+            v1[ident] = Hierarchy(1, ctrls, named, m.mountpoint, _cgroup_root(m), hid)
 
     bound = {c for h in v1.values() for c in h.controllers}
     if v2 is not None:
@@ -359,7 +364,7 @@ def discover(
         for n, r in rows.items()
         if r.enabled and n not in bound and n not in v2_ctrls and n not in v2_names
     )
-    return Layout(tuple(served), disabled, unbound, skipped, missing)
+    return Layout(tuple(served), disabled, unbound, skipped, missing, self_cgroup)
 
 
 def read_text(path: str) -> str:
@@ -384,4 +389,5 @@ def discover_host(
         v2_controllers,
         skip=skip,
         extra=extra,
+        self_cgroup=lambda: read_text(f"{proc}/self/cgroup"),
     )

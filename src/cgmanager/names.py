@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 
 from .errors import InvalidArgument
+from .escapes import (
+    ESCAPE,
+    ESCAPED_BYTE,
+    escape,
+    first_refused,
+)
 
 #: Linux NAME_MAX and PATH_MAX, in bytes.
 NAME_MAX = 255
@@ -47,30 +53,78 @@ _V1_CORE_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
 _RESERVED = frozenset({".cgm_leaf"})
 
 
-#: NUL and the other control characters: newlines would make /proc/<pid>/cgroup ambiguous
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+def unescape(component: str) -> str:
+    """The name on cgroupfs (surrogateescape-decoded) that an escaped component stands for;
+    only the canonical escaped form is accepted."""
+    if ESCAPE not in component:
+        return component
+    if ESCAPED_BYTE.sub("", component).count(ESCAPE):
+        raise InvalidArgument(
+            "invalid cgroup: U+FFFD only as an escape (U+FFFD and two hex digits)"
+        )
+    raw = ESCAPED_BYTE.sub(_byte_char, component)
+    name = raw.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    if "\0" in name:
+        raise InvalidArgument("invalid cgroup: contains a NUL byte")
+    if escape(name) != component:
+        raise InvalidArgument(
+            "invalid cgroup: not the escaped form cgmanager lists (escape only what it refuses)"
+        )
+    return name
+
+
+def _byte_char(m: re.Match[str]) -> str:
+    """One escaped byte as surrogateescape decoding would hold it."""
+    b = int(m.group(1), 16)
+    return chr(b) if b < 0x80 else chr(0xDC00 + b)
+
+
+def is_escaped(component: str) -> bool:
+    """Whether a (valid) component is the escaped form of a name the API cannot create."""
+    return ESCAPE in component
 
 
 def _check_text(s: str, what: str) -> None:
-    m = _CONTROL.search(s)
-    if m is not None:
-        if m.group() == "\0" or "\0" in s:
-            raise InvalidArgument(f"invalid {what}: contains a NUL byte")
+    c = first_refused(s, but=ESCAPE)  # an escape is judged per component
+    if c is None:
+        return
+    if c == "\0" or "\0" in s:
+        raise InvalidArgument(f"invalid {what}: contains a NUL byte")
+    if c < " " or c == "\x7f":
         raise InvalidArgument(f"invalid {what}: contains a control character")
+    raise InvalidArgument(
+        f"invalid {what}: contains U+{ord(c):04X}, a character that could pass for a line or"
+        " field break or hide what a name shows"
+    )
+
+
+def _raw_len(s: str) -> int:
+    """Length in bytes on cgroupfs of a (possibly escaped) name or path."""
+    n = len(s.encode("utf-8", "surrogateescape"))
+    if ESCAPE in s:
+        n -= 4 * len(ESCAPED_BYTE.findall(s))  # "\ufffdxx" (5 bytes) is one byte
+    return n
 
 
 def _check_component(c: str, what: str) -> None:
     if c in (".", ".."):
         raise InvalidArgument(f"invalid {what}: '{c}' is not allowed as a path component")
-    if len(c.encode("utf-8", "surrogateescape")) > NAME_MAX:
-        raise InvalidArgument(f"invalid {what}: a component is longer than {NAME_MAX} bytes")
+    if ESCAPE in c:
+        if what != "cgroup" and what != "cgroup name":
+            raise InvalidArgument(f"invalid {what}: contains U+FFFD")
+        unescape(c)
+    # a *new* cgroup name is at most NAME_MAX bytes (cgroupfs.mkdir); an existing one may be
+    # longer (cgroupfs takes names up to about PATH_MAX) and must stay reachable
+    limit = PATH_MAX if what == "cgroup" or what == "cgroup name" else NAME_MAX
+    if _raw_len(c) > limit:
+        raise InvalidArgument(f"invalid {what}: a component is longer than {limit} bytes")
 
 
 def split(path: str, what: str = "cgroup") -> tuple[str, ...]:
     """Split a client path into components: empty components (``//``, a leading or trailing
     ``/``) are dropped as in 0.42, ``.``/``..``, NUL and control characters are refused."""
     _check_text(path, what)
-    if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX:
+    if len(path) > 5 * PATH_MAX or _raw_len(path) > PATH_MAX:
         raise InvalidArgument(f"invalid {what}: longer than {PATH_MAX} bytes")
     parts = tuple(c for c in path.split("/") if c)
     for c in parts:
@@ -85,7 +139,7 @@ def join(base: str, *components: str) -> str:
     tail = "/".join(components)
     result = tail if base == "/" else base + "/" + tail
     result = "/" + result.lstrip("/")
-    if len(result.encode("utf-8", "surrogateescape")) > PATH_MAX:
+    if _raw_len(result) > PATH_MAX:
         raise InvalidArgument(f"invalid cgroup: the resulting path is longer than {PATH_MAX} bytes")
     return result
 

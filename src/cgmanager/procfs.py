@@ -13,38 +13,16 @@ import signal
 from dataclasses import dataclass
 from typing import Self
 
-from .errors import NotFound
+from . import kerneltext
+from .errors import NotFound, from_oserror
+from .kerneltext import CgroupLine
 
 _U32 = 1 << 32
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupLine:
-    """One line of /proc/<pid>/cgroup."""
-
-    hierarchy_id: int
-    controllers: tuple[str, ...]  # ("cpu", "cpuacct"), ("name=systemd",), () for v2
-    path: str  # as shown to the reader; "/.." prefixes appear outside its cgroup namespace
-
-    @property
-    def outside_namespace(self) -> bool:
-        """True when the cgroup lies outside the reader's cgroup namespace (``/../x``): such a
-        path names nothing the reader can reach and must never be resolved."""
-        return self.path == "/.." or self.path.startswith("/../")
-
-
 def parse_cgroup(text: str) -> list[CgroupLine]:
-    """Parse /proc/<pid>/cgroup (``id:controllers:path`` lines; the path may contain ``:``)."""
-    lines = []
-    for raw in text.splitlines():
-        if not raw:
-            continue
-        parts = raw.split(":", 2)
-        if len(parts) != 3:
-            raise ValueError(f"malformed /proc/<pid>/cgroup line: {raw!r}")
-        hid, ctrls, path = parts
-        lines.append(CgroupLine(int(hid), tuple(c for c in ctrls.split(",") if c), path or "/"))
-    return lines
+    """Parse /proc/<pid>/cgroup, strictly (see :func:`cgmanager.kerneltext.proc_cgroup`)."""
+    return kerneltext.proc_cgroup(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +51,9 @@ class IdMap:
         """Parse unsigned 32-bit ranges; a range that overflows 32 bits is refused (0.42's
         aaa00b7/146652a lesson: signed parsing and wrap-around made ids map wrongly)."""
         ranges = []
-        for raw in text.splitlines():
-            fields = raw.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or not all(f.isdigit() for f in fields):
-                raise ValueError(f"malformed id map line: {raw!r}")
-            inside, outside, count = (int(f) for f in fields)
+        for inside, outside, count in kerneltext.id_map(text):
             if inside + count > _U32 or outside + count > _U32 or count == 0:
-                raise ValueError(f"id map range out of bounds: {raw!r}")
+                raise ValueError(f"id map range out of bounds: {inside} {outside} {count}")
             ranges.append(IdMapRange(inside, outside, count))
         return cls(tuple(ranges))
 
@@ -114,33 +86,32 @@ class Status:
 
 
 def parse_status(text: str) -> Status:
-    fields: dict[str, str] = {}
-    for raw in text.splitlines():
-        key, sep, value = raw.partition(":")
-        if sep:
-            fields[key] = value.strip()
+    fields = kerneltext.status(text)
     try:
-        uids = tuple(int(x) for x in fields["Uid"].split())
-        gids = tuple(int(x) for x in fields["Gid"].split())
-        tgid = int(fields["Tgid"])
-        nspids = tuple(int(x) for x in fields.get("NSpid", str(tgid)).split())
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"malformed /proc/<pid>/status: {exc}") from None
+        uids = kerneltext.status_ids(fields["Uid"], "Uid")
+        gids = kerneltext.status_ids(fields["Gid"], "Gid")
+        tgid = kerneltext.decimal(fields["Tgid"], "Tgid")
+        nspids = kerneltext.status_ids(fields.get("NSpid", str(tgid)), "NSpid")
+    except KeyError as exc:
+        raise ValueError(f"malformed /proc/<pid>/status: no {exc} line") from None
     if len(uids) != 4 or len(gids) != 4:
         raise ValueError("malformed /proc/<pid>/status: Uid/Gid need four fields")
-    return Status(tgid, uids, gids, nspids)  # type: ignore[arg-type]
+    return Status(tgid, uids, gids, nspids)
 
 
 def parse_real_uid(text: str) -> int:
     """The real uid from /proc/<pid>/status, without parsing the other ~55 lines (a victim
-    check needs nothing else, and the full parse costs more than the check)."""
+    check needs nothing else, and the full parse costs more than the check).  ``\nUid:`` can
+    only be the real line: the one line before it that holds process-chosen text, ``Name:``,
+    has its newlines escaped by the kernel."""
     start = text.find("\nUid:")
-    if start < 0:
+    end = text.find("\n", start + 5)
+    if start < 0 or end < 0:
         raise ValueError("malformed /proc/<pid>/status: no Uid line")
-    fields = text[start + 5 : text.find("\n", start + 5)].split()
-    if len(fields) != 4 or not fields[0].isdigit():
+    fields = kerneltext.columns(text[start + 5 : end])
+    if len(fields) != 4:
         raise ValueError("malformed /proc/<pid>/status: Uid needs four fields")
-    return int(fields[0])
+    return kerneltext.decimal(fields[0], "Uid")
 
 
 #: task flag set at the start of do_exit(); from then on v1 shows the task at "/"
@@ -149,16 +120,14 @@ PF_EXITING = 0x4
 
 def parse_stat_flags(stat_text: str) -> int:
     """Field 9 of /proc/<pid>/stat, the task's flags (counted after the last ``)`` of comm)."""
-    rest = stat_text[stat_text.rindex(")") + 2 :].split()
-    return int(rest[6])  # rest[0] is field 3 (state)
+    return kerneltext.decimal(kerneltext.stat_fields(stat_text)[6], "flags")  # [0] is field 3
 
 
 def parse_starttime(stat_text: str) -> int:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, names a process
     uniquely for the machine's uptime.  The comm field may hold spaces and parentheses, so the
     fields are counted after its *last* ``)``."""
-    rest = stat_text[stat_text.rindex(")") + 2 :].split()
-    return int(rest[19])  # rest[0] is field 3 (state)
+    return kerneltext.decimal(kerneltext.stat_fields(stat_text)[19], "starttime")
 
 
 def overflow_id(name: str) -> int:
@@ -190,6 +159,8 @@ class ProcDir:
             self.fd = os.open(f"{proc}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"process {pid}: not found") from None
+        except OSError as exc:  # EMFILE: a clear error, not an internal one
+            raise from_oserror(exc, f"process {pid}") from None
         if pidfd is not None:
             try:
                 signal.pidfd_send_signal(pidfd, 0)
@@ -205,6 +176,8 @@ class ProcDir:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
         except (FileNotFoundError, ProcessLookupError):
             raise NotFound(f"process {self.pid}: exited") from None
+        except OSError as exc:
+            raise from_oserror(exc, f"process {self.pid}") from None
         try:
             chunks = []
             while chunk := os.read(fd, 65536):
@@ -213,9 +186,11 @@ class ProcDir:
                     break
         except ProcessLookupError:
             raise NotFound(f"process {self.pid}: exited") from None
+        except OSError as exc:  # e.g. ENAMETOOLONG: a cgroup path deeper than PATH_MAX
+            raise from_oserror(exc, f"process {self.pid}") from None
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", "surrogateescape")
+        return kerneltext.decode(b"".join(chunks))
 
     def exiting(self) -> bool:
         """Whether the process has begun to exit (``PF_EXITING``, set at the start of

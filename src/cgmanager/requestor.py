@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import NotFound
+from .errors import NotFound, NotPermitted
 from .hierarchy import Hierarchy, Layout
 from .permission import Credentials, Identity
 from .procfs import IdMap, ProcDir
@@ -59,7 +59,11 @@ def live_cgroup_text(d: ProcDir, layout: Layout) -> str:
     the process is exiting (v1 shows every exiting task at ``/``: a client that exits right
     after its request must not be judged as if it sat at the root)."""
     text = d.read("cgroup", whole=True)
-    if layout.shows_v1_root(text) and d.exiting():
+    try:
+        v1_root = layout.shows_v1_root(text)
+    except NotPermitted as e:
+        raise NotPermitted(f"process {d.pid}: {e.message}") from None
+    if v1_root and d.exiting():
         raise NotFound(f"process {d.pid}: exiting")
     return text
 

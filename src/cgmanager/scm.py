@@ -60,11 +60,17 @@ SCM_METHODS: tuple[ScmMethod, ...] = contract.SCM_TWINS
 BY_NAME = contract.SCM_BY_NAME
 BY_PLAIN = {m.plain.name: m for m in SCM_METHODS}
 
+#: (interface, property) a daemon (or proxy) sets to true when it accepts, with a credential,
+#: the sender's pidfd of the process the credential names (SCM_RIGHTS, one fd; see
+#: scm_server): a proxy re-stating its client's credential then pins it end to end.  0.42
+#: has no such property, and is never sent an fd.
+PIDFD_PROPERTY = (contract.INTERFACE1, "scm_pidfd")
+
 
 # -- encoders (server side) ------------------------------------------------------------------
 
 
-def encode_status(method: ScmMethod, reply: tuple | None) -> bytes:
+def encode_status(method: ScmMethod, reply: tuple[object, ...] | None) -> bytes:
     """Create/Remove: ``2`` when the cgroup existed (existed == 1), ``1`` otherwise; the other
     status methods ``1``; every failure ``0``."""
     if reply is None:
@@ -124,13 +130,15 @@ def decode_string(data: bytes) -> str | None:
 def decode_count(data: bytes) -> int:
     if len(data) != 4:
         raise ValueError("malformed count")
-    return _I32.unpack(data)[0]
+    n: int = _I32.unpack(data)[0]
+    return n
 
 
 def decode_length(data: bytes) -> int:
     if len(data) != 4:
         raise ValueError("malformed length")
-    return _U32.unpack(data)[0]
+    n: int = _U32.unpack(data)[0]
+    return n
 
 
 def decode_names(blob: bytes, n: int) -> list[str]:

@@ -7,6 +7,7 @@ CLI may use this.
 from __future__ import annotations
 
 import socket
+import sys
 
 from . import scm
 from .contract import INTERFACE, OBJECT_PATH
@@ -35,11 +36,14 @@ def _recv(sock: socket.socket, size: int = 65536) -> bytes:
         raise ScmError("timed out waiting for cgmanager") from None
 
 
-def send_cred(sock: socket.socket, cred: Cred) -> None:
-    """One byte with an SCM_CREDENTIALS message: the kernel checks we may state *cred*."""
-    sock.sendmsg(
-        [scm.CRED_BYTE], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*cred))]
-    )
+def send_cred(sock: socket.socket, cred: Cred, pidfd: int | None = None) -> None:
+    """One byte with an SCM_CREDENTIALS message: the kernel checks we may state *cred*.
+    *pidfd*: our pidfd of the process *cred* names, vouching for it (only to a daemon that
+    advertises :data:`scm.PIDFD_PROPERTY`)."""
+    anc = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*cred))]
+    if pidfd is not None:
+        anc.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder)))
+    sock.sendmsg([scm.CRED_BYTE], anc)
 
 
 def _expect_kick(sock: socket.socket) -> None:
@@ -54,24 +58,28 @@ def _recv_pid(sock: socket.socket) -> int:
         raise ScmError("timed out waiting for a pid") from None
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            return scm.UCRED.unpack(data[: scm.UCRED.size])[0]
+            pid: int = scm.UCRED.unpack(data[: scm.UCRED.size])[0]
+            return pid
     raise ScmError("protocol error: a pid datagram without credentials")
 
 
 def call(
     conn: Connection,
     member: str,
-    args: tuple,
+    args: tuple[object, ...],
     requestor: Cred,
     second: Cred | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    requestor_pidfd: int | None = None,
 ) -> object:
     """Call ``member`` (e.g. ``"CreateScm"``) with *args* (without the fd) on behalf of
     *requestor*; *second* is the victim (pid methods) or the target ids (ChownScm).
 
     Returns what the plain twin would: ``existed`` for Create/Remove (1/-1), a string, a list
-    of pids, names or key tuples, or None; raises DBusError or ScmError on failure."""
+    of pids, names or key tuples, or None; raises DBusError or ScmError on failure.
+    *requestor_pidfd*: a pidfd of the process *requestor* names, sent with it (only to a
+    daemon that advertises :data:`scm.PIDFD_PROPERTY`; see :mod:`cgmanager.scm_server`)."""
     method = scm.BY_NAME[member]
     if (method.second == scm.Second.NONE) != (second is None):
         raise ValueError(f"{member} takes {'no' if second is None else 'a'} second credential")
@@ -83,7 +91,7 @@ def call(
         finally:
             theirs.close()
         _expect_kick(mine)
-        send_cred(mine, requestor)
+        send_cred(mine, requestor, requestor_pidfd)
         if second is not None:
             _expect_kick(mine)
             send_cred(mine, second)

@@ -6,6 +6,15 @@ the byte protocol on the passed socket.  Credentials are taken only from ``SCM_C
 (6.5+): each credential then arrives with ``SCM_PIDFD``, a pidfd of exactly the process the
 credential names, so a pid recycled after the sender stated it cannot be mistaken for it.
 
+A sender that re-states someone else's credential (cgproxy, for its client) may put, in the
+same datagram, its own pidfd of that process (``SCM_RIGHTS``, one fd): the credential is then
+accepted only if that pidfd names the very process the kernel's ``SCM_PIDFD`` names (equal
+pidfs inodes; without pidfs or without ``SCM_PIDFD``, the same pid number with the vouched
+process still alive), and without ``SCM_PIDFD`` the vouched pidfd pins the credential.  So
+the sender's own check of its client and the daemon's are about one process, whatever
+happens to the pid number between them.  The daemon advertises this (:data:`scm.PIDFD_PROPERTY`);
+0.42 senders never send an fd, and a daemon that does not advertise is never sent one.
+
 Every wait is bounded (``timeout``); pending requests are capped per connection and in total,
 so clients that never finish a handshake cannot pin the daemon's fds.
 """
@@ -17,12 +26,14 @@ import contextlib
 import inspect
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from . import scm
+from . import kerneltext, scm
 from .errors import CgmError, InvalidArgument, LimitExceeded, NotPermitted
 from .permission import Credentials
 from .procfs import overflow_id
@@ -34,7 +45,9 @@ SCM_PIDFD = 4
 DEFAULT_TIMEOUT = 5.0
 MAX_PENDING = 1024
 MAX_PENDING_PER_CONNECTION = 32
-_ANC = socket.CMSG_SPACE(scm.UCRED.size) + socket.CMSG_SPACE(4)
+#: room for the credential, SCM_PIDFD and the sender's pidfd — and one fd more, so that two
+#: are seen (and refused) rather than cut short
+_ANC = socket.CMSG_SPACE(scm.UCRED.size) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(8)
 
 
 @dataclass
@@ -47,6 +60,9 @@ class Received:
     #: because the process was reaped before the daemon received its credential (kernels that
     #: cannot make pidfds of reaped processes); its pid may name another process by now
     gone: bool = False
+    #: the sender vouched for another process than the one its credential names (its client
+    #: exited, and the pid it stated was given to another process before it stated it)
+    mismatch: bool = False
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -60,13 +76,14 @@ class ProtocolAbort(Exception):
 
 #: runs the operation: (method, requestor, second) -> the plain twin's reply, or raises CgmError;
 #: may return an awaitable (the proxy forwards upstream)
-Operation = Callable[[scm.ScmMethod, Received, Received | None], "tuple | Awaitable[tuple]"]
+Reply = tuple[Any, ...]
+Operation = Callable[[scm.ScmMethod, Received, Received | None], "Reply | Awaitable[Reply]"]
 
 
 class ScmServer:
     def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._per_conn: dict[str, int] = {}
         self._pending = 0  # requests holding a slot (see start's release)
         self._overflow_uid = overflow_id("overflowuid")
@@ -122,7 +139,7 @@ class ScmServer:
         task = asyncio.get_running_loop().create_task(self._run(sock, method, op, release))
         self._tasks.add(task)
 
-        def done(t: asyncio.Task) -> None:
+        def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             release()  # (a task cancelled before it ran never reached its own release)
 
@@ -172,6 +189,11 @@ class ScmServer:
         """pid 0 (not visible to the daemon) and the overflow ids (unmapped) are "unknown"."""
         if r.gone or (second is not None and second.gone):
             raise NotPermitted("the process named in a credential has exited")
+        if r.mismatch or (second is not None and second.mismatch):
+            raise NotPermitted(
+                "the process the sender vouched for is not the one its credential names"
+                " (it exited, and its pid was given to another process)"
+            )
         if r.cred.pid <= 0 or r.cred.uid == self._overflow_uid or r.cred.gid == self._overflow_gid:
             raise NotPermitted(
                 "the requestor is unknown to the daemon (invisible pid or unmapped id)"
@@ -193,7 +215,12 @@ class ScmServer:
             if write
             else (loop.add_reader, loop.remove_reader)
         )
-        add(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        add(sock.fileno(), ready)
         try:
             await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
@@ -209,6 +236,7 @@ class ScmServer:
             except BlockingIOError:
                 await self._wait(sock)
         cred, pidfd, extra = None, None, 0
+        rights: list[int] = []
         for level, kind, payload in anc:
             if (
                 level == socket.SOL_SOCKET
@@ -227,17 +255,38 @@ class ScmServer:
             else:
                 extra += 1
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    for i in range(0, len(payload) - len(payload) % 4, 4):
-                        os.close(int.from_bytes(payload[i : i + 4], sys.byteorder))
-        if cred is None or extra or not data or flags & socket.MSG_CTRUNC:
+                    rights += [
+                        int.from_bytes(payload[i : i + 4], sys.byteorder)
+                        for i in range(0, len(payload) - len(payload) % 4, 4)
+                    ]
+        vouched = rights[0] if len(rights) == 1 and extra == 1 else None
+        try:
+            if cred is None or (extra and vouched is None) or not data or flags & socket.MSG_CTRUNC:
+                raise ProtocolAbort("expected one datagram with exactly one credential")
+            if pidfd is not None and pidfd < 0:
+                return Received(cred, None, gone=True)
+            if vouched is not None:
+                if not is_pidfd(vouched):
+                    raise ProtocolAbort("an fd with the credential that is not a pidfd")
+                if not same_process(vouched, pidfd, cred.pid):
+                    if pidfd is not None:
+                        os.close(pidfd)
+                    return Received(cred, None, mismatch=True)
+                if pidfd is None:  # no SCM_PIDFD here: the sender's pidfd pins it
+                    pidfd, vouched = vouched, None
+            return Received(cred, pidfd)
+        except ProtocolAbort:
             if pidfd is not None and pidfd >= 0:
                 os.close(pidfd)
-            raise ProtocolAbort("expected one datagram with exactly one credential")
-        if pidfd is not None and pidfd < 0:
-            return Received(cred, None, gone=True)
-        return Received(cred, pidfd)
+            raise
+        finally:
+            for fd in rights:
+                if fd != pidfd:
+                    os.close(fd)
 
-    async def _send(self, sock: socket.socket, data: bytes, anc: list | None = None) -> None:
+    async def _send(
+        self, sock: socket.socket, data: bytes, anc: list[tuple[int, int, bytes]] | None = None
+    ) -> None:
         while True:
             try:
                 sock.sendmsg([data], anc or [])
@@ -246,7 +295,7 @@ class ScmServer:
                 await self._wait(sock, write=True)
 
     async def _send_result(
-        self, sock: socket.socket, method: scm.ScmMethod, reply: tuple | None
+        self, sock: socket.socket, method: scm.ScmMethod, reply: Reply | None
     ) -> None:
         kind = method.result
         if kind == scm.Result.STATUS:
@@ -284,3 +333,66 @@ class ScmServer:
                     break
                 except ProcessLookupError:
                     continue
+
+
+# -- a pidfd vouched for by the sender ---------------------------------------------------------
+
+_pidfs: bool | None = None
+
+
+def _has_pidfs() -> bool:
+    """Whether pidfds have one inode per process (pidfs, Linux 6.9+): then two pidfds name the
+    same process exactly when their inodes are equal.  Before, all share one anonymous inode."""
+    global _pidfs
+    if _pidfs is None:
+        fds = []
+        try:
+            fds = [os.pidfd_open(os.getpid()), os.pidfd_open(1)]
+            a, b = (os.fstat(fd) for fd in fds)
+            _pidfs = (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) or os.getpid() == 1
+        except OSError:
+            _pidfs = False
+        finally:
+            for fd in fds:
+                os.close(fd)
+    return _pidfs
+
+
+def _fdinfo_pid(fd: int) -> int:
+    """The pid (in our pid namespace) a pidfd names; -1 once it has been reaped."""
+    with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+        return kerneltext.signed(kerneltext.status(kerneltext.decode(f.read()))["Pid"], "Pid")
+
+
+def is_pidfd(fd: int) -> bool:
+    """Whether *fd* is a pidfd (of a live process or not)."""
+    try:
+        signal.pidfd_send_signal(fd, 0)
+        return True
+    except ProcessLookupError:
+        return True
+    except OSError:  # EBADF: another kind of fd
+        return False
+
+
+def same_process(vouched: int, pidfd: int | None, pid: int) -> bool:
+    """Whether *vouched* (an fd a sender passed) is a pidfd of the process the kernel's
+    *pidfd* (SCM_PIDFD, or None) names — the process credential pid *pid* named when sent.
+
+    With pidfs: equal inodes.  Otherwise: the same pid number, and the vouched process still
+    alive after it was read — two live processes never share a pid, and the sender held its
+    pidfd before it sent the credential, so a process that had that pid at the send and is
+    alive now is the same one."""
+    try:
+        signal.pidfd_send_signal(vouched, 0)  # a pidfd (EBADF otherwise), of a live process
+        if pidfd is not None and _has_pidfs():
+            a, b = os.fstat(vouched), os.fstat(pidfd)
+            return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        if _fdinfo_pid(vouched) != pid or pid <= 0:
+            return False
+        if pidfd is not None and _fdinfo_pid(pidfd) != pid:
+            return False
+        signal.pidfd_send_signal(vouched, 0)
+        return True
+    except (OSError, KeyError, ValueError):
+        return False

@@ -35,7 +35,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .errors import InvalidArgument, Unsupported
+from . import kerneltext
+from .errors import CgmError, InvalidArgument, Unsupported
 
 Reader = Callable[[str], str]
 #: v1's "unlimited" for memory limits (PAGE_COUNTER_MAX pages, 4 KiB pages)
@@ -82,8 +83,10 @@ def _int(value: str, what: str) -> int:
 
 
 def _cpu_max(read: Reader) -> tuple[str, str]:
-    quota, _, period = read("cpu.max").strip().partition(" ")
-    return quota, period or "100000"
+    fields = kerneltext.words(read("cpu.max"), "cpu.max")
+    if len(fields) not in (1, 2):
+        raise kerneltext.KernelTextError("malformed cpu.max")
+    return fields[0], fields[1] if len(fields) == 2 else "100000"
 
 
 def _memsw_to_swap(value: str, read: Reader) -> list[tuple[str, str]]:
@@ -91,24 +94,33 @@ def _memsw_to_swap(value: str, read: Reader) -> list[tuple[str, str]]:
     if v in ("-1", V1_UNLIMITED, "max"):
         return [("memory.swap.max", "max")]
     memsw = _int(v, "memory.memsw.limit_in_bytes")
-    mem = read("memory.max").strip()
+    mem = _value(read("memory.max"))
     if mem == "max":
         raise InvalidArgument("memory.memsw.limit_in_bytes needs memory.limit_in_bytes set first")
-    if memsw < int(mem):
+    limit = kerneltext.decimal(mem, "memory.max")
+    if memsw < limit:
         raise InvalidArgument("memory.memsw.limit_in_bytes must not be below memory.limit_in_bytes")
-    return [("memory.swap.max", str(memsw - int(mem)))]
+    return [("memory.swap.max", str(memsw - limit))]
+
+
+def _value(text: str) -> str:
+    """A one-word kernel file (``max``, a number)."""
+    fields = kerneltext.words(text)
+    if len(fields) != 1:
+        raise kerneltext.KernelTextError("malformed one-value file")
+    return fields[0]
 
 
 def _swap_to_memsw(read: Reader) -> str:
-    mem, swap = read("memory.max").strip(), read("memory.swap.max").strip()
+    mem, swap = _value(read("memory.max")), _value(read("memory.swap.max"))
     if mem == "max" or swap == "max":
         return V1_UNLIMITED
-    return str(int(mem) + int(swap))
+    return str(kerneltext.decimal(mem) + kerneltext.decimal(swap))
 
 
 def _freezer_state(read: Reader) -> str:
     wanted = read("cgroup.freeze").strip() == "1"
-    frozen = any(line.split() == ["frozen", "1"] for line in read("cgroup.events").splitlines())
+    frozen = kerneltext.flat_keyed(read("cgroup.events"), "cgroup.events").get("frozen") == 1
     if wanted:
         return "FROZEN" if frozen else "FREEZING"
     return "THAWED"
@@ -129,10 +141,10 @@ def _blkio_weight(value: str) -> list[tuple[str, str]]:
 
 
 def _io_weight_to_blkio(read: Reader) -> str:
-    for line in read("io.weight").splitlines():
-        k, _, v = line.partition(" ")
+    for k, v in kerneltext.keyed(read("io.weight"), "io.weight"):
         if k == "default":
-            return str(min(max(10 + (int(v) - 1) * 990 // 9999, 10), 1000))
+            w = kerneltext.decimal(v, "io.weight")
+            return str(min(max(10 + (w - 1) * 990 // 9999, 10), 1000))
     raise Unsupported("io.weight has no default line")
 
 
@@ -169,14 +181,7 @@ _TABLE: dict[str, tuple[Get | None, Set | None]] = {
         lambda v, r: [("cpu.max", f"{_cpu_max(r)[0]} {_int(v, 'cpu.cfs_period_us')}")],
     ),
     "cpuacct.usage": (
-        lambda r: str(
-            1000
-            * next(
-                int(line.split()[1])
-                for line in r("cpu.stat").splitlines()
-                if line.startswith("usage_usec ")
-            )
-        ),
+        lambda r: str(1000 * kerneltext.flat_keyed(r("cpu.stat"), "cpu.stat")["usage_usec"]),
         None,
     ),
     "freezer.state": (_freezer_state, lambda v, r: _freezer_set(v)),
@@ -184,7 +189,7 @@ _TABLE: dict[str, tuple[Get | None, Set | None]] = {
     "cpuset.effective_cpus": (lambda r: r("cpuset.cpus.effective").strip(), None),
     "cpuset.effective_mems": (lambda r: r("cpuset.mems.effective").strip(), None),
     "cpuset.cpu_exclusive": (
-        lambda r: "1" if r("cpuset.cpus.partition").split()[0] == "root" else "0",
+        lambda r: "1" if _value(r("cpuset.cpus.partition")) == "root" else "0",
         lambda v, r: [
             ("cpuset.cpus.partition", "root" if _int(v, "cpuset.cpu_exclusive") else "member")
         ],
@@ -245,7 +250,10 @@ def get(key: str, read: Reader) -> str:
     getter = _TABLE[key][0]
     if getter is None:
         raise Unsupported(f"{key} cannot be read on cgroup v2")
-    return getter(read)
+    try:
+        return getter(read)
+    except (kerneltext.KernelTextError, KeyError) as e:
+        raise CgmError(f"{key}: unexpected text in its v2 file(s) ({e})") from None
 
 
 def set_(key: str, value: str, read: Reader) -> list[tuple[str, str]]:
@@ -260,7 +268,10 @@ def set_(key: str, value: str, read: Reader) -> list[tuple[str, str]]:
     setter = _TABLE[key][1]
     if setter is None:
         raise Unsupported(f"{key} is read-only")
-    return setter(value, read)
+    try:
+        return setter(value, read)
+    except kerneltext.KernelTextError as e:
+        raise CgmError(f"{key}: unexpected text in its v2 file(s) ({e})") from None
 
 
 def table() -> list[tuple[str, str]]:

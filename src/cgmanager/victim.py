@@ -7,12 +7,13 @@ without being noticed.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Mapping
 from typing import Self
 
-from .errors import NotFound
+from .errors import NotFound, from_oserror
 from .hierarchy import Layout
 from .procfs import ProcDir
 from .requestor import cgroups_of
@@ -47,7 +48,9 @@ class Victim:
             raise NotFound(f"process {pid}: not found")
         try:
             pidfd = os.dup(pidfd) if pidfd is not None else os.pidfd_open(pid)
-        except (ProcessLookupError, OSError):
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise from_oserror(exc, f"process {pid}") from None
             raise NotFound(f"process {pid}: not found") from None
         d = None
         try:

@@ -30,7 +30,11 @@ HOSTILE_PATHS = [
     "a/..",
     "x\x01y",
     "a\nb",
-    "n" * 256,
+    "a\u2028b",
+    "a\x85b",
+    "\u202ecod.exe",
+    "a\ufffdzz",
+    "n" * 4097,  # beyond PATH_MAX (long names exist on cgroupfs: test_odd_names.py)
     "./a",
     "cgroup.procs",
     "pids.max",

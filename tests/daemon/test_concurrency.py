@@ -226,7 +226,10 @@ def test_fire_and_forget_dbus_send_is_served(place, key):
         cp = place.run(_dbus_send(place, "Create", f"string:{key}", f"string:ff{i}"))
         assert cp.returncode == 0, cp.stderr
     base = place.path(key)
-    assert wait_until(lambda: all(os.path.isdir(f"{base}/ff{i}") for i in range(20)))
+    served = wait_until(lambda: all(os.path.isdir(f"{base}/ff{i}") for i in range(20)))
+    missing = [i for i in range(20) if not os.path.isdir(f"{base}/ff{i}")]
+    log = [line for line in place.daemon.log().splitlines() if "'ff" in line]
+    assert served, (missing, [line for line in log if any(f"'ff{i}'" in line for i in missing)])
     assert not any(n.startswith("ff") for n in os.listdir(place.mounts[key]))
 
 

@@ -92,9 +92,9 @@ class TestHybridThisMachine:
         text = (SAMPLES / "hybrid/self-cgroup").read_text()
         # the sample sits at / in most v1 hierarchies; memory is elsewhere
         assert L.shows_v1_root(text)
-        moved = "\n".join(
-            line if line.startswith("0::") else line.rpartition(":")[0] + ":/job"
-            for line in text.splitlines()
+        moved = "".join(
+            (line if line.startswith("0::") else line.rpartition(":")[0] + ":/job") + "\n"
+            for line in text[:-1].split("\n")
         )
         assert not L.shows_v1_root(moved)  # the v2 line stays at "0::/": v2 roots do not count
         assert L.shows_v1_root(moved.replace(":pids:/job", ":pids:/"))

@@ -64,7 +64,11 @@ def test_the_limits_table_states_the_code_defaults():
         "--max-connections-per-uid": f"| {Limits.max_connections_per_uid} |",
         "--max-depth": f"| {DEFAULT_MAX_DEPTH} |",
         "--scm-timeout": f"| {scm_server.DEFAULT_TIMEOUT:g} s |",
-        "daemon/reaper.py": f"| {reaper.DEFAULT_MAX_WATCHES} |",
+        "`--max-watches`": f"| {reaper.DEFAULT_MAX_WATCHES} |",
+        "`--max-watches-per-uid`": f"| {reaper.DEFAULT_MAX_WATCHES_PER_UID} |",
+        "`--max-watched-processes`": f"| {reaper.DEFAULT_MAX_PROCESSES} |",
+        "`--max-watched-processes-per-uid`": f"| {reaper.DEFAULT_MAX_PROCESSES_PER_UID} |",
+        "`V1_RECHECK_SECONDS`": f"| {reaper.V1_RECHECK_SECONDS:g} s |",
         "`sasl_timeout`": f"| {Limits.sasl_timeout:g} s |",
         "`message_timeout`": f"| {Limits.message_timeout:g} s |",
         "`max_fds_per_message`": f"| {Limits.max_fds_per_message} |",
@@ -76,6 +80,10 @@ def test_the_limits_table_states_the_code_defaults():
     pending = next(line for line in lines if line.startswith("| pending Scm"))
     assert f"{scm_server.MAX_PENDING_PER_CONNECTION} per connection" in pending
     assert f"{scm_server.MAX_PENDING} in all" in pending
+    from cgmanager import names
+
+    name_row = next(line for line in lines if line.startswith("| a new cgroup name"))
+    assert f"| {names.NAME_MAX} bytes / {names.PATH_MAX} bytes |" in name_row
     assert Limits.max_message_size == 1 << 20 and "| 1 MiB |" in next(
         line for line in lines if "max_message_size" in line
     )

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import contract
+from .. import contract, scm
 from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
 from ..dbus.connection import Connection
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
@@ -379,6 +379,9 @@ class Service:
         props = []
         if name == contract.INTERFACE:
             props.append(Property("api_version", "i", lambda call: API_VERSION))
+        if name == scm.PIDFD_PROPERTY[0]:
+            # the Scm server takes a proxy's pidfd of its client with the credential
+            props.append(Property(scm.PIDFD_PROPERTY[1], "b", lambda call: True))
         signals = contract.SIGNALS if name == contract.INTERFACE1 else ()
         return Interface(name, methods, props, signals)
 

@@ -12,6 +12,12 @@ from ..contract import DEFAULT_SOCKET, RUN_SOCKET, daemon_socket
 from ..dbus.limits import Limits
 from ..hierarchy import Layout, discover_host
 from ..process import add_common_options, set_process_name
+from .reaper import (
+    DEFAULT_MAX_PROCESSES,
+    DEFAULT_MAX_PROCESSES_PER_UID,
+    DEFAULT_MAX_WATCHES,
+    DEFAULT_MAX_WATCHES_PER_UID,
+)
 
 log = logging.getLogger("cgmanager")
 
@@ -106,6 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=Limits.max_connections_per_uid,
         help="likewise per client uid, as the kernel reports it (default: %(default)s)",
     )
+    for flag, default, what in (
+        ("--max-watches", DEFAULT_MAX_WATCHES, "cgroups awaiting RemoveOnEmpty/Prune, in all"),
+        ("--max-watches-per-uid", DEFAULT_MAX_WATCHES_PER_UID, "likewise per requestor uid"),
+        (
+            "--max-watched-processes",
+            DEFAULT_MAX_PROCESSES,
+            "processes watched for RemoveOnEmpty on cgroup v1 (one pidfd each), in all",
+        ),
+        (
+            "--max-watched-processes-per-uid",
+            DEFAULT_MAX_PROCESSES_PER_UID,
+            "likewise per requestor uid",
+        ),
+    ):
+        p.add_argument(
+            flag, metavar="N", type=int, default=default, help=f"{what} (default: %(default)s)"
+        )
     p.add_argument(
         "--workers",
         metavar="N",
@@ -180,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         log.error("--workers must be at least 1")
         return 2
-    for opt in ("max_connections", "max_connections_per_uid"):
+    for opt in (
+        "max_connections",
+        "max_connections_per_uid",
+        "max_watches",
+        "max_watches_per_uid",
+        "max_watched_processes",
+        "max_watched_processes_per_uid",
+    ):
         if getattr(args, opt) < 1:
             log.error("--%s must be at least 1", opt.replace("_", "-"))
             return 2

@@ -27,8 +27,8 @@ from .events import Events
 from .notify import PriorityWatch
 from .policy import Policy
 from .reaper import Reaper
-from .scheduler import OnLoop, Scheduler
-from .workers import WorkerPool
+from .scheduler import Scheduler
+from .workers import WorkerPool, on_workers
 
 log = logging.getLogger("cgmanager")
 
@@ -108,6 +108,9 @@ def raise_fd_limit(limits: Limits, extra: int = 0) -> None:
 #: can keep the event loop waiting
 SWITCH_INTERVAL = 0.0005
 
+#: the reaper's share of the workers is its own (not any client's uid)
+REAPER_KEY = -1
+
 #: the leaf the daemon moves into when started in a delegated cgroup
 LEAF = "cgmanager"
 
@@ -160,7 +163,6 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     except CgmError as e:
         log.error("cannot move into a leaf of the delegated cgroup: %s", e)
         return 1
-    reaper = Reaper(loop)
     quota = {
         key: value
         for key, value in (
@@ -169,17 +171,24 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
         )
         if value is not None
     }
-    on_loop = OnLoop(loop)
+    pool = WorkerPool(loop, args.workers)
+    reaper = Reaper(
+        loop,
+        args.max_watches,
+        max_watches_per_uid=args.max_watches_per_uid,
+        max_processes=args.max_watched_processes,
+        max_processes_per_uid=args.max_watched_processes_per_uid,
+        kernel=on_workers(pool, REAPER_KEY),  # its listings and removals off the loop
+    )
     manager = Manager(
         layout,
         trees,
         me,
         max_depth=args.max_depth,
-        reaper=_LoopReaper(reaper, on_loop),
+        reaper=reaper,
         leaves=leaves,
         quota=quota,
     )
-    pool = WorkerPool(loop, args.workers)
     # a worker running Python code gives the loop the GIL back within this (default 5 ms)
     sys.setswitchinterval(SWITCH_INTERVAL)
     scm_server = ScmServer(timeout=args.scm_timeout)
@@ -225,17 +234,6 @@ async def serve(args: argparse.Namespace, layout: Layout, ready_fd: int | None =
     pool.join(timeout=5)
     manager.close()
     return 0
-
-
-class _LoopReaper:
-    """The reaper, callable from a worker (it lives on the loop)."""
-
-    def __init__(self, reaper: Reaper, on_loop: OnLoop) -> None:
-        self._reaper = reaper
-        self._on_loop = on_loop
-
-    def watch(self, tree: CgroupTree, path: str) -> None:
-        self._on_loop.call(self._reaper.watch, tree, path)
 
 
 def run(args: argparse.Namespace, layout: Layout) -> int:

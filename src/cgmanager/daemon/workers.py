@@ -57,6 +57,7 @@ class WorkerPool:
         if workers < 1:
             raise ValueError("at least one worker")
         self._loop = loop
+        self._loop_thread = threading.get_ident()  # (made on the loop's thread)
         self.workers = workers
         #: most jobs of one key running at once: never every worker when there are two or more
         self.per_key = per_key or max(1, workers // 2)
@@ -159,3 +160,37 @@ class WorkerPool:
     def join(self, timeout: float | None = None) -> None:
         for t in self._threads:
             t.join(timeout)
+
+
+def on_workers(
+    pool: WorkerPool, key: int
+) -> Callable[[Callable[[], Any], Callable[[Any, BaseException | None], None]], None]:
+    """A hook for loop-bound components with kernel work (the reaper): ``hook(work, then)``
+    runs *work* on a worker under *key*'s share and calls ``then(result, error)`` back on the
+    loop's thread; when the queues are full the work runs at once, on the loop (it must not be
+    lost: a watched cgroup would never be removed)."""
+
+    def hook(work: Callable[[], Any], then: Callable[[Any, BaseException | None], None]) -> None:
+        if threading.get_ident() != pool._loop_thread:  # asked from a worker: via the loop
+            pool._loop.call_soon_threadsafe(hook, work, then)
+            return
+        try:
+            done = pool.submit(key, work)
+        except LimitExceeded:
+            try:
+                result = work()
+            except Exception as e:  # noqa: BLE001 - handed to then(), which decides
+                then(None, e)
+                return
+            then(result, None)
+            return
+
+        def finished(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                return  # the daemon is stopping
+            error = f.exception()
+            then(None if error is not None else f.result(), error)
+
+        done.add_done_callback(finished)
+
+    return hook

@@ -40,7 +40,8 @@ class Escalate(Exception):
 class Reaper(Protocol):
     """Removes cgroups once they are empty (RemoveOnEmpty, Prune)."""
 
-    def watch(self, tree: CgroupTree, path: str) -> None: ...
+    def watch(self, tree: CgroupTree, path: str, owner: int) -> None:
+        """Remove *path* once empty; *owner* (the requestor's uid) is charged for the watch."""
 
 
 class Scope:

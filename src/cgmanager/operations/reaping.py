@@ -35,7 +35,7 @@ def remove_on_empty(m: Manager, req: Request, controller: str, cgroup: str) -> N
             t = tree(req, m, h)
             require_access(req.r, owner(t, working, None, shown), Access.WRITE, shown)
             require_not_base(working, m.base(h), shown)
-            reaper.watch(m.trees[h.key], working)
+            reaper.watch(m.trees[h.key], working, req.r.uid)
     denials.settle()
 
 
@@ -64,11 +64,11 @@ def prune(m: Manager, req: Request, controller: str, cgroup: str) -> None:
                     continue
                 try:
                     if t.children(d):
-                        reaper.watch(m.trees[h.key], d)
+                        reaper.watch(m.trees[h.key], d, req.r.uid)
                     else:
                         t.rmdir(d)
                 except CgmError:
-                    reaper.watch(m.trees[h.key], d)
+                    reaper.watch(m.trees[h.key], d, req.r.uid)
         except CgmError as e:
             if len(hs) == 1:
                 raise

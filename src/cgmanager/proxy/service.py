@@ -139,11 +139,18 @@ class ProxyService:
         return None
 
     async def forward(
-        self, method: scm.ScmMethod, args: tuple, requestor: Cred, second: Cred | None
-    ) -> tuple:
-        """The Scm call upstream; the plain twin's reply tuple, or CgmError."""
+        self,
+        method: scm.ScmMethod,
+        args: tuple[Any, ...],
+        requestor: Cred,
+        second: Cred | None,
+        requestor_pidfd: int | None = None,
+    ) -> tuple[Any, ...]:
+        """The Scm call upstream; the plain twin's reply tuple, or CgmError.  *requestor_pidfd*
+        (a pidfd of the process *requestor* names) goes with the credential where the daemon
+        takes it: then the process the proxy checked is the one the daemon judges."""
         try:
-            result = await self.upstream.call(method.name, args, requestor, second)
+            result = await self.upstream.call(method.name, args, requestor, second, requestor_pidfd)
         except (Refused, CredentialRefused, Unavailable, ProtocolFailure) as e:
             raise upstream_error(method.plain.name, e) from None
         except DBusError as e:  # the daemon refused the D-Bus call itself: pass it on
@@ -154,34 +161,40 @@ class ProxyService:
 
     def _plain_handler(
         self, spec: contract.Method
-    ) -> Callable[[MethodCall], Coroutine[Any, Any, tuple]]:
+    ) -> Callable[[MethodCall], Coroutine[Any, Any, tuple[Any, ...]]]:
         method = scm.BY_PLAIN[spec.name]
         arg_names = [n for n, _ in spec.in_args]
 
-        async def handler(call: MethodCall) -> tuple:
+        async def handler(call: MethodCall) -> tuple[Any, ...]:
             kw = dict(zip(arg_names, call.body, strict=True))
+            # the client pinned from its connection (SO_PEERPIDFD), for the daemon to check
+            # against the credential: duplicated, as the connection may close meanwhile
+            pidfd = os.dup(call.pidfd) if call.pidfd is not None else None
             try:
                 r = self.client(call)
                 self._gate(call, spec.name)
                 self._check_args(spec.name, kw)
                 args = tuple(kw[n] for n, _ in method.in_args[:-1])
-                reply = await self.forward(method, args, r, self._second(method, kw))
+                reply = await self.forward(method, args, r, self._second(method, kw), pidfd)
             except CgmError as e:
                 if spec.mutating:
                     _audit(call, spec.name, f"refused ({e.kind}: {e.message})")
                 raise DBusError(ERROR_PREFIX + e.kind, e.message) from None
             except _Passthrough as e:
                 raise e.error from None
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
             if spec.mutating:
                 _audit(call, spec.name, "ok")
             return reply
 
         return handler
 
-    async def ping(self, call: MethodCall) -> tuple:
+    async def ping(self, call: MethodCall) -> tuple[()]:
         return ()
 
-    async def list_controllers(self, call: MethodCall) -> tuple:
+    async def list_controllers(self, call: MethodCall) -> tuple[Any, ...]:
         try:
             return await self.upstream.plain("ListControllers")
         except Unavailable as e:
@@ -190,14 +203,14 @@ class ProxyService:
 
     # -- Scm calls made to the proxy ----------------------------------------------------------
 
-    def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple]:
-        def handler(call: MethodCall) -> tuple:
+    def _scm_handler(self, method: scm.ScmMethod) -> Callable[[MethodCall], tuple[()]]:
+        def handler(call: MethodCall) -> tuple[()]:
             *args, fd = call.body
             call.take_fd(fd)
             peer = call.peer
             client = (peer.pid, peer.uid, peer.gid)
 
-            async def op(m: scm.ScmMethod, r: Received, second: Received | None) -> tuple:
+            async def op(m: scm.ScmMethod, r: Received, second: Received | None) -> tuple[Any, ...]:
                 stated = (r.cred.pid, r.cred.uid, r.cred.gid)
                 if stated != client:
                     raise NotPermitted(
@@ -210,8 +223,8 @@ class ProxyService:
                         s = (second.cred.pid, self.euid, self.egid)
                     else:
                         s = (os.getpid(), second.cred.uid, second.cred.gid)
-                try:
-                    return await self.forward(m, tuple(args), stated, s)
+                try:  # r.pidfd: the kernel's pin of what the caller stated, passed on
+                    return await self.forward(m, tuple(args), stated, s, r.pidfd)
                 except _Passthrough as e:
                     raise CgmError(f"{m.name} failed: {e.error.message}") from None
 
@@ -240,7 +253,10 @@ class ProxyService:
         return Interface(INTERFACE, methods, props)
 
     def objects(self) -> dict[str, list[Interface]]:
-        return {OBJECT_PATH: [self.interface()]}
+        # the relay takes a nested proxy's pidfd with its credential, as the daemon does
+        iface, name = scm.PIDFD_PROPERTY
+        pins = Interface(iface, (), [Property(name, "b", lambda call: True)])
+        return {OBJECT_PATH: [self.interface(), pins]}
 
     async def close(self) -> None:
         await self.relay.close()

@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from .. import scm
@@ -73,7 +74,12 @@ class ProtocolFailure(UpstreamError):
 async def _readable(sock: socket.socket, deadline: float) -> None:
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
     try:
         async with asyncio.timeout_at(deadline):
             await fut
@@ -83,7 +89,9 @@ async def _readable(sock: socket.socket, deadline: float) -> None:
         loop.remove_reader(sock.fileno())
 
 
-async def _recvmsg(sock: socket.socket, size: int, deadline: float) -> tuple[bytes, list]:
+async def _recvmsg(
+    sock: socket.socket, size: int, deadline: float
+) -> tuple[bytes, list[tuple[int, int, bytes]]]:
     while True:
         try:
             data, anc, _flags, _ = sock.recvmsg(size, _ANC, socket.MSG_CMSG_CLOEXEC)
@@ -96,13 +104,16 @@ async def _recv(sock: socket.socket, deadline: float, size: int = 65536) -> byte
     return (await _recvmsg(sock, size, deadline))[0]
 
 
-def _send_cred(sock: socket.socket, cred: Cred, which: str) -> None:
+def _send_cred(sock: socket.socket, cred: Cred, which: str, pidfd: int | None = None) -> None:
     """One byte with our statement of *cred*; the kernel vouches for it or refuses here.
-    (A fresh datagram socketpair has room for it: no wait needed.)"""
+    With *pidfd* (our pidfd of that process), the daemon checks that the credential names the
+    very process we checked, not one that got its pid since.  (A fresh datagram socketpair
+    has room for it: no wait needed.)"""
+    anc = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*cred))]
+    if pidfd is not None:
+        anc.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder)))
     try:
-        sock.sendmsg(
-            [scm.CRED_BYTE], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, scm.UCRED.pack(*cred))]
-        )
+        sock.sendmsg([scm.CRED_BYTE], anc)
     except (ProcessLookupError, PermissionError) as e:
         raise CredentialRefused(which, e.errno or errno.EPERM) from None
     except OSError as e:
@@ -121,7 +132,8 @@ async def _recv_pid(sock: socket.socket, deadline: float) -> int:
     data, anc = await _recvmsg(sock, 16, deadline)
     for level, kind, payload in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            return scm.UCRED.unpack(payload[: scm.UCRED.size])[0]
+            pid: int = scm.UCRED.unpack(payload[: scm.UCRED.size])[0]
+            return pid
     raise ProtocolFailure("a pid datagram without credentials" if data else "list cut short")
 
 
@@ -166,11 +178,12 @@ async def _result(sock: socket.socket, method: scm.ScmMethod, deadline: float) -
 async def scm_call(
     conn: AsyncConnection,
     member: str,
-    args: tuple,
+    args: tuple[Any, ...],
     requestor: Cred,
     second: Cred | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    requestor_pidfd: int | None = None,
 ) -> Any:
     """Call ``member`` (e.g. ``"CreateScm"``) on behalf of *requestor* (as this process sees
     it); *second* is the victim (pid methods) or the target ids (ChownScm).  Returns what the
@@ -201,7 +214,7 @@ async def scm_call(
         finally:
             theirs.close()  # the kernel (or the connection's queue) holds its own copy
         await _expect_kick(mine, deadline)
-        _send_cred(mine, requestor, "requestor")
+        _send_cred(mine, requestor, "requestor", requestor_pidfd)
         if second is not None:
             await _expect_kick(mine, deadline)
             _send_cred(mine, second, "victim" if method.second == scm.Second.PID else "ids")
@@ -211,6 +224,15 @@ async def scm_call(
 
 
 # -- the connection ---------------------------------------------------------------------------
+
+
+async def _accepts_pidfds(conn: AsyncConnection, timeout: float) -> bool:
+    """The daemon's :data:`scm.PIDFD_PROPERTY`; any error (0.42: no such interface) is no."""
+    iface, name = scm.PIDFD_PROPERTY
+    try:
+        return await conn.get_property(OBJECT_PATH, iface, name, timeout=timeout) is True
+    except DBusError:
+        return False
 
 
 class Upstream:
@@ -231,6 +253,8 @@ class Upstream:
         self._slots = asyncio.Semaphore(max_in_flight)
         #: connections opened so far (1 + reconnections), for logs and tests
         self.connects = 0
+        #: the connection whose daemon accepts our pidfd with a credential (scm_server)
+        self._pinning: AsyncConnection | None = None
 
     async def connection(self) -> AsyncConnection:
         """The live connection, opening a new one if there is none (or it dropped)."""
@@ -256,7 +280,13 @@ class Upstream:
                 await conn.call(OBJECT_PATH, INTERFACE, "Ping", "i", (0,), no_reply=True)
             except DBusError as e:
                 raise Unavailable(f"cgmanager: {e.message or e.name}") from None
+            self._pinning = conn if await _accepts_pidfds(conn, self.timeout) else None
             return conn
+
+    def pins(self, conn: AsyncConnection) -> bool:
+        """Whether the daemon behind *conn* takes our pidfd of a requestor with its
+        credential (a 0.42 daemon does not: it is never sent one)."""
+        return conn is self._pinning
 
     async def _slot(self, deadline: float) -> None:
         try:
@@ -266,7 +296,12 @@ class Upstream:
             raise Unavailable("too many requests waiting for cgmanager") from None
 
     async def call(
-        self, member: str, args: tuple, requestor: Cred, second: Cred | None = None
+        self,
+        member: str,
+        args: tuple[Any, ...],
+        requestor: Cred,
+        second: Cred | None = None,
+        requestor_pidfd: int | None = None,
     ) -> Any:
         """One ``*Scm`` call (see :func:`scm_call`); transport failures become
         :class:`Unavailable`."""
@@ -280,8 +315,11 @@ class Upstream:
             except TimeoutError:
                 raise Unavailable("cgmanager did not answer in time") from None
             left = max(0.05, deadline - loop.time())
+            pidfd = requestor_pidfd if self.pins(conn) else None
             try:
-                return await scm_call(conn, member, args, requestor, second, timeout=left)
+                return await scm_call(
+                    conn, member, args, requestor, second, timeout=left, requestor_pidfd=pidfd
+                )
             except DBusError as e:
                 if e.name in _TRANSPORT_ERRORS:
                     raise Unavailable(f"cgmanager: {e.message or e.name}") from None
@@ -289,7 +327,9 @@ class Upstream:
         finally:
             self._slots.release()
 
-    async def plain(self, member: str, signature: str = "", args: tuple = ()) -> tuple:
+    async def plain(
+        self, member: str, signature: str = "", args: tuple[Any, ...] = ()
+    ) -> tuple[Any, ...]:
         """A plain call (ListControllers), bounded by the timeout."""
         try:
             async with asyncio.timeout(self.timeout):
