@@ -120,9 +120,30 @@ def _check_component(c: str, what: str) -> None:
         raise InvalidArgument(f"invalid {what}: a component is longer than {limit} bytes")
 
 
+#: paths and keys found valid (a pure function of the string: every request checks the same few,
+#: several times on its way down; bounded, cleared when full)
+_VALID: dict[tuple[str, str], tuple[str, ...]] = {}
+_VALID_MAX = 4096
+
+
+def _remember(key: tuple[str, str], value: tuple[str, ...]) -> None:
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[key] = value
+
+
 def split(path: str, what: str = "cgroup") -> tuple[str, ...]:
     """Split a client path into components: empty components (``//``, a leading or trailing
     ``/``) are dropped as in 0.42, ``.``/``..``, NUL and control characters are refused."""
+    known = _VALID.get((what, path))
+    if known is not None:
+        return known
+    parts = _split(path, what)
+    _remember((what, path), parts)
+    return parts
+
+
+def _split(path: str, what: str) -> tuple[str, ...]:
     _check_text(path, what)
     if len(path) > 5 * PATH_MAX or _raw_len(path) > PATH_MAX:
         raise InvalidArgument(f"invalid {what}: longer than {PATH_MAX} bytes")
@@ -214,6 +235,13 @@ def check_new_name(name: str, extra_controllers: frozenset[str] = frozenset()) -
 
 def check_key(key: str) -> None:
     """A key is exactly one file name in a cgroup directory: no ``/``, no ``.``/``..``."""
+    if ("key", key) in _VALID:
+        return
+    _check_key(key)
+    _remember(("key", key), ())
+
+
+def _check_key(key: str) -> None:
     _check_text(key, "key")
     if not key:
         raise InvalidArgument("invalid key: empty")

@@ -71,12 +71,16 @@ def live_cgroup_text(d: ProcDir, layout: Layout) -> str:
 def identify(cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None = None) -> Party:
     """The facts about the process *cred* names, once (an Scm credential: a :class:`Peer` that
     lives for one request).  pid 0 (not visible to the daemon) is "unknown", never an
-    identity."""
-    peer = Peer(cred, layout, ns, pidfd)
+    identity.  A process whose /proc entries refuse even the daemon is exiting (the kernel
+    refuses access while it tears the task down): not found, like one that is gone."""
     try:
-        return peer.party()
-    finally:
-        peer.close()
+        peer = Peer(cred, layout, ns, pidfd)
+        try:
+            return peer.party()
+        finally:
+            peer.close()
+    except PermissionError:
+        raise NotFound(f"process {cred.pid}: exiting") from None
 
 
 class Peer:

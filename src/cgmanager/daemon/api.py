@@ -93,7 +93,7 @@ class Service:
             peer = ConnectionPeer(
                 Credentials(p.pid, p.uid, p.gid), self.layout, self.ns, conn.pidfd
             )
-        except CgmError:
+        except (CgmError, OSError):
             return  # (pid 0: not visible; or gone already) — its requests will say so
         conn.state["peer"] = peer
         peer.remember()

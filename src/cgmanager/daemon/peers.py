@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import NotFound
+from ..errors import NotFound, NotPermitted
 from ..hierarchy import Layout
 from ..permission import Credentials
 from ..requestor import Namespaces, Party, Peer
@@ -43,7 +43,10 @@ class ConnectionPeer:
     def __init__(
         self, cred: Credentials, layout: Layout, ns: Namespaces, pidfd: int | None
     ) -> None:
-        self.peer = Peer(cred, layout, ns, pidfd)
+        try:
+            self.peer = Peer(cred, layout, ns, pidfd)
+        except PermissionError:  # exiting already (see party)
+            raise NotFound(f"process {cred.pid}: exiting") from None
         self._party: Party | None = None
         self._at = 0.0
 
@@ -51,9 +54,13 @@ class ConnectionPeer:
         """The peer's facts as of now; remembered facts if it has just exited."""
         try:
             party = self.peer.party()
-        except NotFound:
+        except (NotFound, NotPermitted, PermissionError) as e:
+            # gone, or exiting: its /proc entries refuse even root while the kernel tears the
+            # task down (EACCES on ns/*, status...) — the facts cannot be read *now*
             remembered = self._party
             if remembered is None or time.monotonic() - self._at > REMEMBERED_FOR:
+                if isinstance(e, PermissionError):
+                    raise NotFound(f"process {self.peer.cred.pid}: exiting") from None
                 raise
             log.debug(
                 "pid %d has exited; judged by its facts of %.3f s ago",
@@ -69,7 +76,7 @@ class ConnectionPeer:
         the reply to a request that moved it.  A failure is not an error here."""
         try:
             self.party()
-        except NotFound:
+        except (NotFound, NotPermitted, OSError):
             pass
 
     def close(self) -> None:

@@ -128,6 +128,8 @@ class Manager:
         self.quota = dict(quota or {})
         #: controller names: ``<controller>.*`` is never a cgroup name
         self.reserved = frozenset(c for h in layout.hierarchies for c in h.controllers)
+        #: client paths found valid, as their components (see targets.components)
+        self.valid_paths: dict[str, tuple[str, ...]] = {}
 
     def base(self, h: Hierarchy) -> str:
         """The daemon's own cgroup: the bound of everything it does in *h*."""

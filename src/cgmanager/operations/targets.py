@@ -68,10 +68,16 @@ def own(m: Manager, party: Party, h: Hierarchy) -> str:
 def components(m: Manager, cgroup: str) -> tuple[str, ...]:
     """Components of a client's cgroup path.  Names reserved for kernel files are refused in
     every method, not only in Create: they can never be cgroups made through us, and "did not
-    exist" would hide a mistake."""
-    parts = names.split(cgroup)
-    for part in parts:
-        names.check_new_name(part, m.reserved)
+    exist" would hide a mistake.  (Remembered per path: a pure function of it and of the
+    hierarchies served.)"""
+    parts = m.valid_paths.get(cgroup)
+    if parts is None:
+        parts = names.split(cgroup)
+        for part in parts:
+            names.check_new_name(part, m.reserved)
+        if len(m.valid_paths) >= 4096:
+            m.valid_paths.clear()
+        m.valid_paths[cgroup] = parts
     return parts
 
 
