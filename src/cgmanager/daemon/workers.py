@@ -83,12 +83,16 @@ class WorkerPool:
     def queued(self) -> int:
         return self._queued
 
-    def submit(self, key: int, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    def submit(
+        self, key: int, fn: Callable[[], Any], *, bounded: bool = True
+    ) -> asyncio.Future[Any]:
         """Run *fn* on a worker; its result or exception in the returned future.  Loop thread
-        only."""
+        only.  *bounded* false: the daemon's own work, bounded by its own caps (the reaper's
+        watches), which must not be refused; it still takes its turn with the clients'."""
         fifo = self._waiting.get(key)
-        if self._queued >= self._queue_total or (
-            fifo is not None and len(fifo) >= self._queue_per_key
+        if bounded and (
+            self._queued >= self._queue_total
+            or (fifo is not None and len(fifo) >= self._queue_per_key)
         ):
             raise LimitExceeded(
                 "too many long requests waiting; retry when the earlier ones have finished"
@@ -166,24 +170,14 @@ def on_workers(
     pool: WorkerPool, key: int
 ) -> Callable[[Callable[[], Any], Callable[[Any, BaseException | None], None]], None]:
     """A hook for loop-bound components with kernel work (the reaper): ``hook(work, then)``
-    runs *work* on a worker under *key*'s share and calls ``then(result, error)`` back on the
-    loop's thread; when the queues are full the work runs at once, on the loop (it must not be
-    lost: a watched cgroup would never be removed)."""
+    runs *work* on a worker under *key*'s share (never refused: the component bounds its own
+    work) and calls ``then(result, error)`` back on the loop's thread."""
 
     def hook(work: Callable[[], Any], then: Callable[[Any, BaseException | None], None]) -> None:
         if threading.get_ident() != pool._loop_thread:  # asked from a worker: via the loop
             pool._loop.call_soon_threadsafe(hook, work, then)
             return
-        try:
-            done = pool.submit(key, work)
-        except LimitExceeded:
-            try:
-                result = work()
-            except Exception as e:  # noqa: BLE001 - handed to then(), which decides
-                then(None, e)
-                return
-            then(result, None)
-            return
+        done = pool.submit(key, work, bounded=False)
 
         def finished(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
