@@ -5,6 +5,7 @@ what changed, and kernel work run through the injectable hook (inline or on a th
 from __future__ import annotations
 
 import asyncio
+import gc
 import concurrent.futures
 import os
 import signal
@@ -72,6 +73,9 @@ def run_until(loop: asyncio.AbstractEventLoop, pred, timeout: float = 20.0) -> b
 
 
 def open_fds() -> int:
+    """This process's open fds, once garbage that holds some (an earlier test's loop or
+    sockets) has been collected: only what the reaper holds may make a difference."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
