@@ -5,8 +5,8 @@ what changed, and kernel work run through the injectable hook (inline or on a th
 from __future__ import annotations
 
 import asyncio
-import gc
 import concurrent.futures
+import gc
 import os
 import signal
 import time
