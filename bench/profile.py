@@ -38,7 +38,10 @@ from .stats import Op
 
 #: innermost-frame file → category (first match wins); native libc frames are "libc"
 CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("cgmanager/dbus/codec.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/message.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/unmarshal.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/marshal.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/signature.py", "D-Bus codec (parse/serialise)"),
     ("cgmanager/dbus/", "D-Bus connection/dispatch"),
     ("asyncio/", "event loop (asyncio, selectors)"),
     ("selectors.py", "event loop (asyncio, selectors)"),

@@ -39,7 +39,7 @@ from typing import Any
 
 from ..cgroupfs import CgroupTree
 from ..contract import INTERFACE1, OBJECT_PATH, SIGNALS
-from ..dbus.codec import SIGNAL, Message
+from ..dbus.message import SIGNAL, Message
 from ..errors import CgmError, InvalidArgument, LimitExceeded, NotFound
 from ..hierarchy import Hierarchy
 from ..operations import Manager, Request, run

@@ -37,16 +37,16 @@ from .client_common import (
     method_call,
     parse_address,
 )
-from .codec import (
+from .errors import DBusError
+from .message import (
     ERROR,
     METHOD_RETURN,
     Message,
-    ProtocolError,
     message_size,
     parse_message,
     serialise_message,
 )
-from .errors import DBusError
+from .unmarshal import ProtocolError
 
 __all__ = ["AsyncConnection", "DBusError", "connect"]
 

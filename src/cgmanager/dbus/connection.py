@@ -15,7 +15,7 @@ Every way a client can misbehave ends that client's connection and nothing else:
 
 * handshake not finished within ``sasl_timeout`` (idle mid-SASL), over-long SASL lines;
 * a message announcing more than ``max_message_size`` bytes (checked from its first 16 bytes,
-  before buffering), invalid bytes (:class:`~cgmanager.dbus.codec.ProtocolError`), fds without
+  before buffering), invalid bytes (:class:`~cgmanager.dbus.unmarshal.ProtocolError`), fds without
   ``NEGOTIATE_UNIX_FD``, more than ``max_fds_per_message`` fds, truncated ancillary data;
 * a message started but not completed within ``message_timeout`` (half-sent and stalled);
 * replies piling up past ``max_output_buffer`` because the client does not read them.
@@ -43,19 +43,19 @@ from ._unix import (
     fds_from_ancdata,
     rights,
 )
-from .codec import (
+from .marshal import MarshalError
+from .message import (
     ERROR,
     METHOD_CALL,
     METHOD_RETURN,
-    MarshalError,
     Message,
-    ProtocolError,
     message_size,
     parse_message,
     serialise_message,
 )
 from .registry import close_returned_fds
 from .sasl import ServerSasl
+from .unmarshal import ProtocolError
 
 if TYPE_CHECKING:
     import _socket

@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from . import errors
-from .codec import (
+from .errors import DBusError
+from .introspect import node_xml
+from .message import (
     ERROR,
     METHOD_RETURN,
     NO_REPLY_EXPECTED,
     Message,
 )
-from .errors import DBusError
-from .introspect import node_xml
 from .objects import Interface, Method, MethodCall, PeerCredentials, Property
 from .registry import (
     BUS_NAME,
