@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ._unix import SO_PASSCRED, SOL_SOCKET, peer_credentials, peer_pidfd
 from .connection import Connection
-from .dispatch import SERVER_UNIQUE_NAME, Dispatcher
+from .dispatch import Dispatcher
 from .limits import Limits
 from .objects import Interface, PeerCredentials
+from .standard import SERVER_UNIQUE_NAME
 
 log = logging.getLogger("cgmanager.dbus")
 
