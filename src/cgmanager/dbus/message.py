@@ -7,7 +7,7 @@ one) means re-implementing these four names.  Parsing validates everything the p
 raises only :class:`~.unmarshal.ProtocolError`; method-call headers, which a client repeats with
 only the serial changed, are parsed and validated once per distinct header (a bounded cache).
 
-Imports only :mod:`struct` and its siblings: the blocking client imports this and must start fast.
+Imports only ``_struct`` and its siblings: the blocking client imports this and must start fast.
 """
 
 from __future__ import annotations
