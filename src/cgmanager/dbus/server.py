@@ -148,15 +148,16 @@ class Server:
             self._new_connection(_socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd))
 
     def _pause_accepting(self, delay: float) -> None:
-        assert self._loop is not None and self._listener is not None
-        self._loop.remove_reader(self._listener.fileno())
+        loop = self._loop
+        assert loop is not None and self._listener is not None
+        loop.remove_reader(self._listener.fileno())
 
         def resume() -> None:
             self._paused = None
             if self._listener is not None and not self._closing:
-                self._loop.add_reader(self._listener.fileno(), self._on_accept)  # type: ignore
+                loop.add_reader(self._listener.fileno(), self._on_accept)
 
-        self._paused = self._loop.call_later(delay, resume)
+        self._paused = loop.call_later(delay, resume)
 
     def _new_connection(self, sock: _socket.socket) -> None:
         try:
