@@ -57,9 +57,9 @@ def client_bytecode_cached() -> bool:
     them: +~10 ms; PYTHONDONTWRITEBYTECODE=1 keeps Python from writing them)."""
     import importlib.util
 
-    import cgmanager.dbus.codec as codec
+    import cgmanager.dbus.message as message
 
-    return os.path.exists(importlib.util.cache_from_source(codec.__file__))
+    return os.path.exists(importlib.util.cache_from_source(message.__file__))
 
 
 def run(daemon: Daemon, repeats: int) -> dict[str, dict[str, float]]:

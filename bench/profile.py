@@ -38,7 +38,10 @@ from .stats import Op
 
 #: innermost-frame file → category (first match wins); native libc frames are "libc"
 CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("cgmanager/dbus/codec.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/message.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/unmarshal.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/marshal.py", "D-Bus codec (parse/serialise)"),
+    ("cgmanager/dbus/signature.py", "D-Bus codec (parse/serialise)"),
     ("cgmanager/dbus/", "D-Bus connection/dispatch"),
     ("asyncio/", "event loop (asyncio, selectors)"),
     ("selectors.py", "event loop (asyncio, selectors)"),
@@ -47,9 +50,9 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("cgmanager/victim.py", "/proc reads (who asks, victim)"),
     ("cgmanager/permission.py", "permission checks and names"),
     ("cgmanager/names.py", "permission checks and names"),
-    ("cgmanager/cgroupfs.py", "cgroupfs layer (Python side)"),
+    ("cgmanager/cgroupfs/", "cgroupfs layer (Python side)"),
     ("cgmanager/_linux.py", "cgroupfs layer (Python side)"),
-    ("cgmanager/operations.py", "operations, facade, audit"),
+    ("cgmanager/operations/", "operations, facade, audit"),
     ("cgmanager/daemon/", "operations, facade, audit"),
     ("cgmanager/hierarchy.py", "operations, facade, audit"),
     ("logging/", "logging"),

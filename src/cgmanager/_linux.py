@@ -57,7 +57,7 @@ def _raise(what: str, path: str | None = None) -> None:
 
 #: the few (flags, mode, resolve) combinations in use, each built once: a new structure per
 #: call cost more than the system call's own work
-_hows: dict[tuple[int, int, int], ctypes._Pointer] = {}
+_hows: dict[tuple[int, int, int], ctypes._Pointer[_OpenHow]] = {}
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:

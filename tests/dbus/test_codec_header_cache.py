@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from cgmanager.dbus import codec
-from cgmanager.dbus.codec import (
+from cgmanager.dbus import message
+from cgmanager.dbus.message import (
     METHOD_CALL,
     METHOD_RETURN,
     Message,
-    ProtocolError,
     parse_message,
     serialise_message,
 )
+from cgmanager.dbus.unmarshal import ProtocolError
 
 pytestmark = pytest.mark.t0
 
@@ -35,21 +35,21 @@ def fields(m: Message) -> tuple:
 
 
 def test_a_repeated_header_parses_like_a_fresh_one():
-    codec._CALL_HEADERS.clear()
+    message._CALL_HEADERS.clear()
     first, _ = serialise_message(call(), 1)
     again, _ = serialise_message(call(body=("pids", "other", "pids.current")), 2)
     a = parse_message(first)
-    assert len(codec._CALL_HEADERS) == 1
+    assert len(message._CALL_HEADERS) == 1
     b = parse_message(again)  # same header bytes but the serial: served from the cache
-    assert len(codec._CALL_HEADERS) == 1
+    assert len(message._CALL_HEADERS) == 1
     assert (a.serial, a.member, a.body) == (1, "GetValue", ("pids", "gv", "pids.max"))
     assert b.serial == 2 and b.body == ("pids", "other", "pids.current")
-    codec._CALL_HEADERS.clear()
+    message._CALL_HEADERS.clear()
     assert fields(parse_message(again)) == fields(b)  # the same without the cache
 
 
 def test_an_invalid_header_is_never_kept():
-    codec._CALL_HEADERS.clear()
+    message._CALL_HEADERS.clear()
     good, _ = serialise_message(call(member="Ping"), 1)
     bad = bytearray(good)
     at = bad.index(b"Ping")
@@ -57,22 +57,22 @@ def test_an_invalid_header_is_never_kept():
     for _ in range(2):  # the second time too: nothing was cached
         with pytest.raises(ProtocolError, match="invalid member name"):
             parse_message(bytes(bad))
-    assert len(codec._CALL_HEADERS) == 0
+    assert len(message._CALL_HEADERS) == 0
     assert parse_message(good).member == "Ping"
 
 
 def test_replies_are_not_cached_and_the_cache_is_bounded():
-    codec._CALL_HEADERS.clear()
+    message._CALL_HEADERS.clear()
     reply = Message(METHOD_RETURN, reply_serial=7, signature="s", body=("x",))
     parse_message(serialise_message(reply, 3)[0])
-    assert len(codec._CALL_HEADERS) == 0
-    for i in range(codec._CALL_HEADERS_MAX + 10):
+    assert len(message._CALL_HEADERS) == 0
+    for i in range(message._CALL_HEADERS_MAX + 10):
         parse_message(serialise_message(call(member=f"M{i}"), i + 1)[0])
-    assert len(codec._CALL_HEADERS) <= codec._CALL_HEADERS_MAX
+    assert len(message._CALL_HEADERS) <= message._CALL_HEADERS_MAX
     huge = Message(
         METHOD_CALL,
         path="/" + "/".join(["p" * 200] * 4),
         member="Ping",
     )
     parse_message(serialise_message(huge, 1)[0])
-    assert all(len(k) <= codec._CALL_HEADER_BYTES for k in codec._CALL_HEADERS)
+    assert all(len(k) <= message._CALL_HEADER_BYTES for k in message._CALL_HEADERS)

@@ -486,3 +486,59 @@ def test_accepted_sockets_inherit_passcred(toy):
             ]
 
         assert toy.run(flags()) and all(toy.run(flags()))
+
+
+# ------------------------------------------------------------------------------------------
+# the server's own fds run out
+
+
+_FD_STARVED_SERVER = r"""
+import asyncio, logging, resource, sys
+from cgmanager.dbus.objects import Interface, Method
+from cgmanager.dbus.server import Server
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+objects = {sys.argv[2]: [Interface(sys.argv[3], methods=[
+    Method("EchoI", lambda call: (call.body[0],), [("x", "i")], [("y", "i")])])]}
+
+async def main():
+    server = Server(objects)
+    await server.start(sys.argv[1])
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_accepts_pause_when_the_server_runs_out_of_fds_and_resume(tmp_path):
+    """EMFILE on accept pauses accepting (no busy loop on a listener that stays readable);
+    once fds are free again, accepting resumes and a new client is served."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FD_STARVED_SERVER, path, PATH, IFACE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "ready"
+        clients = [raw_connect(path) for _ in range(60)]  # more than 48 fds can hold
+        log = ""
+        while "pausing accepts" not in log:  # (a hang here is caught by pytest-timeout)
+            line = proc.stderr.readline()
+            assert line, "the server ended"
+            log += line
+        assert "Too many open files" in log
+        for s in clients:
+            s.close()
+        with connect(f"unix:path={path}", timeout=10) as c:
+            assert c.call(PATH, IFACE, "EchoI", "i", (7,)) == (7,)
+    finally:
+        proc.kill()
+        proc.wait()

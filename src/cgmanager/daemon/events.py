@@ -31,7 +31,6 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,12 +38,13 @@ from typing import Any
 
 from ..cgroupfs import CgroupTree
 from ..contract import INTERFACE1, OBJECT_PATH, SIGNALS
-from ..dbus.codec import SIGNAL, Message
+from ..dbus.message import SIGNAL, Message
 from ..errors import CgmError, InvalidArgument, LimitExceeded, NotFound
 from ..hierarchy import Hierarchy
 from ..operations import Manager, Request, run
 from ..operations.targets import lookup
 from ..permission import Access, FileOwner, require_access
+from .event_text import PSI_RESOURCES, parse_flat, parse_pressure, parse_trigger
 
 log = logging.getLogger("cgmanager.events")
 
@@ -55,10 +55,6 @@ MAX_TRIGGERS = 256
 #: unread bytes on a subscriber's connection past which its signals are dropped (counted)
 SIGNAL_BUDGET = 64 << 10
 V1_POLL_SECONDS = 1.0
-#: PSI windows the kernel accepts (µs) and its rule for unprivileged triggers
-PSI_MIN_WINDOW, PSI_MAX_WINDOW, PSI_UNPRIVILEGED_STEP = 500_000, 10_000_000, 2_000_000
-PSI_RESOURCES = ("cpu", "memory", "io", "irq")
-_TRIGGER = re.compile(r"(some|full) ([0-9]{1,9}) ([0-9]{1,9})")
 #: the signal, as the contract describes it
 SIGNAL_NAME, _SIGNAL_ARGS = SIGNALS[0]
 SIGNAL_SIGNATURE = "".join(t for _, t in _SIGNAL_ARGS)
@@ -93,51 +89,6 @@ class Subscription:
     last: dict[str, dict[str, int]] = field(default_factory=dict)
     trigger: bool = False
     ep: select.epoll | None = None  # a PSI trigger's own epoll
-
-
-def _parse_flat(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in text.split("\n"):
-        k, _, v = line.partition(" ")
-        if v.lstrip("-").isdigit():
-            out[k] = int(v)
-    return out
-
-
-def _parse_pressure(text: str) -> dict[str, int]:
-    """``some avg10=0.12 avg60=… total=123`` → {"some_total": 123, "some_avg10": 12, …}
-    (averages in hundredths of a percent)."""
-    out: dict[str, int] = {}
-    for line in text.split("\n"):
-        kind, _, rest = line.partition(" ")
-        for item in rest.split():
-            k, _, v = item.partition("=")
-            try:
-                out[f"{kind}_{k}"] = int(v) if k == "total" else round(float(v) * 100)
-            except ValueError:
-                continue
-    return out
-
-
-def parse_trigger(text: str, privileged: bool) -> tuple[str, int, int]:
-    """A PSI trigger as the kernel takes it, checked before it reaches the kernel."""
-    m = _TRIGGER.fullmatch(text.strip())
-    if m is None:
-        raise InvalidArgument(
-            f"invalid trigger {text!r}: '<some|full> <stall µs> <window µs>', e.g."
-            " 'some 150000 1000000'"
-        )
-    kind, stall, window = m.group(1), int(m.group(2)), int(m.group(3))
-    if not PSI_MIN_WINDOW <= window <= PSI_MAX_WINDOW:
-        raise InvalidArgument("invalid trigger: the window must be 500000 to 10000000 µs")
-    if not 0 < stall <= window:
-        raise InvalidArgument("invalid trigger: the stall must be above 0 and within the window")
-    if not privileged and window % PSI_UNPRIVILEGED_STEP:
-        raise InvalidArgument(
-            "invalid trigger: windows of clients other than host root are multiples of"
-            " 2000000 µs (the kernel's rule for unprivileged triggers)"
-        )
-    return kind, stall, window
 
 
 class Events:
@@ -213,7 +164,7 @@ class Events:
                             continue
                     fd = t.open_key_fd(path, f)
                     self._watch(s, fd, f)
-                    s.last[f] = _parse_flat(os.pread(fd, 4096, 0).decode("ascii", "replace"))
+                    s.last[f] = parse_flat(os.pread(fd, 4096, 0).decode("ascii", "replace"))
             else:
                 s.last["v1"] = self._v1_state(s)
         except BaseException:
@@ -322,7 +273,7 @@ class Events:
             self._drop(s.subscriber, s.id)
             return
         if s.tree.exists(s.path):
-            self._emit(s, "pressure", _parse_pressure(text))
+            self._emit(s, "pressure", parse_pressure(text))
         else:
             self._emit(s, "removed", {})
             self._drop(s.subscriber, s.id)
@@ -339,7 +290,7 @@ class Events:
                 self._emit(s, "removed", {})
                 self._drop(s.subscriber, s.id)
                 continue
-            now = _parse_flat(text)
+            now = parse_flat(text)
             before = s.last.get(file, {})
             s.last[file] = now
             self._changes(s, FILES[file], before, now)

@@ -4,8 +4,10 @@ There is no bus daemon: the daemon listens on its own socket and clients connect
 as with cgmanager 0.42.  Modules (import the one you need; this package imports nothing, so the
 CLI's ``import cgmanager.dbus.client`` stays cheap):
 
-* :mod:`.codec` — the wire format: validating unmarshaller, marshaller, ``Message``; the only
-  module that knows the byte layout (the adapter to swap for a faster codec);
+* the wire format, the only modules that know the byte layout (the adapter to swap for a faster
+  codec): :mod:`.message` (``Message``, header fields, parse/serialise), over :mod:`.unmarshal`
+  (validating readers), :mod:`.marshal` (writers) and :mod:`.signature` (type signatures, names);
+  :mod:`.codec` re-exports their public names;
 * :mod:`.sasl` — the server's SASL handshake as a pure state machine;
 * :mod:`.objects` — what the daemon registers (``Interface``, ``Method``, ``Property``) and what a
   handler receives (``MethodCall``, ``PeerCredentials``); :mod:`.errors` — ``DBusError`` and names;

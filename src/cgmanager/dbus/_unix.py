@@ -10,14 +10,16 @@ import _socket
 
 # posix, not os: os costs ~1 ms to import and cgm starts once per shell command
 import posix
-import struct
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the CLI's start-up (mypy knows it)
 if TYPE_CHECKING:
+    import struct
     from _socket import socket
     from collections import deque
     from collections.abc import Iterable
     from typing import Any
+else:  # the same objects: struct.py only re-exports _struct, and loading it costs cgm's start
+    import _struct as struct
 
 SOL_SOCKET: int = _socket.SOL_SOCKET
 SCM_RIGHTS: int = _socket.SCM_RIGHTS

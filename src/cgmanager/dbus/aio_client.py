@@ -17,6 +17,9 @@ import asyncio
 import fcntl
 import socket
 from collections import deque
+from collections.abc import Iterable
+from types import EllipsisType
+from typing import Any
 
 from . import errors
 from ._unix import (
@@ -37,16 +40,16 @@ from .client_common import (
     method_call,
     parse_address,
 )
-from .codec import (
+from .errors import DBusError
+from .message import (
     ERROR,
     METHOD_RETURN,
     Message,
-    ProtocolError,
     message_size,
     parse_message,
     serialise_message,
 )
-from .errors import DBusError
+from .unmarshal import ProtocolError
 
 __all__ = ["AsyncConnection", "DBusError", "connect"]
 
@@ -63,10 +66,11 @@ class AsyncConnection:
         self.unix_fd = unix_fd
         self.timeout = timeout
         self._serial = 0
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future[Message]] = {}
         self._buf = bytearray(leftover)
         self._fds: list[int] = []
-        self._out: deque[list] = deque()
+        #: unsent ``[memoryview, fds]`` items, in order (see :func:`._unix.drain`)
+        self._out: deque[list[Any]] = deque()
         self._writer = False
         self.closed = False
         self._loop.add_reader(self._fd, self._on_readable)
@@ -128,12 +132,12 @@ class AsyncConnection:
         interface: str | None,
         member: str,
         signature: str = "",
-        body=(),
+        body: Iterable[Any] = (),
         *,
         destination: str | None = None,
         no_reply: bool = False,
-        timeout: float | None | type = ...,
-    ) -> tuple:
+        timeout: float | None | EllipsisType = ...,
+    ) -> tuple[Any, ...]:
         """Call a method; return the reply body (``()`` with ``no_reply``).  Raises
         :class:`DBusError` for error replies, timeouts (``NoReply``) and disconnection."""
         msg = method_call(path, interface, member, signature, body, destination, no_reply)
@@ -144,7 +148,7 @@ class AsyncConnection:
         serial = self.send(msg, fut)
         limit = self.timeout if timeout is ... else timeout
         try:
-            async with asyncio.timeout(limit):  # type: ignore[arg-type]
+            async with asyncio.timeout(limit):
                 reply: Message = await fut
         except TimeoutError:
             raise DBusError(errors.NO_REPLY, "no reply within the timeout") from None
@@ -152,14 +156,15 @@ class AsyncConnection:
             self._pending.pop(serial, None)
         return reply.body
 
-    async def get_property(self, path: str, interface: str, name: str, **kw):
+    async def get_property(self, path: str, interface: str, name: str, **kw: Any) -> Any:
         """``org.freedesktop.DBus.Properties.Get`` → the value (variant unwrapped)."""
         (variant,) = await self.call(path, PROPERTIES, "Get", "ss", (interface, name), **kw)
         return variant[1]
 
-    def send(self, msg: Message, fut: asyncio.Future | None = None) -> int:
+    def send(self, msg: Message, fut: asyncio.Future[Message] | None = None) -> int:
         """Queue ``msg`` with the next serial (registering ``fut`` for its reply); return it."""
-        if self.closed:
+        sock = self._sock
+        if sock is None:  # (closed)
             raise DBusError(errors.DISCONNECTED, "connection closed")
         self._serial += 1
         serial = self._serial
@@ -174,7 +179,7 @@ class AsyncConnection:
             self._queue(memoryview(data), _dup_all(fds))
             return serial
         try:
-            n = self._sock.sendmsg([data], rights(fds)) if fds else self._sock.send(data)
+            n = sock.sendmsg([data], rights(fds)) if fds else sock.send(data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
@@ -191,8 +196,11 @@ class AsyncConnection:
             self._writer = True
 
     def _on_writable(self) -> None:
+        sock = self._sock
+        if sock is None:  # (closed: the writer is gone too)
+            return
         try:
-            _, empty = drain(self._sock, self._out)
+            _, empty = drain(sock, self._out)
         except OSError as exc:
             self._fail(f"send failed: {exc}")
             return
@@ -201,8 +209,11 @@ class AsyncConnection:
             self._writer = False
 
     def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:  # (closed: the reader is gone too)
+            return
         try:
-            data, anc, flags, _ = self._sock.recvmsg(65536, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
+            data, anc, flags, _ = sock.recvmsg(65536, ANCBUF_SIZE, MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

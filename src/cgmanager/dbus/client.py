@@ -34,17 +34,17 @@ from .client_common import (
     method_call,
     parse_address,
 )
-from .codec import (
+from .errors import DBusError
+from .message import (
     ERROR,
     METHOD_RETURN,
     SIGNAL,
     Message,
-    ProtocolError,
     message_size,
     parse_message,
     serialise_message,
 )
-from .errors import DBusError
+from .unmarshal import ProtocolError
 
 TYPE_CHECKING = False  # (typing is not imported at run time: start-up cost)
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from . import errors
 from ._unix import close_fds
-from .codec import METHOD_CALL, NO_REPLY_EXPECTED, Message
 from .errors import DBusError
+from .message import METHOD_CALL, NO_REPLY_EXPECTED, Message
 
 TYPE_CHECKING = False  # (typing is not imported at run time: start-up cost)
 if TYPE_CHECKING:

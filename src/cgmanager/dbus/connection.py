@@ -15,7 +15,7 @@ Every way a client can misbehave ends that client's connection and nothing else:
 
 * handshake not finished within ``sasl_timeout`` (idle mid-SASL), over-long SASL lines;
 * a message announcing more than ``max_message_size`` bytes (checked from its first 16 bytes,
-  before buffering), invalid bytes (:class:`~cgmanager.dbus.codec.ProtocolError`), fds without
+  before buffering), invalid bytes (:class:`~cgmanager.dbus.unmarshal.ProtocolError`), fds without
   ``NEGOTIATE_UNIX_FD``, more than ``max_fds_per_message`` fds, truncated ancillary data;
 * a message started but not completed within ``message_timeout`` (half-sent and stalled);
 * replies piling up past ``max_output_buffer`` because the client does not read them.
@@ -28,34 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import errors
 from ._unix import (
     ANCBUF_SIZE,
     MSG_CMSG_CLOEXEC,
     MSG_CTRUNC,
     SCM_CREDENTIALS,
-    SCM_MAX_FD,
     close_fds,
-    drain,
     fds_from_ancdata,
-    rights,
 )
-from .codec import (
-    ERROR,
-    METHOD_CALL,
-    METHOD_RETURN,
-    MarshalError,
-    Message,
-    ProtocolError,
-    message_size,
-    parse_message,
-    serialise_message,
-)
-from .registry import close_returned_fds
+from .message import METHOD_CALL, Message, message_size, parse_message
+from .outgoing import Outgoing
 from .sasl import ServerSasl
+from .unmarshal import ProtocolError
 
 if TYPE_CHECKING:
     import _socket
@@ -92,8 +78,9 @@ class _Drop(Exception):
     """End this connection (reason in the message)."""
 
 
-class Connection:
-    """Server side of one client connection, created by its :class:`Owner` (the server)."""
+class Connection(Outgoing):
+    """Server side of one client connection, created by its :class:`Owner` (the server); what
+    it sends is :class:`~.outgoing.Outgoing`'s part."""
 
     def __init__(
         self,
@@ -103,22 +90,13 @@ class Connection:
         pidfd: int | None,
         unique_name: str,
     ) -> None:
+        super().__init__(asyncio.get_running_loop(), sock, server.limits)
         self._server = server
-        self._limits = server.limits
         self._dispatcher = server.dispatcher
-        self._loop = asyncio.get_running_loop()
-        self._sock = sock
-        self._fd = sock.fileno()
         self.peer = peer
         self.pidfd = pidfd
         self.unique_name = unique_name
-        self.unix_fd = False
-        self.closed = False
         self.close_reason: str | None = None
-        self._serial = 0
-        self._out: deque[list[Any]] = deque()  # [memoryview, fds]
-        self._out_size = 0
-        self._writer_registered = False
         self._pending_fds: list[int] = []
         # message phase (after the handshake)
         self._buf = bytearray()
@@ -211,10 +189,7 @@ class Connection:
             self._sock.close()
         except OSError:
             pass
-        for _data, fds in self._out:
-            close_fds(fds)
-        self._out.clear()
-        self._out_size = 0
+        self._drop_output()
         close_fds(self._pending_fds)
         self._pending_fds.clear()
         if self.pidfd is not None:
@@ -406,97 +381,3 @@ class Connection:
         self._partial = None
         if not self.closed and self._buf and self._busy is None:
             self._fail(_Drop("message not completed in time"))
-
-    # ----------------------------------------------------------------------------------------
-    # writing
-
-    @property
-    def queued(self) -> int:
-        """Bytes accepted for this client but not yet taken by its socket."""
-        return self._out_size
-
-    def send_signal(self, msg: Message, max_queued: int) -> bool:
-        """Send a message the client did not ask for (a signal) — unless the client has not
-        yet read more than *max_queued* bytes, in which case it is dropped and False returned:
-        a subscriber that does not keep up loses signals, it is neither disconnected (replies
-        still have ``max_output_buffer``) nor able to make the daemon hold more memory."""
-        if self.closed or self._out_size > max_queued:
-            return False
-        self._send(msg)
-        return True
-
-    def _send(self, msg: Message) -> None:
-        self._serial += 1
-        try:
-            data, fds = serialise_message(msg, self._serial)
-        except MarshalError as exc:
-            log.error("cannot marshal reply to %s (signature %r): %s", self, msg.signature, exc)
-            self._discard(msg)
-            data, fds = self._failure(msg, "internal error")
-        if fds and (not self.unix_fd or len(fds) > SCM_MAX_FD):
-            log.error("reply to %r carries %d fds, which it cannot receive", self, len(fds))
-            close_fds(fds)
-            data, fds = self._failure(msg, "cannot pass file descriptors")
-        self._write(data, fds)
-
-    def _failure(self, msg: Message, text: str) -> tuple[bytes, list[int]]:
-        """A ``Failed`` error in place of a reply that cannot be sent as it is."""
-        failed = Message(
-            ERROR,
-            error_name=errors.FAILED,
-            reply_serial=msg.reply_serial,
-            signature="s",
-            body=(text,),
-        )
-        return serialise_message(failed, self._serial)
-
-    @staticmethod
-    def _discard(msg: Message) -> None:
-        if msg.type == METHOD_RETURN and "h" in msg.signature:
-            close_returned_fds(msg.signature, msg.body)
-
-    def _write(self, data: bytes, fds: list[int]) -> None:
-        """Send now as far as the socket takes it; queue the rest (bounded)."""
-        if self.closed:
-            close_fds(fds)
-            return
-        if self._out:
-            self._queue(memoryview(data), fds)
-            return
-        try:
-            if fds:
-                n = self._sock.sendmsg([data], rights(fds))
-            else:
-                n = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            close_fds(fds)
-            self.abort(f"send failed: {exc}")
-            return
-        if n and fds:
-            close_fds(fds)  # in flight: the kernel holds its own references now
-            fds = []
-        if n < len(data):
-            self._queue(memoryview(data)[n:], fds)
-
-    def _queue(self, view: memoryview, fds: list[int]) -> None:
-        self._out.append([view, fds])
-        self._out_size += len(view)
-        if self._out_size > self._limits.max_output_buffer:
-            self.abort(f"client is not reading its replies ({self._out_size} bytes queued)")
-            return
-        if not self._writer_registered:
-            self._loop.add_writer(self._fd, self._on_writable)
-            self._writer_registered = True
-
-    def _on_writable(self) -> None:
-        try:
-            sent, empty = drain(self._sock, self._out)
-        except OSError as exc:
-            self.abort(f"send failed: {exc}")
-            return
-        self._out_size -= sent
-        if empty:
-            self._loop.remove_writer(self._fd)
-            self._writer_registered = False

@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import NO_REPLY_EXPECTED
 from .errors import DBusError
+from .message import NO_REPLY_EXPECTED
 
 __all__ = [
     "DBusError",

@@ -12,7 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .codec import (
+from .objects import Interface, Method
+from .signature import (
     SignatureError,
     parse_signature,
     split_signature,
@@ -20,7 +21,6 @@ from .codec import (
     valid_member_name,
     valid_object_path,
 )
-from .objects import Interface, Method
 
 BUS_NAME = "org.freedesktop.DBus"
 BUS_PATH = "/org/freedesktop/DBus"

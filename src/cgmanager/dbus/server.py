@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ._unix import SO_PASSCRED, SOL_SOCKET, peer_credentials, peer_pidfd
 from .connection import Connection
-from .dispatch import SERVER_UNIQUE_NAME, Dispatcher
+from .dispatch import Dispatcher
 from .limits import Limits
 from .objects import Interface, PeerCredentials
+from .standard import SERVER_UNIQUE_NAME
 
 log = logging.getLogger("cgmanager.dbus")
 
@@ -147,15 +148,16 @@ class Server:
             self._new_connection(_socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd))
 
     def _pause_accepting(self, delay: float) -> None:
-        assert self._loop is not None and self._listener is not None
-        self._loop.remove_reader(self._listener.fileno())
+        loop = self._loop
+        assert loop is not None and self._listener is not None
+        loop.remove_reader(self._listener.fileno())
 
         def resume() -> None:
             self._paused = None
             if self._listener is not None and not self._closing:
-                self._loop.add_reader(self._listener.fileno(), self._on_accept)  # type: ignore
+                loop.add_reader(self._listener.fileno(), self._on_accept)
 
-        self._paused = self._loop.call_later(delay, resume)
+        self._paused = loop.call_later(delay, resume)
 
     def _new_connection(self, sock: _socket.socket) -> None:
         try:
