@@ -222,3 +222,43 @@ def test_v2_watches_one_events_fd_each(cgdir, procs, threaded):
         r.close()
         loop.close()
         t.close()
+
+
+def test_a_storm_of_exits_is_taken_a_turn_at_a_time(cgdir, procs):
+    """Exits that are all ready at once are handled at most READY_PER_TURN per turn of the
+    loop, so a callback queued meanwhile (a client's request) runs between the turns."""
+    n = reaper_mod.READY_PER_TURN * 3
+    base = cgdir("unified")
+    t = tree("unified")
+    dirs = [os.path.join(base, f"c{i}") for i in range(n)]
+    for d in dirs:
+        os.mkdir(d)
+    kids = [procs.spawn(["sleep", "1000"], cgroup=d) for d in dirs]
+    loop = asyncio.new_event_loop()
+    hook = Counting(loop)
+    seen_by_marker: list[int] = []
+
+    def counted(work, then):
+        if hook.jobs == 0:  # the storm's first job: queue another callback behind it
+            loop.call_soon(lambda: seen_by_marker.append(hook.jobs))
+        hook(work, then)
+
+    r = Reaper(loop, kernel=counted)
+    try:
+        for d in dirs:
+            r.watch(t, hpath(t, d), 0)
+        for k in kids:
+            k.signal(signal.SIGKILL)
+        for k in kids:
+            assert k.wait(10) is not None
+        for d in dirs:  # every exit is pending before the loop turns
+            with open(os.path.join(d, "cgroup.events")) as f:
+                assert "populated 0\n" in f.read()
+        assert run_until(loop, lambda: len(r) == 0), r.stats()
+        assert not any(os.path.exists(d) for d in dirs)
+        assert hook.jobs == n
+        assert seen_by_marker and 0 < seen_by_marker[0] <= reaper_mod.READY_PER_TURN
+    finally:
+        r.close()
+        loop.close()
+        t.close()
