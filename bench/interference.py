@@ -10,7 +10,9 @@ counts for a phase when its own interval overlaps one of the phase's heavy calls
 * idle (nothing else happening): the baseline every ratio is taken against;
 * for ``pids`` (v1) and the v2 tree, N ∈ ``--intf-sizes`` (1,000 and 10,000) children of one
   cgroup: ListChildren, GetTasksRecursive, Remove(recursive=1) and Prune of the parent (the tree
-  is rebuilt directly on cgroupfs between calls, outside the heavy intervals);
+  is rebuilt directly on cgroupfs between calls, outside the heavy intervals), and the floor:
+  the bench itself removing the tree with rmdir, no daemon involved — what the kernel's own
+  removal work costs the pinger;
 * a Setup rollback: Setup moving 255 processes then failing on the 256th (a zombie of ours —
   it cannot be moved, and its pid cannot be reused while we hold it), so every move is undone;
 * reaper storms: ``--intf-storm`` cgroups, each holding one process and watched with
@@ -140,6 +142,12 @@ def _tree(path: str, n: int) -> None:
         os.mkdir(f"{path}/c{i}")
 
 
+def _rmtree(path: str, n: int) -> None:
+    for i in range(n):
+        os.rmdir(f"{path}/c{i}")
+    os.rmdir(path)
+
+
 def _gone(path: str) -> bool:
     return not os.path.exists(path)
 
@@ -168,10 +176,15 @@ def tree_phases(h: Harness, conn: Any, ph: Phases, a: argparse.Namespace) -> Non
                     op="GetTasksRecursive",
                     **meta,
                 )
+            ph.timed(  # the floor: the same tree removed by this process itself, no daemon
+                f"rmdir {key} {n} (no daemon)",
+                lambda host=host, n=n: _rmtree(host, n),
+                op="rmdir",
+                **meta,
+            )
             for op, args in (("Remove", "ssi"), ("Prune", "ss")):
-                for r in range(reps):
-                    if r or op != "Remove":
-                        _tree(host, n)
+                for _ in range(reps):
+                    _tree(host, n)
                     argv = (key, rel, 1) if op == "Remove" else (key, rel)
                     ph.timed(
                         f"{op} {key} {n}",
