@@ -1,12 +1,14 @@
 """Every kind of real client talks to the daemon: dbus-send, gdbus, busctl, our Python client."""
 
 import ast
+import os
 import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from cgmanager.contract import API_VERSION, INTERFACE, OBJECT_PATH, methods_of
+from cgmanager.operations.context import INLINE_CHILDREN
 from cgmanager.scm import SCM_METHODS
 
 pytestmark = pytest.mark.t3
@@ -193,3 +195,35 @@ def test_gdbus_introspection_shows_the_event_signal(place):
     sig = out[out.index("CgroupEvent") :].split(";")[0]
     for arg in ("subscription", "controller", "cgroup", "kind", "values", "lost"):
         assert arg in sig, sig
+
+
+def test_a_big_listing_reaches_every_client_intact(place):
+    """A directory with more children than the loop lists inline goes to a worker, which
+    also marshals the reply: every kind of client reads the same names as the kernel shows."""
+    big = os.path.join(place.path("pids"), "big")
+    os.mkdir(big)
+    made = [f"c{i}" for i in range(INLINE_CHILDREN + 88)]
+    try:
+        for name in made:
+            os.mkdir(os.path.join(big, name))
+        sleeper = place.spawn(["sleep", "1000"])
+        with open(os.path.join(big, "c7", "cgroup.procs"), "w") as f:
+            f.write(str(sleeper.pid))
+        want = sorted(made)
+        out = ok(place.dbus_send("ListChildren", "string:pids", "string:big"))
+        assert sorted(re.findall(r'string "([^"]*)"', out)) == want
+        (got,) = ast.literal_eval(ok(place.gdbus("ListChildren", "pids", "big")).strip())
+        assert sorted(got) == want
+        out = ok(place.busctl("ListChildren", "ss", "pids", "big")).split()
+        assert out[:2] == ["as", str(len(want))]
+        assert sorted(w.strip('"') for w in out[2:]) == want
+        (got,) = ast.literal_eval(ok(place.py("ListChildren", "ss", "pids", "big")).strip())
+        assert sorted(got) == want
+        tasks = ast.literal_eval(ok(place.py("GetTasksRecursive", "ss", "pids", "big")).strip())
+        assert tasks == ([sleeper.pid],)
+        sleeper.kill()
+    finally:
+        for name in made:
+            if os.path.isdir(os.path.join(big, name)):
+                os.rmdir(os.path.join(big, name))
+        os.rmdir(big)

@@ -308,3 +308,26 @@ def test_fuzz_round_trip_against_jeepney(pairs):
     p = Parser()
     p.add_data(data)
     assert p.get_next_message().body == body
+
+
+@pytest.mark.parametrize("signature, body", [s for s in SAMPLES if s[0]])
+def test_a_body_marshalled_ahead_frames_to_the_same_bytes(signature, body):
+    """A reply marshalled on a worker thread (Marshalled) is byte for byte the reply the
+    loop would have marshalled itself."""
+    reply = dict(reply_serial=9, destination=":1.4", signature=signature)
+    inline = serialise_message(Message(2, body=body, **reply), 11)
+    ahead = serialise_message(Message(2, raw_body=codec.Marshalled(signature, body), **reply), 11)
+    assert ahead == inline
+    assert parse_message(ahead[0]).body == body
+
+
+def test_a_body_marshalled_ahead_must_fit_its_message():
+    m = codec.Marshalled("as", (["a"],))
+    with pytest.raises(codec.MarshalError):  # another signature
+        serialise_message(Message(2, reply_serial=1, signature="s", raw_body=m), 1)
+    with pytest.raises(codec.MarshalError):  # a body as well
+        serialise_message(Message(2, reply_serial=1, signature="as", body=(["b"],), raw_body=m), 1)
+    with pytest.raises(codec.MarshalError):  # fds are marshalled where they are sent
+        codec.Marshalled("h", (3,))
+    with pytest.raises(codec.MarshalError):  # values that do not fit
+        codec.Marshalled("as", ([1],))

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from cgmanager.dbus import errors
-from cgmanager.dbus.codec import ERROR, METHOD_RETURN, Message
+from cgmanager.dbus.codec import ERROR, METHOD_RETURN, NO_REPLY_EXPECTED, Message, parse_message
 from cgmanager.dbus.dispatch import Dispatcher
 from cgmanager.dbus.objects import Interface, Method, PeerCredentials, Property
 
@@ -246,3 +246,30 @@ def test_ancestors_and_unknown_paths():
     )
     assert handle(d, call("Ping", path="/zzz", interface=None)).type == METHOD_RETURN
     assert handle(d, call("Hello", path="/org/freedesktop/DBus", interface=None)).body == (":1.7",)
+
+
+def test_a_reply_marshalled_ahead_is_framed_or_refused():
+    """A handler may return its out-args already marshalled (a worker did it); the signature
+    must be the method's, and a caller that wants no reply gets none."""
+    from cgmanager.dbus.codec import Marshalled, serialise_message
+
+    d = Dispatcher(
+        {
+            "/o": [
+                Interface(
+                    "a.B",
+                    methods=[
+                        Method("L", lambda c: Marshalled("as", (["x", "y"],)), [], [("n", "as")]),
+                        Method("W", lambda c: Marshalled("ai", ([1],)), [], [("n", "as")]),
+                    ],
+                )
+            ]
+        }
+    )
+    reply = handle(d, call("L"))
+    assert reply.type == METHOD_RETURN and reply.signature == "as" and reply.reply_serial == 5
+    data, fds = serialise_message(reply, 1)
+    assert fds == [] and parse_message(data).body == (["x", "y"],)
+    assert handle(d, call("L", flags=NO_REPLY_EXPECTED)) is None
+    wrong = handle(d, call("W"))
+    assert wrong.type == ERROR and wrong.error_name == errors.FAILED

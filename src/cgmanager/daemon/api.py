@@ -19,6 +19,7 @@ from typing import Any
 from .. import contract, scm
 from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
 from ..dbus.connection import Connection
+from ..dbus.marshal import Marshalled
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
 from ..errors import Busy, CgmError, Unsupported
 from ..hierarchy import Layout
@@ -108,14 +109,20 @@ class Service:
         proxy: Party,
         args: Sequence[Any],
         extra: dict[str, Any] | None = None,
+        ahead: bool = False,
     ) -> Any:
-        """Run *op* for one request (inline, or a future when it went to a worker)."""
+        """Run *op* for one request (inline, or a future when it went to a worker).  With
+        *ahead*, a worker also marshals the reply (a listing's 10,000 names cost the loop
+        milliseconds to marshal; the loop then only frames the bytes)."""
         m = self.m
         kwargs = {**op.kwargs, **extra} if extra else op.kwargs
 
         def run(inline: bool) -> Any:
             with Scope(may_escalate=inline) as scope:
-                return op.fn(m, Request(requestor, proxy, scope), *args, **kwargs)
+                value = op.fn(m, Request(requestor, proxy, scope), *args, **kwargs)
+            if ahead and not inline:
+                return Marshalled(method.out_signature, _reply(method, value))
+            return value
 
         def claimed() -> list[tuple[str, str, bool]]:
             if method.family is None:
@@ -164,6 +171,8 @@ class Service:
         enabled = audit.isEnabledFor  # lines are built only when they will be written
         gates = [(method.arg_index(arg), kind) for arg, kind in method.ids]
         moves = any(kind == contract.PID for _, kind in method.ids)
+        # listings: a worker marshals their (possibly big) reply; nothing to do after it
+        ahead = not audited and not moves and "a" in method.out_signature
 
         if not op.identified:  # Ping, ListControllers: nobody to identify, nothing to audit
 
@@ -195,13 +204,15 @@ class Service:
                         else:
                             require_same_userns(r.identity, name)
                 p = self.daemon if method.absolute else r  # plain *Abs: bounded by the daemon
-                outcome = self.submit(method, op, r, p, args)
+                outcome = self.submit(method, op, r, p, args, ahead=ahead)
                 if not isinstance(outcome, _LATER):
                     result = _reply(method, outcome)
                     finished(call, peer, result)
                     return result
             except CgmError as e:
                 raise refuse(call, e) from None
+            if ahead:
+                return self._listing_later(call, method, outcome, refuse)
             return self._plain_later(call, method, outcome, peer, finished, refuse)
 
         return handler
@@ -221,6 +232,20 @@ class Service:
             raise refuse(call, e) from None
         finished(call, peer, result)
         return result
+
+    async def _listing_later(
+        self,
+        call: MethodCall,
+        method: contract.Method,
+        outcome: Any,
+        refuse: Callable[[MethodCall, CgmError], DBusError],
+    ) -> tuple[Any, ...] | Marshalled:
+        """A listing that went to a worker: its reply comes back marshalled."""
+        try:
+            value = await outcome if isinstance(outcome, asyncio.Future) else outcome
+        except CgmError as e:
+            raise refuse(call, e) from None
+        return value if type(value) is Marshalled else _reply(method, value)
 
     # -- the daemon's own services: policy and event signals ---------------------------------
 

@@ -13,7 +13,7 @@ code outside the package.
 
 from __future__ import annotations
 
-from .marshal import MarshalError, marshal_body
+from .marshal import MarshalError, Marshalled, marshal_body
 from .message import (
     ALLOW_INTERACTIVE_AUTHORIZATION,
     ERROR,
@@ -51,6 +51,7 @@ __all__ = [
     "PROTOCOL_MAX_MESSAGE",
     "SIGNAL",
     "MarshalError",
+    "Marshalled",
     "Message",
     "MessageTooLarge",
     "ProtocolError",

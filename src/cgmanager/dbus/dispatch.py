@@ -18,6 +18,7 @@ from typing import Any
 
 from . import errors
 from .errors import DBusError
+from .marshal import Marshalled
 from .message import (
     ERROR,
     METHOD_RETURN,
@@ -153,6 +154,16 @@ class Dispatcher:
     def _reply(self, msg: Message, entry: MethodEntry, result: Any) -> Message | None:
         if result is None:
             result = ()
+        if type(result) is Marshalled and result.signature == entry.out_sig:
+            if msg.flags & NO_REPLY_EXPECTED:
+                return None
+            return Message(
+                METHOD_RETURN,
+                reply_serial=msg.serial,
+                signature=entry.out_sig,
+                raw_body=result,
+                destination=msg.sender,
+            )
         if type(result) is not tuple:
             log.error(
                 "handler for %s.%s returned %s, not a tuple",

@@ -284,3 +284,18 @@ def marshal_body(signature: str, values: Sequence[object]) -> tuple[bytes, list[
     except RecursionError:
         raise MarshalError("value nested too deeply") from None
     return bytes(out), fds
+
+
+class Marshalled:
+    """A body marshalled ahead of its message: a worker thread marshals a large reply, and
+    the event loop, which frames and sends it, does not spend the milliseconds a list of
+    10,000 names takes.  It carries no fds (those are marshalled where they are sent)."""
+
+    __slots__ = ("signature", "data")
+
+    def __init__(self, signature: str, values: Sequence[object]) -> None:
+        data, fds = marshal_body(signature, values)
+        if fds:
+            raise MarshalError("a body that carries fds cannot be marshalled ahead")
+        self.signature = signature
+        self.data = data

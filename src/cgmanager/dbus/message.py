@@ -12,7 +12,15 @@ Imports only ``_struct`` and its siblings: the blocking client imports this and 
 
 from __future__ import annotations
 
-from .marshal import PAD, MarshalError, marshal_body, pack_u32, string_writer, write_signature
+from .marshal import (
+    PAD,
+    MarshalError,
+    Marshalled,
+    marshal_body,
+    pack_u32,
+    string_writer,
+    write_signature,
+)
 from .signature import MAX_DEPTH, valid_interface_name, valid_member_name
 from .unmarshal import (
     ProtocolError,
@@ -75,6 +83,7 @@ class Message:
         "sender",
         "signature",
         "body",
+        "raw_body",
         "fds",
     )
 
@@ -93,6 +102,7 @@ class Message:
         sender: str | None = None,
         signature: str = "",
         body: tuple[Any, ...] = (),
+        raw_body: Marshalled | None = None,
         fds: list[int] | None = None,
     ) -> None:
         self.type = type
@@ -107,6 +117,8 @@ class Message:
         self.sender = sender
         self.signature = signature
         self.body = body
+        #: the body marshalled ahead (outgoing only): sent in place of ``body``
+        self.raw_body = raw_body
         self.fds = fds if fds is not None else []
 
     def __repr__(self) -> str:
@@ -359,7 +371,14 @@ def serialise_message(msg: Message, serial: int) -> tuple[bytes, list[int]]:
     The fds are the ``h`` values found in the body, in index order (``msg.fds`` is ignored).
     Raises :class:`MarshalError` if the body does not fit the signature.
     """
-    body, fds = marshal_body(msg.signature, msg.body) if msg.signature else (b"", [])
+    fds: list[int]
+    raw = msg.raw_body
+    if raw is not None:
+        if raw.signature != msg.signature or msg.body:
+            raise MarshalError("a body marshalled ahead must match the signature, alone")
+        body, fds = raw.data, []
+    else:
+        body, fds = marshal_body(msg.signature, msg.body) if msg.signature else (b"", [])
     if msg.body and not msg.signature:
         raise MarshalError("body given without a signature")
     out = bytearray(16)

@@ -7,7 +7,8 @@ typo in a signature fails at start-up, not on the first call.
 Handlers
     ``handler(call: MethodCall) -> tuple | None`` — a plain function or a coroutine function (or
     anything returning an awaitable).  Return the out-args as a tuple (``None`` or ``()`` when
-    there are none).  Raise :class:`DBusError` for a specific error reply; any other exception is
+    there are none), or a :class:`~.marshal.Marshalled` body of the method's out signature (a
+    large reply marshalled on a worker thread).  Raise :class:`DBusError` for a specific error reply; any other exception is
     logged and answered with ``org.freedesktop.DBus.Error.Failed`` — the daemon keeps running.
     A coroutine handler delays only its own connection's next message.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DBusError
+from .marshal import Marshalled
 from .message import NO_REPLY_EXPECTED
 
 __all__ = [
@@ -39,7 +41,8 @@ __all__ = [
     "Property",
 ]
 
-Handler = Callable[["MethodCall"], "tuple[Any, ...] | None | Awaitable[tuple[Any, ...] | None]"]
+Reply = tuple[Any, ...] | Marshalled | None
+Handler = Callable[["MethodCall"], "Reply | Awaitable[Reply]"]
 Getter = Callable[["MethodCall"], Any]
 Setter = Callable[["MethodCall", Any], Any]
 
