@@ -21,20 +21,21 @@ from ..contract import API_VERSION, ERROR_PREFIX, OBJECT_PATH
 from ..dbus.connection import Connection
 from ..dbus.marshal import Marshalled
 from ..dbus.objects import DBusError, Interface, Method, MethodCall, Property
-from ..errors import Busy, CgmError, Unsupported
+from ..errors import Busy, CgmError
 from ..hierarchy import Layout
 from ..operations import OPERATIONS, Manager, Operation, Request, Scope, Settling
 from ..operations.targets import claims
 from ..permission import Credentials, require_same_pidns, require_same_userns
 from ..requestor import Namespaces, Party, identify
 from ..scm_server import Received, ScmServer
+from . import audit_trail
 from .events import Events
 from .notify import PriorityWatch, close_quietly, poll_until
+from .own_methods import own_methods
 from .peers import ConnectionPeer
-from .policy import Policy, require_host_root
+from .policy import Policy
 from .scheduler import Job, Scheduler
 
-audit = logging.getLogger("cgmanager.audit")
 log = logging.getLogger(__name__)
 
 #: how long Freeze/Thaw wait for the kernel to report the new state
@@ -164,11 +165,11 @@ class Service:
 
     def plain_handler(self, method: contract.Method) -> Callable[[MethodCall], Any]:
         if method.name not in OPERATIONS:
-            return self.service_handler(method, self.services()[method.name])
+            return self.service_handler(method, own_methods(self.policy, self.events)[method.name])
         op = OPERATIONS[method.name]
         name = method.name
         audited = method.mutating
-        enabled = audit.isEnabledFor  # lines are built only when they will be written
+        enabled = audit_trail.enabled
         gates = [(method.arg_index(arg), kind) for arg, kind in method.ids]
         moves = any(kind == contract.PID for _, kind in method.ids)
         # listings: a worker marshals their (possibly big) reply; nothing to do after it
@@ -183,14 +184,14 @@ class Service:
 
         def refuse(call: MethodCall, e: CgmError) -> DBusError:
             if audited and enabled(logging.INFO):
-                _audit(call, name, f"refused ({e.kind}: {e.message})")
+                audit_trail.request(call, name, f"refused ({e.kind}: {e.message})")
             return to_dbus_error(e)
 
         def finished(call: MethodCall, peer: ConnectionPeer, result: tuple[Any, ...]) -> None:
             if moves:
                 peer.remember()  # it may have moved itself; it awaits this reply: alive
             if audited and enabled(logging.INFO):
-                _audit(call, name, f"ok {_brief(result)}".rstrip())
+                audit_trail.request(call, name, f"ok {audit_trail.brief(result)}".rstrip())
 
         def handler(call: MethodCall) -> Any:
             args = call.body
@@ -247,47 +248,7 @@ class Service:
             raise refuse(call, e) from None
         return value if type(value) is Marshalled else _reply(method, value)
 
-    # -- the daemon's own services: policy and event signals ---------------------------------
-
-    def services(self) -> dict[str, Callable[..., Any]]:
-        """Contract methods the daemon's components carry out rather than a cgroup operation:
-        each takes (call, who asks, *arguments) and returns the reply's value."""
-        policy = self.policy
-
-        def status(call: MethodCall, r: Party) -> dict[str, int]:
-            require_host_root(r, "read the policy counters")
-            counters = policy.counters()
-            if self.events is not None:
-                counters.update(self.events.counters())
-            return counters
-
-        def subscribe(call: MethodCall, r: Party, controller: str, cgroup: str) -> int:
-            req = Request(r, r)
-            return self._events().subscribe(call.sender, call.state, req, controller, cgroup)
-
-        def pressure(
-            call: MethodCall, r: Party, controller: str, cgroup: str, res: str, trigger: str
-        ) -> int:
-            ev, req = self._events(), Request(r, r)
-            return ev.watch_pressure(call.sender, call.state, req, controller, cgroup, res, trigger)
-
-        def unsubscribe(call: MethodCall, r: Party, subscription: int) -> None:
-            self._events().unsubscribe(call.state, subscription)
-
-        return {
-            "Reload": lambda call, r: policy.Reload(r)[0],
-            "ConfigDiff": lambda call, r, text: policy.ConfigDiff(r, text)[0],
-            "PolicyStatus": status,
-            "Classify": lambda call, r, pids: policy.Classify(r, pids)[0],
-            "Subscribe": subscribe,
-            "WatchPressure": pressure,
-            "Unsubscribe": unsubscribe,
-        }
-
-    def _events(self) -> Events:
-        if self.events is None:
-            raise Unsupported("event signals are not available in this process")
-        return self.events
+    # -- the daemon's own methods: policy and event signals --------------------------------
 
     def service_handler(
         self, method: contract.Method, fn: Callable[..., Any]
@@ -309,10 +270,10 @@ class Service:
                 result = _reply(method, fn(call, r, *args))
             except CgmError as e:
                 if audited:
-                    _audit(call, name, f"refused ({e.kind}: {e.message})")
+                    audit_trail.request(call, name, f"refused ({e.kind}: {e.message})")
                 raise to_dbus_error(e) from None
             if audited:
-                _audit(call, name, f"ok {_brief(result)}".rstrip())
+                audit_trail.request(call, name, f"ok {audit_trail.brief(result)}".rstrip())
             return result
 
         return handler
@@ -359,13 +320,17 @@ class Service:
                     )
                 except CgmError as e:
                     if method.mutating:
-                        _audit_scm(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
+                        audit_trail.scm_request(
+                            call, t.name, r, args, f"refused ({e.kind}: {e.message})"
+                        )
                     raise
                 if isinstance(outcome, _LATER):
                     return self._scm_later(call, t, r, args, outcome)
                 result = _reply(method, outcome)
                 if method.mutating:
-                    _audit_scm(call, t.name, r, args, f"ok {_brief(result)}".rstrip())
+                    audit_trail.scm_request(
+                        call, t.name, r, args, f"ok {audit_trail.brief(result)}".rstrip()
+                    )
                 return result
 
             try:
@@ -383,10 +348,12 @@ class Service:
             result = await self._reply_later(t.plain, outcome)
         except CgmError as e:
             if t.plain.mutating:
-                _audit_scm(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
+                audit_trail.scm_request(call, t.name, r, args, f"refused ({e.kind}: {e.message})")
             raise
         if t.plain.mutating:
-            _audit_scm(call, t.name, r, args, f"ok {_brief(result)}".rstrip())
+            audit_trail.scm_request(
+                call, t.name, r, args, f"ok {audit_trail.brief(result)}".rstrip()
+            )
         return result
 
     # -- wiring -----------------------------------------------------------------------------
@@ -426,43 +393,6 @@ def _reply(method: contract.Method, value: Any) -> tuple[Any, ...]:
     if n == 0:
         return ()
     return (value,) if n == 1 else tuple(value)
-
-
-def _audit(call: MethodCall, method: str, outcome: str) -> None:
-    p = call.peer
-    audit.info(
-        "audit: pid=%d uid=%d gid=%d %s(%s): %s",
-        p.pid,
-        p.uid,
-        p.gid,
-        method,
-        ", ".join(_arg(a) for a in call.body),
-        outcome,
-    )
-
-
-def _audit_scm(call: MethodCall, method: str, r: Received, args: Any, outcome: str) -> None:
-    p = call.peer
-    audit.info(
-        "audit: proxy pid=%d uid=%d gid=%d for pid=%d uid=%d gid=%d %s(%s): %s",
-        p.pid,
-        p.uid,
-        p.gid,
-        r.cred.pid,
-        r.cred.uid,
-        r.cred.gid,
-        method,
-        ", ".join(_arg(a) for a in args),
-        outcome,
-    )
-
-
-def _arg(a: Any) -> str:
-    return repr(a)[:200]
-
-
-def _brief(result: tuple[Any, ...]) -> str:
-    return f"-> {result[0]}" if result else ""
 
 
 def daemon_party(layout: Layout, ns: Namespaces) -> Party:
