@@ -54,7 +54,7 @@ def test_the_checker_notices_a_missing_test():
 def test_the_limits_table_states_the_code_defaults():
     """The defaults quoted in "Limits and their defaults" are the ones the code has."""
     from cgmanager import scm_server
-    from cgmanager.daemon import reaper
+    from cgmanager.daemon import reaper, workers
     from cgmanager.daemon.main import DEFAULT_MAX_DEPTH
     from cgmanager.dbus.limits import Limits
 
@@ -72,6 +72,12 @@ def test_the_limits_table_states_the_code_defaults():
         "`sasl_timeout`": f"| {Limits.sasl_timeout:g} s |",
         "`message_timeout`": f"| {Limits.message_timeout:g} s |",
         "`max_fds_per_message`": f"| {Limits.max_fds_per_message} |",
+        "`--workers`": f"| {workers.DEFAULT_WORKERS} |",
+        "`DEFAULT_QUEUE_TOTAL`": (
+            f"| {workers.DEFAULT_QUEUE_PER_KEY} per requestor uid,"
+            f" {workers.DEFAULT_QUEUE_TOTAL} in all |"
+        ),
+        "`READY_PER_TURN`": f"| {reaper.READY_PER_TURN} |",
     }
     lines = doc.splitlines()
     for where, cell in rows.items():

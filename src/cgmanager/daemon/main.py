@@ -18,6 +18,7 @@ from .reaper import (
     DEFAULT_MAX_WATCHES,
     DEFAULT_MAX_WATCHES_PER_UID,
 )
+from .workers import DEFAULT_WORKERS
 
 log = logging.getLogger("cgmanager")
 
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         metavar="N",
         type=int,
-        default=4,
+        default=DEFAULT_WORKERS,
         help="threads for requests whose work grows with a subtree (recursive Remove, Prune, "
         "GetTasksRecursive, big listings and Setups); one uid uses at most half of them "
         "(default: %(default)s)",
