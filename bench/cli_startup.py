@@ -24,7 +24,6 @@ tree (never memory), a marked ``cgtest-<random>`` root the clients run in, all r
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -34,12 +33,12 @@ import time
 if __package__ in (None, ""):  # run as a script: make `bench` and `cgmanager` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import report  # noqa: E402
 from bench.harness import CPU, IFACE, OBJ, BenchError, Harness  # noqa: E402
 from cgmanager.cli import launcher  # noqa: E402
 
 PY = sys.executable
 VENV_BIN = os.path.dirname(PY)
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: C cgmanager 0.42 on this kind of machine (docs/performance-reference.md)
 C_REFERENCE_MS = {
     "cgm ping": 1.60,
@@ -241,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_path_imports_us": imports,
     }
     if a["save"]:
-        os.makedirs(RESULTS, exist_ok=True)
-        path = os.path.join(RESULTS, f"cli-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"written: {path}")
+        print(f"written: {report.save(result, latest=False, prefix='cli-')}")
     return 0
 
 

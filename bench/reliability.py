@@ -32,7 +32,6 @@ The client processes are tests/daemon/reliability_client.py (shared with the tes
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
@@ -574,14 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"bench": "reliability", "machine": report.machine(), "source": report.source(), **doc}
     print_summary(doc)
     if not (a.smoke or a.no_save):
-        os.makedirs(report.RESULTS, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        text = json.dumps(doc, indent=2) + "\n"
-        path = os.path.join(report.RESULTS, f"reliability-{stamp}.json")
-        for p in (path, os.path.join(report.RESULTS, "reliability-latest.json")):
-            with open(p, "w") as f:
-                f.write(text)
-        print(f"written: {path}")
+        print(f"written: {report.save(doc, prefix='reliability-')}")
     return 0
 
 

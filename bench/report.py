@@ -186,6 +186,8 @@ def oneshot_table(one: dict[str, dict[str, float]]) -> str:
 
 
 def save(doc: dict[str, Any], latest: bool = True, prefix: str = "") -> str:
+    """Write *doc* to ``results/<prefix><stamp>.json`` (and ``<prefix>latest.json`` with
+    *latest*); every bench saves through here, so the results folder has one layout."""
     os.makedirs(RESULTS, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     path = os.path.join(RESULTS, f"{prefix}{stamp}.json")
@@ -193,6 +195,6 @@ def save(doc: dict[str, Any], latest: bool = True, prefix: str = "") -> str:
     with open(path, "w") as f:
         f.write(text)
     if latest:
-        with open(os.path.join(RESULTS, "latest.json"), "w") as f:
+        with open(os.path.join(RESULTS, f"{prefix}latest.json"), "w") as f:
             f.write(text)
     return path

@@ -37,13 +37,13 @@ import time
 if __package__ in (None, ""):  # run as a script: make `bench` and `cgmanager` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import report  # noqa: E402
 from bench.harness import CPU, OBJ, BenchError, Harness, cpu_ns, expect  # noqa: E402
 from bench.stats import summary_us  # noqa: E402
 from cgmanager.cli import launcher  # noqa: E402
 from cgmanager.dbus.client import connect  # noqa: E402
 
 PY = sys.executable
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CLIENT_CPU = 1 if CPU != 1 else 0
 IFACE = "org.linuxcontainers.cgmanager0_0"
 #: what cgm top reads here (hybrid host: v2 without controllers, v1 pids)
@@ -296,12 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ping idle:   p50 {idle['median']:.0f} µs, p99 {idle['p99']:.0f} µs")
     print(f"Ping during: p50 {during['median']:.0f} µs, p99 {during['p99']:.0f} µs")
     if save:
-        os.makedirs(RESULTS, exist_ok=True)
-        path = os.path.join(RESULTS, f"top-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"written: {path}")
+        print(f"written: {report.save(result, latest=False, prefix='top-')}")
     return 0
 
 
