@@ -198,12 +198,7 @@ class Service:
             try:
                 peer = self.peer(call)
                 r = peer.party()
-                for i, kind in gates:
-                    if contract.given(args[i]):
-                        if kind == contract.PID:
-                            require_same_pidns(r.identity, name)
-                        else:
-                            require_same_userns(r.identity, name)
+                _pass_gates(gates, r, name, args)
                 p = self.daemon if method.absolute else r  # plain *Abs: bounded by the daemon
                 outcome = self.submit(method, op, r, p, args, ahead=ahead)
                 if not isinstance(outcome, _LATER):
@@ -261,12 +256,7 @@ class Service:
             args = call.body
             try:
                 r = self.peer(call).party()
-                for i, kind in gates:
-                    if contract.given(args[i]):
-                        if kind == contract.PID:
-                            require_same_pidns(r.identity, name)
-                        else:
-                            require_same_userns(r.identity, name)
+                _pass_gates(gates, r, name, args)
                 result = _reply(method, fn(call, r, *args))
             except CgmError as e:
                 if audited:
@@ -385,6 +375,16 @@ class Service:
 
 #: what a request may give instead of its result: a worker's future, or a freeze to wait for
 _LATER = (asyncio.Future, Settling)
+
+
+def _pass_gates(gates: list[tuple[int, str]], r: Party, name: str, args: Sequence[Any]) -> None:
+    """Pids and ids in plain calls need the daemon's namespaces (Scm twins translate them)."""
+    for i, kind in gates:
+        if contract.given(args[i]):
+            if kind == contract.PID:
+                require_same_pidns(r.identity, name)
+            else:
+                require_same_userns(r.identity, name)
 
 
 def _reply(method: contract.Method, value: Any) -> tuple[Any, ...]:

@@ -154,17 +154,13 @@ class Dispatcher:
     def _reply(self, msg: Message, entry: MethodEntry, result: Any) -> Message | None:
         if result is None:
             result = ()
+        body: tuple[Any, ...] = ()
+        raw = None  # a body a worker marshalled ahead (never carries fds)
         if type(result) is Marshalled and result.signature == entry.out_sig:
-            if msg.flags & NO_REPLY_EXPECTED:
-                return None
-            return Message(
-                METHOD_RETURN,
-                reply_serial=msg.serial,
-                signature=entry.out_sig,
-                raw_body=result,
-                destination=msg.sender,
-            )
-        if type(result) is not tuple:
+            raw = result
+        elif type(result) is tuple:
+            body = result
+        else:
             log.error(
                 "handler for %s.%s returned %s, not a tuple",
                 entry.interface,
@@ -174,13 +170,14 @@ class Dispatcher:
             return _error(msg, errors.FAILED, "internal error")
         if msg.flags & NO_REPLY_EXPECTED:
             if "h" in entry.out_sig:  # returned fds are ours to close
-                close_returned_fds(entry.out_sig, result)
+                close_returned_fds(entry.out_sig, body)
             return None
         return Message(
             METHOD_RETURN,
             reply_serial=msg.serial,
             signature=entry.out_sig,
-            body=result,
+            body=body,
+            raw_body=raw,
             destination=msg.sender,
         )
 
